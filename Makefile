@@ -1,0 +1,43 @@
+# The README's two commands are `make demo` and `make test`. Both are idempotent: each
+# creates the environments if they are missing, installs what is needed, then does its job.
+
+PY311    ?= python3.11
+PY310    ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.10.13/bin/python
+VENV     := .venv
+LAVAVENV := .venv-lava
+PY       := $(VENV)/bin/python
+KERNELS  := build/kernels/libedgekit_et_kernels.so
+
+.PHONY: setup demo test bench clean kernels
+
+setup: $(VENV)/.installed $(LAVAVENV)/.installed $(KERNELS)
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PY311) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: it comes from the local CPU wheel, never the CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test,quant]'
+	touch $@
+
+$(LAVAVENV)/.installed: requirements-lava.txt
+	test -x $(LAVAVENV)/bin/python || $(PY310) -m venv $(LAVAVENV)
+	$(LAVAVENV)/bin/python -m pip install -q --upgrade pip
+	$(LAVAVENV)/bin/python -m pip install -q -r requirements-lava.txt
+	touch $@
+
+kernels: $(KERNELS)
+$(KERNELS): $(VENV)/.installed $(wildcard kernels/*.cpp kernels/*.h) kernels/build.sh
+	bash kernels/build.sh $(PY) $@
+
+demo: setup
+	$(VENV)/bin/edgekit demo
+
+test: setup
+	$(PY) -m pytest -q -x --durations=15 tests
+
+bench: setup
+	$(PY) benchmarks/step_latency.py
+
+clean:
+	rm -rf build

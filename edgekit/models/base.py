@@ -1,0 +1,116 @@
+"""The model contract every architecture implements, and the architecture registry.
+
+Dimension legend (all of edgekit.models):
+    B batch, T time steps, C / D model width, H heads, N head size or state size,
+    V vocabulary, L layers, I input features, U units.
+
+A model is a `RecurrentModel`: a torch module with a sequence form ``forward(x[B, T],
+state)`` and a single-step form ``step(x_t[B], state)``, whose state is a flat, ordered,
+named set of tensors described once by ``state_spec`` (STYLE.md §2). Export, runtime
+sessions, state save/restore and the manifest all read that one spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from edgekit.errors import EdgekitError
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One named state tensor: ``layers.3.wkv`` of shape (B, H, N, N) float32."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n * torch.empty((), dtype=self.dtype).element_size()
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape),
+                "dtype": str(self.dtype).removeprefix("torch."), "bytes": self.nbytes}
+
+
+class RecurrentModel(nn.Module):
+    """Base class: one subclass per architecture, registered with `register_arch`."""
+
+    arch: ClassVar[str]
+    input_kind: ClassVar[str] = "tokens"   # "tokens" (int64 ids) or "features" (float)
+    ops: str = "fused"                     # "fused" custom ops or "decomposed" stock ops
+
+    # -- the contract ------------------------------------------------------------------
+    def state_spec(self, batch: int = 1) -> list[StateSpec]:
+        raise NotImplementedError
+
+    def init_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        return {s.name: torch.zeros(s.shape, dtype=s.dtype) for s in self.state_spec(batch)}
+
+    def step(self, x: torch.Tensor, state: dict[str, torch.Tensor]):
+        """(x_t[B], state) -> (y_t[B, ...], new_state). The export target."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None):
+        """(x[B, T], state) -> (y[B, T, ...], new_state). Prefill and parity."""
+        raise NotImplementedError
+
+    def config_dict(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "RecurrentModel":
+        raise NotImplementedError
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        """True if `path` is a checkpoint of this architecture (cheap: no full load)."""
+        raise NotImplementedError
+
+    # -- shared helpers ----------------------------------------------------------------
+    def set_ops(self, ops: str) -> "RecurrentModel":
+        if ops not in ("fused", "decomposed"):
+            raise EdgekitError(f"unknown --ops '{ops}'", expected="fused or decomposed",
+                               fix="pass --ops fused (custom ops) or --ops decomposed (stock ops only)")
+        self.ops = ops
+        return self
+
+    def state_bytes(self, batch: int = 1) -> int:
+        return sum(s.nbytes for s in self.state_spec(batch))
+
+
+ARCHITECTURES: dict[str, type[RecurrentModel]] = {}
+
+
+def register_arch(cls: type[RecurrentModel]) -> type[RecurrentModel]:
+    if cls.arch in ARCHITECTURES:
+        raise RuntimeError(f"architecture {cls.arch!r} registered twice")
+    ARCHITECTURES[cls.arch] = cls
+    return cls
+
+
+def detect_arch(path: str | Path) -> type[RecurrentModel]:
+    path = Path(path)
+    if not path.exists():
+        raise EdgekitError(f"checkpoint '{path}' does not exist",
+                           fix="check the path; edgekit export takes a .pth file or a model directory")
+    for cls in ARCHITECTURES.values():
+        if cls.detect(path):
+            return cls
+    raise EdgekitError(f"'{path}' is not a checkpoint edgekit recognizes",
+                       expected="one of: " + ", ".join(sorted(ARCHITECTURES)) +
+                       " (BlinkDL .pth for rwkv7)",
+                       fix="pass a real checkpoint file or model directory")
+
+
+def load_model(path: str | Path) -> RecurrentModel:
+    return detect_arch(path).from_pretrained(path)
