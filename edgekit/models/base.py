@@ -114,3 +114,13 @@ def detect_arch(path: str | Path) -> type[RecurrentModel]:
 
 def load_model(path: str | Path) -> RecurrentModel:
     return detect_arch(path).from_pretrained(path)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 over the weights (names and bytes): which model a saved state belongs to."""
+    import hashlib
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()

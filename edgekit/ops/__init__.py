@@ -38,13 +38,46 @@ class OpInfo:
     def qualname(self) -> str:
         return f"{DOMAIN}::{self.name}"
 
+    @property
+    def onnx_op_type(self) -> str:
+        return self.onnx_function.name
+
+    def onnx_function_proto(self):
+        return self.onnx_function.to_function_proto()
+
+    def onnx_node(self, *inputs):
+        """Emit one `edgekit::<OpType>` node (used by the ONNX exporter's translation table)."""
+        return _onnx_node_ops[self.name](*inputs)
+
 
 REGISTRY: dict[str, OpInfo] = {}
 
 
+_onnx_node_ops: dict = {}
+
+
 def register(info: OpInfo) -> OpInfo:
+    """Register an op once: with edgekit's registry and, as a schema, with onnx.defs.
+
+    The ONNX schema lets the exporter emit a single `edgekit::<OpType>` node; the
+    function body is appended to the model afterwards, so stock runtimes inline it.
+    """
+    import onnx
+    import onnxscript
+
     if info.name in REGISTRY:
         raise RuntimeError(f"op {info.qualname} registered twice")
+    fp = info.onnx_function.to_function_proto()
+    formal = onnx.defs.OpSchema.FormalParameter
+    schema = onnx.defs.OpSchema(
+        fp.name, DOMAIN, ONNX_OPSET, doc=f"edgekit custom op {info.qualname}",
+        inputs=[formal(n, "T") for n in fp.input], outputs=[formal(n, "T") for n in fp.output],
+        type_constraints=[("T", ["tensor(float)"], "float32 tensors")])
+    try:
+        onnx.defs.register_schema(schema)
+    except Exception:  # already registered in this process (module reloaded)
+        pass
+    _onnx_node_ops[info.name] = onnxscript.values.Op(onnxscript.values.Opset(DOMAIN, ONNX_OPSET), fp.name, schema)
     REGISTRY[info.name] = info
     return info
 

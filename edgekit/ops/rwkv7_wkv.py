@@ -25,7 +25,7 @@ from __future__ import annotations
 import onnxscript
 import torch
 from onnxscript import FLOAT
-from onnxscript import opset18 as op
+from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
 from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
 
@@ -109,7 +109,8 @@ _opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
 
 
 @onnxscript.script(_opset, default_opset=op)
-def Rwkv7Wkv(r: FLOAT, w: FLOAT, k: FLOAT, v: FLOAT, a: FLOAT, b: FLOAT, state: FLOAT):
+def Rwkv7Wkv(r: FLOAT, w: FLOAT, k: FLOAT, v: FLOAT, a: FLOAT, b: FLOAT,
+             state: FLOAT) -> tuple[FLOAT, FLOAT]:
     # Single step (T = 1); the exporter checks T before it emits this node.
     ax1 = op.Constant(value_ints=[1])
     ax2 = op.Constant(value_ints=[2])

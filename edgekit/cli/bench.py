@@ -1,0 +1,77 @@
+"""`edgekit bench ARTIFACT --steps N --json`: per-step latency and resident memory."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from edgekit.cli import app
+from edgekit.errors import EdgekitError
+
+
+def rss_mb() -> float:
+    """Current resident set size (not the peak), from /proc/self/statm."""
+    import os
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def bench_session(sess, steps: int, warmup: int = 16, seed: int = 0) -> dict:
+    """Step a session through pseudo-random inputs; time each step after warm-up."""
+    rng = np.random.default_rng(seed)
+    m = sess.manifest
+    if m["input_kind"] == "tokens":
+        V = m["config"]["vocab_size"]
+        xs = lambda n: rng.integers(0, V, size=n)  # noqa: E731
+    else:
+        shape = m["artifacts"][sess.format]["inputs"][0]["shape"] if sess.format != "torch" else None
+        xs = lambda n: rng.standard_normal((n, *shape[1:])).astype(np.float32)  # noqa: E731
+    for x in xs(warmup):
+        sess.step(x)
+    rss_start = rss_mb()
+    times = np.empty(steps)
+    finite = True
+    chunk = 4096
+    done = 0
+    while done < steps:
+        batch = xs(min(chunk, steps - done))          # inputs drawn in fixed-size chunks
+        for x in batch:
+            t0 = time.perf_counter()
+            y = sess.step(x)
+            times[done] = time.perf_counter() - t0
+            done += 1
+        finite &= bool(np.isfinite(y).all())
+    state = sess.backend.get_state()
+    finite &= all(bool(np.isfinite(v).all()) for v in state.values())
+    return {"backend": sess.backend.name, "format": sess.format, "threads": sess.backend.threads,
+            "steps": steps, "ms_per_step": statistics.median(times) * 1e3,
+            "ms_per_step_mean": float(times.mean() * 1e3), "rss_mb_start": round(rss_start, 2),
+            "rss_mb_end": round(rss_mb(), 2), "state_bytes": m["state_bytes"], "finite": finite}
+
+
+@app.command("bench")
+def bench_cmd(
+    artifact: Path = typer.Argument(..., help="model.onnx, model.pte or a checkpoint"),
+    steps: int = typer.Option(256, "--steps"),
+    warmup: int = typer.Option(16, "--warmup"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    backend: str = typer.Option(None, "--backend"),
+    threads: int = typer.Option(None, "--threads"),
+) -> None:
+    """Time single steps (median after warm-up) and watch resident memory."""
+    from edgekit.runtimes.session import StreamingSession
+    if steps < 1:
+        raise EdgekitError(f"--steps {steps} is not positive", fix="pass --steps 256")
+    sess = StreamingSession(artifact, backend=backend, threads=threads)
+    r = bench_session(sess, steps, warmup)
+    if as_json:
+        print(json.dumps(r))
+        return
+    for k, v in r.items():
+        typer.echo(f"{k:>18}: {v:.4f}" if isinstance(v, float) else f"{k:>18}: {v}")

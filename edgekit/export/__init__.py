@@ -1,0 +1,61 @@
+"""`edgekit export`: checkpoint or module -> single-step artifacts + edgekit.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from edgekit.errors import EdgekitError
+from edgekit.export.manifest import new_manifest, write_manifest
+from edgekit.models.base import RecurrentModel, load_model
+
+FORMATS = {"onnx": "model.onnx", "pte": "model.pte"}
+
+
+def _tokenizer_for(model) -> str | None:
+    from edgekit.tokenizer import WORLD_VOCAB
+    if model.arch == "rwkv7" and model.cfg.vocab_size == 65536:
+        return WORLD_VOCAB
+    return getattr(model, "tokenizer_name", None)
+
+
+def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: int = 1,
+           state_style: str | None = None, progress: Callable[[str], None] | None = None) -> dict:
+    """Export src (a checkpoint path or a RecurrentModel) to outdir. Returns the manifest."""
+    from edgekit.export.executorch import DEFAULT_STATE_STYLE, STATE_STYLES, export_pte
+    from edgekit.export.onnx import export_onnx
+
+    for f in formats:
+        if f not in FORMATS:
+            raise EdgekitError(f"unknown format '{f}'", expected="onnx, pte or both",
+                               fix="pass --format onnx|pte|both")
+    state_style = state_style or DEFAULT_STATE_STYLE
+    if state_style not in STATE_STYLES:
+        raise EdgekitError(f"unknown state style '{state_style}'", expected=" or ".join(STATE_STYLES),
+                           fix="pass --state-style buffers (default) or io")
+    if batch < 1:
+        raise EdgekitError(f"batch {batch} is not positive", fix="pass --batch 1 or more")
+    note = progress or (lambda msg: None)
+    note("loading")
+    model = src if isinstance(src, RecurrentModel) else load_model(src)
+    model = model.eval().requires_grad_(False).set_ops(ops)
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise EdgekitError(f"output '{outdir}' is a file", expected="a directory",
+                           fix="pass -o with a directory path")
+    outdir.mkdir(parents=True, exist_ok=True)
+
+    manifest = new_manifest(model, batch=batch, ops=ops, tokenizer=_tokenizer_for(model))
+    meta = {"edgekit.arch": model.arch, "edgekit.ops": ops,
+            "edgekit.manifest": ""}
+    for fmt in formats:
+        note(f"exporting {fmt}")
+        if fmt == "onnx":
+            import json
+            meta["edgekit.manifest"] = json.dumps({k: v for k, v in manifest.items() if k != "artifacts"})
+            manifest["artifacts"]["onnx"] = export_onnx(model, outdir / FORMATS["onnx"], batch=batch, metadata=meta)
+        else:
+            manifest["artifacts"]["pte"] = export_pte(model, outdir / FORMATS["pte"], batch=batch,
+                                                      state_style=state_style)
+    write_manifest(outdir, manifest)
+    return manifest

@@ -1,0 +1,80 @@
+"""ExecuTorch exporter: the single-step graph as a `.pte`, XNNPACK-delegated.
+
+The matmuls go to XNNPACK; edgekit's fused ops stay as runtime kernels, served by the
+C++ out-variant kernels in kernels/ (one shared library, loaded by the session).
+
+Two state styles:
+* "buffers" (default): state lives in mutable buffers inside the program's memory arena
+  and persists across `execute` calls; the graph input is only the token. Exported with
+  `emit_mutable_buffer_names=True` so the runtime can read and write the live state
+  (save/load/reset) through `get_attribute`.
+* "io": state as explicit inputs and outputs, like ONNX.
+`benchmarks/step_latency.py` measures both; buffers was faster (no per-step state copies
+in or out of the runtime), so it is the default.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from edgekit._io import atomic_write_bytes, sha256_file
+from edgekit.export.wrappers import StepBuffers, StepIO, buffer_name, example_input, output_name
+from edgekit.ops import DOMAIN, REGISTRY
+
+STATE_STYLES = ("buffers", "io")
+DEFAULT_STATE_STYLE = "buffers"
+
+
+def export_pte(model, path: Path, *, batch: int = 1, state_style: str = DEFAULT_STATE_STYLE) -> dict:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+
+    path = Path(path)
+    spec = model.state_spec(batch)
+    x = example_input(model, batch)
+    in_name = "tokens" if model.input_kind == "tokens" else "x"
+    out_name = "logits" if model.input_kind == "tokens" else "y"
+    if state_style == "buffers":
+        step, args = StepBuffers(model, batch), (x,)
+    else:
+        step, args = StepIO(model, batch), (x, *model.init_state(batch).values())
+    step = step.eval().requires_grad_(False)
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("executorch").setLevel(logging.ERROR)
+        ep = torch.export.export(step, args, strict=False)
+        edge = to_edge_transform_and_lower(
+            ep, partitioner=[XnnpackPartitioner()],
+            compile_config=EdgeCompileConfig(_check_ir_validity=False))
+        used = Counter()
+        for node in edge.exported_program().graph.nodes:
+            if node.op == "call_function":
+                name = str(getattr(node.target, "__name__", node.target))
+                used[name.split(".")[0] if "edgekit" not in str(node.target) else str(node.target)] += 1
+        prog = edge.to_executorch(ExecutorchBackendConfig(emit_mutable_buffer_names=(state_style == "buffers")))
+        atomic_write_bytes(path, prog.buffer)
+
+    edgekit_ops = sorted({f"{DOMAIN}::{info.name}" for info in REGISTRY.values()
+                          if any(info.name in k for k in used)})
+    stock = sorted({k for k in used if "edgekit" not in k})
+    y = step(*args)
+    y = y[0] if isinstance(y, tuple) else y
+    ent = lambda n, t: {"name": n, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}  # noqa: E731
+    inputs = [ent(in_name, x)]
+    outputs = [ent(out_name, y)]
+    if state_style == "io":
+        inputs += [s.to_json() for s in spec]
+        outputs += [{**s.to_json(), "name": output_name(s.name)} for s in spec]
+    return {
+        "file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path),
+        "inputs": inputs, "outputs": outputs, "state_style": state_style,
+        "state_buffers": {s.name: buffer_name(s.name) for s in spec} if state_style == "buffers" else None,
+        "kernel_library": "libedgekit_et_kernels.so" if edgekit_ops else None,
+        "ops_used": {"edgekit": edgekit_ops, "stock": stock},
+    }

@@ -1,0 +1,109 @@
+"""ONNX exporter: the single-step graph with state as named inputs and outputs.
+
+Fused ops become one node of domain `edgekit` each, and the op's ONNX function body is
+stored in the model's local functions, so stock ONNX Runtime (which inlines it) runs
+the file while a runtime with its own `edgekit::` kernel can replace it.
+
+Models whose weights pass ~2 GB are saved with external data (`model.onnx.data`):
+protobuf cannot hold a single message over 2 GB.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from collections import Counter
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import onnx
+import torch
+
+from edgekit._io import sha256_file
+from edgekit.errors import EdgekitError
+from edgekit.export.wrappers import StepIO, example_input, output_name
+from edgekit.ops import DOMAIN, ONNX_OPSET, REGISTRY
+
+OPSET = 20                       # ONNX opset; the op function bodies use the same one
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000   # bytes of initializers; stay clear of 2 GiB
+
+
+def _translation_table() -> dict:
+    from edgekit.ops import _onnx_node_ops
+    return {info.torch_op.default: _onnx_node_ops[info.name] for info in REGISTRY.values()}
+
+
+def export_onnx(model, path: Path, *, batch: int = 1, metadata: dict | None = None,
+                external_data: bool | None = None) -> dict:
+    """Export `model.step` to `path`; returns the manifest's artifact entry."""
+    path = Path(path)
+    spec = model.state_spec(batch)
+    step = StepIO(model, batch).eval()
+    x = example_input(model, batch)
+    state = list(model.init_state(batch).values())
+    in_name = "tokens" if model.input_kind == "tokens" else "x"
+    out_name = "logits" if model.input_kind == "tokens" else "y"
+    input_names = [in_name] + [s.name for s in spec]
+    output_names = [out_name] + [output_name(s.name) for s in spec]
+
+    with torch.no_grad(), warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        prog = torch.onnx.export(step, (x, *state), dynamo=True, opset_version=OPSET,
+                                 input_names=input_names, output_names=output_names,
+                                 custom_translation_table=_translation_table(),
+                                 optimize=True, verbose=False)
+    proto = prog.model_proto
+    used = Counter((n.domain or "ai.onnx", n.op_type) for n in proto.graph.node)
+    for info in REGISTRY.values():
+        if (DOMAIN, info.onnx_op_type) in used:
+            proto.functions.append(info.onnx_function_proto())
+    if not any(o.domain == DOMAIN for o in proto.opset_import) and any(d == DOMAIN for d, _ in used):
+        proto.opset_import.append(onnx.helper.make_opsetid(DOMAIN, ONNX_OPSET))
+    for k, v in (metadata or {}).items():
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=str(v)))
+
+    weight_bytes = sum(t.ByteSize() for t in proto.graph.initializer)
+    if external_data is None:
+        external_data = weight_bytes > EXTERNAL_DATA_THRESHOLD
+    tmp = path.with_name(f".{path.name}.tmp")
+    data_name = path.name + ".data"
+    tmp_data = tmp.with_name(data_name + ".tmp")
+    try:
+        if external_data:
+            onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=tmp_data.name, size_threshold=1024)
+            # the .data file name is recorded inside the proto; point it at the final name
+            proto = onnx.load(tmp, load_external_data=False)
+            for t in proto.graph.initializer:
+                for e in t.external_data:
+                    if e.key == "location":
+                        e.value = data_name
+            onnx.save_model(proto, tmp)
+            os.replace(tmp_data, path.with_name(data_name))
+        else:
+            onnx.save_model(proto, tmp)
+        # the checker resolves external data next to the model file: tmp sits beside it
+        onnx.checker.check_model(str(tmp), full_check=True)
+        os.replace(tmp, path)
+    finally:
+        for t in (tmp, tmp_data):
+            if t.exists():
+                t.unlink()
+
+    def entry(name, t):
+        return {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+    y, *_ = step(x, *state)
+    return {
+        "file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path),
+        "external_data": data_name if external_data else None,
+        "inputs": [entry(in_name, x)] + [s.to_json() for s in spec],
+        "outputs": [entry(out_name, y)] + [{**s.to_json(), "name": output_name(s.name)} for s in spec],
+        "state_style": "io",
+        "opset": OPSET,
+        "ops_used": {"edgekit": sorted({t for d, t in used if d == DOMAIN}),
+                     "stock": sorted({t for d, t in used if d != DOMAIN})},
+        "weight_bytes": weight_bytes,
+    }

@@ -1,0 +1,57 @@
+"""The two single-step modules every exporter traces, built from a model's state spec.
+
+* `StepIO`: state as graph inputs and outputs — ``(x_t, *state) -> (y_t, *state')``.
+  ONNX always uses it; ExecuTorch can.
+* `StepBuffers`: state kept in place in mutable buffers — ``x_t -> y_t``; the new state
+  is copied into the buffers, which ExecuTorch keeps in its planned memory arena
+  across `execute` calls. The runtime reads/writes them with `get_attribute`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edgekit.models.base import RecurrentModel
+
+
+def buffer_name(state_name: str) -> str:
+    """`layers.3.wkv` -> `state__layers__3__wkv` (module attribute names cannot hold dots)."""
+    return "state__" + state_name.replace(".", "__")
+
+
+def output_name(state_name: str) -> str:
+    return state_name + ".out"
+
+
+class StepIO(nn.Module):
+    def __init__(self, model: RecurrentModel, batch: int = 1):
+        super().__init__()
+        self.model = model
+        self.names = [s.name for s in model.state_spec(batch)]
+
+    def forward(self, x, *state):
+        y, new = self.model.step(x, dict(zip(self.names, state)))
+        return (y, *[new[n] for n in self.names])
+
+
+class StepBuffers(nn.Module):
+    def __init__(self, model: RecurrentModel, batch: int = 1):
+        super().__init__()
+        self.model = model
+        self.names = [s.name for s in model.state_spec(batch)]
+        for name, t in model.init_state(batch).items():
+            self.register_buffer(buffer_name(name), t.clone())
+
+    def forward(self, x):
+        state = {n: getattr(self, buffer_name(n)) for n in self.names}
+        y, new = self.model.step(x, state)
+        for n in self.names:
+            getattr(self, buffer_name(n)).copy_(new[n])
+        return y
+
+
+def example_input(model: RecurrentModel, batch: int = 1) -> torch.Tensor:
+    if model.input_kind == "tokens":
+        return torch.zeros(batch, dtype=torch.int64)
+    return torch.zeros(batch, model.input_size)

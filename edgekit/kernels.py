@@ -1,0 +1,62 @@
+"""Load edgekit's C++ ExecuTorch kernels (kernels/*.cpp) into this process.
+
+A .pte that calls an `edgekit::*` op needs the kernel library loaded before
+`Runtime.load_method`; otherwise ExecuTorch refuses the method ("Missing operator").
+The library registers into the same libexecutorch.so the Python runtime uses, so a plain
+`ctypes.CDLL` is enough. Load it once per process: two different library files that
+register the same op abort the process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+
+ENV_VAR = "EDGEKIT_KERNELS"
+LIBRARY_NAME = "libedgekit_et_kernels.so"
+
+_lock = threading.Lock()
+_loaded: Path | None = None
+_handle: ctypes.CDLL | None = None  # kept alive: the kernels must never be unloaded
+
+
+def kernel_library_path() -> Path:
+    """`$EDGEKIT_KERNELS`, else `<repo root>/build/kernels/libedgekit_et_kernels.so`."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(__file__).resolve().parent.parent / "build" / "kernels" / LIBRARY_NAME
+
+
+def load_kernels() -> Path:
+    """Load the kernel library once per process and return its path."""
+    global _loaded, _handle
+    with _lock:
+        path = kernel_library_path()
+        if _loaded is not None:
+            if path != _loaded:
+                raise EdgekitError(
+                    f"edgekit kernel library {path} requested, but {_loaded} is already loaded",
+                    expected="one kernel library per process",
+                    fix=f"unset {ENV_VAR} or set it before the first load, in a fresh process")
+            return _loaded
+        if not path.is_file():
+            raise EdgekitError(
+                f"edgekit ExecuTorch kernel library {path} not found",
+                expected=f"the library built from kernels/*.cpp (or a path in ${ENV_VAR})",
+                fix="run `make setup` (or `make kernels`) to build it")
+        # ExecuTorch must be loaded first so the kernels register into the runtime's registry.
+        import executorch.runtime  # noqa: F401
+        try:
+            _handle = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+        except OSError as e:
+            raise EdgekitError(
+                f"edgekit ExecuTorch kernel library {path} failed to load",
+                got=str(e),
+                fix="rebuild it with `make setup` (it links the executorch wheel in .venv)") from e
+        _loaded = path
+        return path

@@ -1,0 +1,305 @@
+"""The SNN graph: declarative nodes (dataclasses) joined by edges, NIR's vocabulary.
+
+Each node states its units and its continuous-time dynamics (NIR's definitions,
+https://neuroir.org/docs/primitives.html). Time constants are in seconds; voltages and
+currents are in the source model's own (dimensionless) units; weights map the source
+node's output to the target node's input current. A graph records which ``dt`` its
+source assumed (NIR stores none) and which integrator the source used, so the
+``discretize`` pass can reproduce it.
+
+Saved edgekit SNN files are one ``.npz``: the arrays as ``<node>.<field>`` plus a json
+string ``__graph__`` (node kinds, scalar fields, edges, metadata).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from edgekit._io import atomic_path
+from edgekit.errors import EdgekitError
+
+INTEGRATORS = ("exact", "euler")
+SNN_FORMAT = "edgekit.neuro.snn"
+
+
+def _arr(x) -> np.ndarray:
+    return np.atleast_1d(np.asarray(x, dtype=np.float64))
+
+
+@dataclass
+class Node:
+    """Base: subclasses list their array fields in ``arrays``."""
+
+    arrays: ClassVar[tuple[str, ...]] = ()
+    kind: ClassVar[str] = "Node"
+    neuron: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        for name in self.arrays:
+            v = getattr(self, name)
+            if v is not None:
+                setattr(self, name, _arr(v) if np.ndim(v) < 2 else np.asarray(v, np.float64))
+
+
+@dataclass
+class Input(Node):
+    """Network input: spikes (0/1 per step) on ``shape`` channels."""
+
+    shape: tuple = ()
+    kind: ClassVar[str] = "Input"
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass
+class Output(Node):
+    """Network output (the spikes or voltages of its source node)."""
+
+    shape: tuple = ()
+    kind: ClassVar[str] = "Output"
+
+
+@dataclass
+class Affine(Node):
+    """y = W x + b.  weight (n_out, n_in), bias (n_out,): input current per unit input."""
+
+    weight: np.ndarray = None
+    bias: np.ndarray = None
+    arrays: ClassVar[tuple[str, ...]] = ("weight", "bias")
+    kind: ClassVar[str] = "Affine"
+
+
+@dataclass
+class Linear(Node):
+    """y = W x.  weight (n_out, n_in)."""
+
+    weight: np.ndarray = None
+    arrays: ClassVar[tuple[str, ...]] = ("weight",)
+    kind: ClassVar[str] = "Linear"
+
+
+@dataclass
+class Scale(Node):
+    """y = s * x, elementwise.  scale (n,)."""
+
+    scale: np.ndarray = None
+    arrays: ClassVar[tuple[str, ...]] = ("scale",)
+    kind: ClassVar[str] = "Scale"
+
+
+@dataclass
+class Flatten(Node):
+    """Reshape dims start_dim..end_dim into one (a no-op on edgekit's flat vectors)."""
+
+    input_shape: tuple = ()
+    start_dim: int = 1
+    end_dim: int = -1
+    kind: ClassVar[str] = "Flatten"
+
+
+@dataclass
+class LIF(Node):
+    """Leaky integrate-and-fire.  tau [s], r [1], v_leak, v_threshold, v_reset (per neuron).
+
+        tau * dv/dt = (v_leak - v) + r * I(t)
+        spike when v > v_threshold, then v <- v_reset
+    """
+
+    tau: np.ndarray = None
+    r: np.ndarray = None
+    v_leak: np.ndarray = None
+    v_threshold: np.ndarray = None
+    v_reset: np.ndarray = None
+    arrays: ClassVar[tuple[str, ...]] = ("tau", "r", "v_leak", "v_threshold", "v_reset")
+    kind: ClassVar[str] = "LIF"
+    neuron: ClassVar[bool] = True
+
+
+@dataclass
+class CubaLIF(Node):
+    """Current-based LIF.  tau_syn, tau_mem [s]; r, w_in [1]; v_leak, v_threshold, v_reset.
+
+        tau_syn * dI/dt = -I + w_in * x(t)
+        tau_mem * dv/dt = (v_leak - v) + r * I
+        spike when v > v_threshold, then v <- v_reset   (I is not reset)
+    """
+
+    tau_syn: np.ndarray = None
+    tau_mem: np.ndarray = None
+    r: np.ndarray = None
+    v_leak: np.ndarray = None
+    v_threshold: np.ndarray = None
+    v_reset: np.ndarray = None
+    w_in: np.ndarray = None
+    arrays: ClassVar[tuple[str, ...]] = ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold",
+                                         "v_reset", "w_in")
+    kind: ClassVar[str] = "CubaLIF"
+    neuron: ClassVar[bool] = True
+
+
+@dataclass
+class IF(Node):
+    """Integrate-and-fire (no leak).  r [1/s in dv/dt], v_threshold, v_reset.
+
+        dv/dt = r * I(t);  spike when v > v_threshold, then v <- v_reset
+    """
+
+    r: np.ndarray = None
+    v_threshold: np.ndarray = None
+    v_reset: np.ndarray = None
+    arrays: ClassVar[tuple[str, ...]] = ("r", "v_threshold", "v_reset")
+    kind: ClassVar[str] = "IF"
+    neuron: ClassVar[bool] = True
+
+
+@dataclass
+class LI(Node):
+    """Leaky integrator, no spikes (a readout).  tau [s], r, v_leak.
+
+        tau * dv/dt = (v_leak - v) + r * I(t)
+    """
+
+    tau: np.ndarray = None
+    r: np.ndarray = None
+    v_leak: np.ndarray = None
+    arrays: ClassVar[tuple[str, ...]] = ("tau", "r", "v_leak")
+    kind: ClassVar[str] = "LI"
+    neuron: ClassVar[bool] = True
+
+
+NODE_TYPES: dict[str, type[Node]] = {c.kind: c for c in
+                                     (Input, Output, Affine, Linear, Scale, Flatten, LIF,
+                                      CubaLIF, IF, LI)}
+
+
+@dataclass
+class SNNGraph:
+    """Nodes by name + directed edges (src, dst) + metadata.
+
+    metadata keys: ``dt`` (s, the step the source assumed), ``dt_origin`` (where that dt came
+    from: "metadata", "snntorch-default", "user", ...), ``integrator`` ("exact" or "euler":
+    how the source turned time constants into per-step decays), ``source``.
+    """
+
+    nodes: dict[str, Node]
+    edges: list[tuple[str, str]]
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.edges = [tuple(e) for e in self.edges]
+
+    def validate(self) -> "SNNGraph":
+        """Structural and numeric checks; one EdgekitError per problem."""
+        for a, b in self.edges:
+            for n in (a, b):
+                if n not in self.nodes:
+                    raise EdgekitError(f"edge ({a} -> {b}) names node '{n}' that is not in "
+                                       f"the graph", fix="repair the graph file")
+        for name, node in self.nodes.items():
+            for f in node.arrays:
+                v = getattr(node, f)
+                if v is None:
+                    continue
+                if not np.all(np.isfinite(v)):
+                    bad = np.asarray(v)[~np.isfinite(v)].ravel()[0]
+                    raise EdgekitError(f"node '{name}' ({node.kind}) parameter '{f}' is not "
+                                       f"finite", expected="finite numbers", got=str(bad),
+                                       fix="fix or retrain the source model")
+        if not any(isinstance(n, Input) for n in self.nodes.values()):
+            raise EdgekitError("the graph has no Input node", fix="add an Input node")
+        integ = self.metadata.get("integrator", "exact")
+        if integ not in INTEGRATORS:
+            raise EdgekitError("graph integrator is unknown", expected=" | ".join(INTEGRATORS),
+                               got=str(integ))
+        return self
+
+    def predecessors(self, name: str) -> list[str]:
+        return [a for a, b in self.edges if b == name]
+
+    def successors(self, name: str) -> list[str]:
+        return [b for a, b in self.edges if a == name]
+
+    # -- edgekit's own file format ---------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        arrays, nodes = {}, {}
+        for name, node in self.nodes.items():
+            d = {"kind": node.kind}
+            for f in fields(node):
+                v = getattr(node, f.name)
+                if f.name in node.arrays:
+                    if v is not None:
+                        arrays[f"{name}.{f.name}"] = np.asarray(v)
+                else:
+                    d[f.name] = list(v) if isinstance(v, tuple) else v
+            nodes[name] = d
+        meta = {"format": SNN_FORMAT, "version": 1, "nodes": nodes,
+                "edges": [list(e) for e in self.edges], "metadata": self.metadata}
+        arrays["__graph__"] = np.array(json.dumps(meta))
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SNNGraph":
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["__graph__"]))
+                arrays = {k: z[k] for k in z.files if k != "__graph__"}
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+            raise EdgekitError(f"'{path}' is not a saved edgekit SNN",
+                               expected="an .npz written by edgekit (SNNGraph.save)",
+                               got=type(e).__name__, fix="pass a .nir file or re-save the model"
+                               ) from None
+        if meta.get("format") != SNN_FORMAT:
+            raise EdgekitError(f"'{path}' is not a saved edgekit SNN", expected=SNN_FORMAT,
+                               got=str(meta.get("format")))
+        nodes = {}
+        for name, d in meta["nodes"].items():
+            kind = d.pop("kind")
+            if kind not in NODE_TYPES:
+                raise EdgekitError(f"node '{name}' has unsupported kind '{kind}'",
+                                   expected=", ".join(NODE_TYPES))
+            cls_ = NODE_TYPES[kind]
+            kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+            for f in cls_.arrays:
+                if f"{name}.{f}" in arrays:
+                    kw[f] = arrays[f"{name}.{f}"]
+            nodes[name] = cls_(**kw)
+        return cls(nodes, [tuple(e) for e in meta["edges"]], meta.get("metadata", {}))
+
+
+def load_graph(path: str | Path, *, dt: float | None = None,
+               integrator: str | None = None) -> SNNGraph:
+    """Read SRC: a ``.nir`` file (NIR/HDF5) or a saved edgekit SNN (``.npz``)."""
+    from edgekit._io import require_file
+
+    path = require_file(path, "SNN source", "pass a .nir file or a saved edgekit SNN (.npz)")
+    if path.suffix.lower() in (".nir", ".h5", ".hdf5"):
+        from edgekit.neuro.nir_io import from_nir
+        g = from_nir(path)
+    elif path.suffix.lower() == ".npz":
+        g = SNNGraph.load(path)
+    else:
+        raise EdgekitError(f"SNN source '{path}' has an unknown extension",
+                           expected=".nir or .npz (saved edgekit SNN)", got=path.suffix or "none",
+                           fix="rename or convert the file")
+    if dt is not None:
+        if not (np.isfinite(dt) and dt > 0):
+            raise EdgekitError("--dt must be a positive number of seconds", got=str(dt))
+        g.metadata["dt"], g.metadata["dt_origin"] = float(dt), "user (--dt)"
+    if integrator is not None:
+        if integrator not in INTEGRATORS:
+            raise EdgekitError("integrator is unknown", expected=" | ".join(INTEGRATORS),
+                               got=integrator)
+        g.metadata["integrator"] = integrator
+    return g.validate()

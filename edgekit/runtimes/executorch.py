@@ -1,0 +1,95 @@
+"""ExecuTorch backend (the Python runtime of the executorch wheel).
+
+With state_style "buffers" the state lives in the program's mutable buffers and
+persists across `execute` calls; `get_attribute` returns tensors that alias it, which
+is how the session reads, writes and resets the state. With "io" the state is passed
+in and out each step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekit.errors import EdgekitError
+from edgekit.runtimes.base import Backend
+
+
+def set_threads(n: int) -> None:
+    from executorch.extension.pybindings import portable_lib
+    portable_lib._unsafe_reset_threadpool(n)
+
+
+def thread_count() -> int | None:
+    try:
+        from executorch.extension.pybindings import portable_lib
+        return int(portable_lib._threadpool_get_thread_count())
+    except Exception:
+        return None
+
+
+class ExecuTorchBackend(Backend):
+    name = "executorch"
+
+    def __init__(self, path: Path, entry: dict, threads: int | None = None):
+        from executorch.runtime import Runtime
+        if entry.get("kernel_library"):
+            from edgekit.kernels import load_kernels
+            load_kernels()
+        if threads:
+            set_threads(threads)
+        try:
+            program = Runtime.get().load_program(Path(path))
+        except Exception as e:
+            raise EdgekitError(f"'{path}' is not a loadable ExecuTorch program ({_first(e)})",
+                               fix="the file is truncated or corrupt; export it again") from None
+        try:
+            self.method = program.load_method("forward")
+        except Exception as e:
+            msg = _first(e)
+            if entry.get("kernel_library"):
+                raise EdgekitError(f"'{path}' needs the edgekit kernel library "
+                                   f"{entry['kernel_library']} ({msg})",
+                                   fix="run `make setup` to build it, or set EDGEKIT_KERNELS to its path") from None
+            raise EdgekitError(f"'{path}' could not be loaded ({msg})", fix="export it again") from None
+        self._program = program
+        self.threads = thread_count()
+        self.style = entry["state_style"]
+        x_spec = entry["inputs"][0]
+        self.x = torch.zeros(x_spec["shape"], dtype=getattr(torch, x_spec["dtype"]))
+        self.names = [s["name"] for s in entry["inputs"][1:]] if self.style == "io" \
+            else list(entry["state_buffers"])
+        if self.style == "buffers":
+            raw = self.method._method
+            self.live = {n: raw.get_attribute(b) for n, b in entry["state_buffers"].items()}
+        else:
+            self.live = {s["name"]: torch.zeros(s["shape"], dtype=getattr(torch, s["dtype"]))
+                         for s in entry["inputs"][1:]}
+        self.reset()
+
+    def step(self, x):
+        self.x.copy_(torch.from_numpy(np.asarray(x)).reshape(self.x.shape))
+        if self.style == "buffers":
+            return self.method.execute([self.x])[0].numpy()
+        out = self.method.execute([self.x, *self.live.values()])
+        for n, t in zip(self.names, out[1:]):
+            self.live[n] = t
+        return out[0].numpy()
+
+    def get_state(self):
+        return {n: t.numpy().copy() for n, t in self.live.items()}
+
+    def set_state(self, state):
+        for n, t in self.live.items():
+            t.copy_(torch.from_numpy(np.asarray(state[n])))
+
+    def reset(self):
+        for t in self.live.values():
+            t.zero_()
+
+
+def _first(e: Exception) -> str:
+    s = str(e).strip()
+    return (s.splitlines()[0] if s else type(e).__name__)[:200]

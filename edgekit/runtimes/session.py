@@ -1,0 +1,165 @@
+"""StreamingSession: one stateful model, fed one step at a time, in constant memory.
+
+    sess = StreamingSession("out/model.pte")         # or model.onnx, or a checkpoint (torch)
+    logits = sess.feed(tokenizer.encode("Hello"))    # prefill, step by step
+    ids = sess.generate(32)                          # greedy; top_p=0.9, seed=0 to sample
+    sess.save_state("s.safetensors"); sess.load_state("s.safetensors")
+
+The session needs only the artifact and its edgekit.json. Its memory is fixed when it is
+built: backends preallocate state and outputs, and nothing grows with stream length.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.export.manifest import read_manifest
+from edgekit.runtimes import state as state_io
+
+SUFFIX_FORMAT = {".onnx": "onnx", ".pte": "pte"}
+BACKENDS = ("onnxruntime", "executorch", "torch")
+
+
+class StreamingSession:
+    def __init__(self, artifact, *, backend: str | None = None, threads: int | None = None):
+        artifact = Path(artifact)
+        if backend is not None and backend not in BACKENDS:
+            raise EdgekitError(f"unknown backend '{backend}'", expected=", ".join(BACKENDS),
+                               fix="pass --backend onnxruntime|executorch|torch")
+        if artifact.is_file() and artifact.suffix not in SUFFIX_FORMAT:
+            self._init_torch(artifact, threads)           # a checkpoint: run it eagerly
+        else:
+            self._init_artifact(artifact, backend, threads)
+        self.position = 0
+        self.last_y: np.ndarray | None = None
+
+    # -- construction ------------------------------------------------------------------
+    def _init_torch(self, path: Path, threads):
+        from edgekit.export import _tokenizer_for
+        from edgekit.export.manifest import new_manifest
+        from edgekit.models import load_model
+        from edgekit.runtimes.torch import TorchBackend
+        model = load_model(path)
+        self.manifest = new_manifest(model, batch=1, ops=model.ops, tokenizer=_tokenizer_for(model))
+        self.artifact_path, self.format = path, "torch"
+        self.backend = TorchBackend(model, threads=threads)
+        self.base_dir = path.parent
+
+    def _init_artifact(self, artifact: Path, backend, threads):
+        self.manifest, mpath = read_manifest(artifact)
+        arts = self.manifest["artifacts"]
+        if artifact.is_dir():
+            fmt = {"onnxruntime": "onnx", "executorch": "pte"}.get(backend) or \
+                ("pte" if "pte" in arts else "onnx")
+        else:
+            fmt = SUFFIX_FORMAT[artifact.suffix]
+        if fmt not in arts:
+            raise EdgekitError(f"'{mpath}' lists no {fmt} artifact", expected=", ".join(arts) or "one",
+                               fix=f"export with --format {fmt}")
+        entry = arts[fmt]
+        path = mpath.parent / entry["file"]
+        if not path.is_file():
+            raise EdgekitError(f"artifact '{path}' named by {mpath.name} is missing", fix="export again")
+        if path.stat().st_size != entry["bytes"]:
+            raise EdgekitError(f"artifact '{path}' has {path.stat().st_size} bytes",
+                               expected=f"{entry['bytes']} bytes (per {mpath.name})",
+                               fix="the file is truncated or was replaced; export it again")
+        self.artifact_path, self.format, self.base_dir = path, fmt, mpath.parent
+        if fmt == "onnx":
+            if backend not in (None, "onnxruntime"):
+                raise EdgekitError(f"backend '{backend}' cannot run {path.name}", fix="use --backend onnxruntime")
+            from edgekit.runtimes.ort import OrtBackend
+            self.backend = OrtBackend(path, entry, threads)
+        else:
+            if backend not in (None, "executorch"):
+                raise EdgekitError(f"backend '{backend}' cannot run {path.name}", fix="use --backend executorch")
+            from edgekit.runtimes.executorch import ExecuTorchBackend
+            self.backend = ExecuTorchBackend(path, entry, threads)
+
+    # -- facts -------------------------------------------------------------------------
+    @property
+    def state_bytes(self) -> int:
+        return self.manifest["state_bytes"]
+
+    @property
+    def tokenizer(self):
+        from edgekit.tokenizer import get_tokenizer
+        return get_tokenizer(self.manifest.get("tokenizer"), self.base_dir)
+
+    # -- streaming ---------------------------------------------------------------------
+    def step(self, x) -> np.ndarray:
+        """One step. x: a token id (int) or, for feature models, a feature vector.
+        Returns y for batch 1 squeezed of its batch dim (a view; copy to keep it)."""
+        arr = np.asarray(x)
+        if self.manifest["input_kind"] == "tokens":
+            V = self.manifest["config"].get("vocab_size")
+            if arr.dtype.kind not in "iu" or (V is not None and ((arr < 0) | (arr >= V)).any()):
+                raise EdgekitError(f"token {x!r} is out of range", expected=f"an integer in [0, {V})",
+                                   fix="pass token ids from this model's vocabulary")
+            arr = arr.astype(np.int64).reshape(self.manifest["batch"])
+        y = self.backend.step(arr)
+        self.position += 1
+        self.last_y = y
+        return y[0] if self.manifest["batch"] == 1 else y
+
+    def feed(self, xs: Iterable) -> np.ndarray | None:
+        """Step through a sequence (a prompt); returns the last step's output."""
+        y = None
+        for x in xs:
+            y = self.step(x)
+        return y
+
+    def generate(self, n: int, *, prompt: Iterable[int] = (), top_p: float | None = None,
+                 temperature: float = 1.0, seed: int | None = None,
+                 on_token: Callable[[int], None] | None = None) -> list[int]:
+        """Generate n tokens after feeding `prompt`. Greedy unless top_p is given."""
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise EdgekitError(f"top_p {top_p} is out of range", expected="0 < top_p <= 1", fix="pass e.g. --top-p 0.9")
+        if temperature <= 0:
+            raise EdgekitError(f"temperature {temperature} is not positive", fix="pass e.g. --temperature 1.0")
+        y = self.feed(prompt)
+        if y is None:
+            if self.last_y is None:
+                raise EdgekitError("nothing to continue from: no prompt and no state",
+                                   fix="pass a prompt (--prompt/--tokens) or a state (--state-in)")
+            y = self.last_y[0]
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(n):
+            tok = int(np.argmax(y)) if top_p is None else _sample_top_p(y, top_p, temperature, rng)
+            out.append(tok)
+            if on_token:
+                on_token(tok)
+            y = self.step(tok)   # the state always holds every token seen, generated ones too
+        return out
+
+    def reset(self) -> None:
+        self.backend.reset()
+        self.position = 0
+        self.last_y = None
+
+    # -- state files -------------------------------------------------------------------
+    def save_state(self, path) -> Path:
+        last = None if self.last_y is None else np.array(self.last_y)
+        return state_io.save_state(path, self.manifest, self.backend.get_state(), self.position, last)
+
+    def load_state(self, path) -> None:
+        state, position, last = state_io.load_state(path, self.manifest)
+        self.backend.set_state(state)
+        self.position = position
+        self.last_y = last
+
+
+def _sample_top_p(logits: np.ndarray, top_p: float, temperature: float, rng) -> int:
+    z = logits.astype(np.float64) / temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    order = np.argsort(-p, kind="stable")
+    cum = np.cumsum(p[order])
+    keep = order[: int(np.searchsorted(cum, top_p)) + 1]
+    q = p[keep] / p[keep].sum()
+    return int(keep[rng.choice(len(keep), p=q)])

@@ -1,0 +1,32 @@
+"""torch eager backend: the model itself, stepping with its own `step`. The reference
+path (and the only one that needs no export)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from edgekit.runtimes.base import Backend
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model, batch: int = 1, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
+        self.model = model.eval().requires_grad_(False)
+        self.state = model.init_state(batch)
+
+    @torch.inference_mode()
+    def step(self, x):
+        x = torch.from_numpy(np.asarray(x))
+        y, self.state = self.model.step(x, self.state)
+        return y.numpy()
+
+    def get_state(self):
+        return {n: t.numpy().copy() for n, t in self.state.items()}
+
+    def set_state(self, state):
+        self.state = {n: torch.from_numpy(np.array(state[n])) for n in self.state}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Build every kernels/*.cpp into ONE shared library of edgekit ExecuTorch kernels.
+#
+#   bash kernels/build.sh PYTHON OUT.so
+#
+# PYTHON is the interpreter whose executorch wheel supplies the headers and libexecutorch.so
+# (the same library the Python runtime registers kernels into). One library on purpose: two
+# different .so files registering the same op abort the process at load time.
+# Rebuilds only when a source/header/this script is newer than OUT. Takes ~2 s.
+# Extra flags: EDGEKIT_KERNEL_CXXFLAGS (e.g. "-march=native"); EDGEKIT_KERNEL_FORCE=1 rebuilds.
+set -euo pipefail
+
+PY=${1:?usage: build.sh PYTHON OUT.so}
+OUT=${2:?usage: build.sh PYTHON OUT.so}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CXX=${CXX:-g++}
+
+shopt -s nullglob
+SRCS=("$HERE"/*.cpp)
+[ ${#SRCS[@]} -gt 0 ] || { echo "build.sh: no kernels/*.cpp found" >&2; exit 1; }
+
+if [ -f "$OUT" ] && [ "${EDGEKIT_KERNEL_FORCE:-0}" != 1 ]; then
+  stale=0
+  for f in "${SRCS[@]}" "$HERE"/*.h "$HERE/build.sh"; do
+    [ "$f" -nt "$OUT" ] && stale=1
+  done
+  [ $stale = 0 ] && { echo "build.sh: $OUT is up to date"; exit 0; }
+fi
+
+# executorch is a namespace package in the 1.x wheels (executorch.__file__ is None).
+ET=$("$PY" -c 'import executorch; print(list(executorch.__path__)[0])')
+[ -f "$ET/lib/libexecutorch.so" ] || { echo "build.sh: $ET/lib/libexecutorch.so not found" >&2; exit 1; }
+
+# The library is built on the machine that runs it: use AVX2/FMA when this CPU has them,
+# else the x86-64-v2 baseline. No -march=native (a build dir copied to an older CPU would
+# SIGILL); no -ffast-math (the reductions vectorize through `omp simd reduction`).
+ARCH=()
+if [ "$(uname -m)" = x86_64 ]; then
+  if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo 2>/dev/null; then
+    ARCH=(-march=x86-64-v2 -mavx2 -mfma)
+  else
+    ARCH=(-march=x86-64-v2)
+  fi
+fi
+
+mkdir -p "$(dirname "$OUT")"
+TMP="$OUT.tmp.$$"
+trap 'rm -f "$TMP"' EXIT
+# shellcheck disable=SC2086
+"$CXX" -std=c++17 -O3 -shared -fPIC -fopenmp-simd "${ARCH[@]}" ${EDGEKIT_KERNEL_CXXFLAGS:-} \
+  -Wall -Wextra -Wno-unused-parameter \
+  -DC10_USING_CUSTOM_GENERATED_MACROS -DET_EVENT_TRACER_ENABLED \
+  -I"$ET/include" -I"$ET/include/executorch/runtime/core/portable_type/c10" \
+  "${SRCS[@]}" -o "$TMP" \
+  -L"$ET/lib" -lexecutorch -Wl,-rpath,"$ET/lib"
+mv -f "$TMP" "$OUT"  # atomic: a process that already mapped the old file keeps it intact
+echo "build.sh: built $OUT from ${#SRCS[@]} source(s)"

@@ -1,0 +1,91 @@
+// Shared helpers for edgekit's ExecuTorch kernels (one .cpp per op, all linked into ONE
+// shared library: two different .so files registering the same op abort the process).
+//
+// Why not EXECUTORCH_LIBRARY: its unboxing wrapper (make_boxed_from_unboxed_functor.h)
+// static_asserts exactly ONE trailing `Tensor&` out argument, so a multi-output `.out`
+// overload (`*, Tensor(a!) y, Tensor(b!) state_out`) does not compile. EDGEKIT_OUT_KERNEL
+// registers a hand-written boxed function instead. The emitter's stack for an `.out` op
+// is: every schema argument in order (inputs, then the out tensors), then ONE extra value
+// for the return — the out tensor itself for one output, a TensorList of them for several.
+#pragma once
+
+#include <executorch/runtime/kernel/kernel_includes.h>
+#include <executorch/runtime/kernel/operator_registry.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+
+namespace edgekit {
+namespace kernels {
+
+using executorch::aten::ScalarType;
+using executorch::aten::SizesType;
+using executorch::aten::Tensor;
+using executorch::runtime::EValue;
+using executorch::runtime::KernelRuntimeContext;
+using executorch::runtime::Span;
+
+// torch's spelling of a dtype, so the C++ messages read like the Python validator's.
+inline const char* dtype_name(ScalarType t) {
+  switch (t) {
+    case ScalarType::Float: return "torch.float32";
+    case ScalarType::Double: return "torch.float64";
+    case ScalarType::Half: return "torch.float16";
+    case ScalarType::BFloat16: return "torch.bfloat16";
+    case ScalarType::Int: return "torch.int32";
+    case ScalarType::Long: return "torch.int64";
+    case ScalarType::Short: return "torch.int16";
+    case ScalarType::Char: return "torch.int8";
+    case ScalarType::Byte: return "torch.uint8";
+    case ScalarType::Bool: return "torch.bool";
+    default: return "torch.<other>";
+  }
+}
+
+// Python's tuple repr of a shape: "(1, 3, 2, 64)", "(5,)", "()".
+struct ShapeStr {
+  char s[96];
+  explicit ShapeStr(const Tensor& t) {
+    size_t n = 0;
+    n += std::snprintf(s + n, sizeof(s) - n, "(");
+    for (ssize_t d = 0; d < t.dim() && n < sizeof(s); ++d) {
+      n += std::snprintf(s + n, sizeof(s) - n, d ? ", %d" : "%d", (int)t.size(d));
+    }
+    if (t.dim() == 1 && n < sizeof(s)) n += std::snprintf(s + n, sizeof(s) - n, ",");
+    if (n < sizeof(s)) std::snprintf(s + n, sizeof(s) - n, ")");
+  }
+  const char* c_str() const { return s; }
+};
+
+inline bool has_shape(const Tensor& t, std::initializer_list<int64_t> shape) {
+  if ((size_t)t.dim() != shape.size()) return false;
+  ssize_t d = 0;
+  for (int64_t s : shape) {
+    if (t.size(d++) != s) return false;
+  }
+  return true;
+}
+
+// Byte ranges of the two tensors' data intersect (the same test as the Python `_check_out`).
+inline bool overlaps(const Tensor& x, const Tensor& z) {
+  auto xs = reinterpret_cast<uintptr_t>(x.const_data_ptr());
+  auto zs = reinterpret_cast<uintptr_t>(z.const_data_ptr());
+  uintptr_t xe = xs + x.nbytes(), ze = zs + z.nbytes();
+  return xs < ze && zs < xe;
+}
+
+inline bool same_data(const Tensor& x, const Tensor& z) {
+  return x.const_data_ptr() == z.const_data_ptr();
+}
+
+}  // namespace kernels
+}  // namespace edgekit
+
+// Registers `void fn(KernelRuntimeContext&, Span<EValue*> stack)` as "edgekit::<op_name>".
+#define EDGEKIT_CONCAT_IMPL(a, b) a##b
+#define EDGEKIT_CONCAT(a, b) EDGEKIT_CONCAT_IMPL(a, b)
+#define EDGEKIT_OUT_KERNEL(op_name, boxed_fn)                                      \
+  static auto EDGEKIT_CONCAT(edgekit_kernel_reg_, __LINE__) =                      \
+      ::executorch::runtime::register_kernel(::executorch::runtime::Kernel(        \
+          "edgekit::" op_name, boxed_fn))

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny random-weight models in real on-disk formats, and their exports.
+
+The RWKV-7 parity model is the one the acceptance criteria name: BlinkDL .pth, bf16,
+vocab 65536, C=256, 4 layers, head size 64. Exports are made once per session.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RWKV_V7_ON", "1")     # the oracle's RWKV-7 switch; read at import
+os.environ.setdefault("RWKV_JIT_ON", "0")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def rwkv7_ckpt(tmp_path_factory) -> Path:
+    from edgekit.models.rwkv7 import write_random_checkpoint
+    d = tmp_path_factory.mktemp("rwkv7")
+    return write_random_checkpoint(d / "tiny.pth", vocab_size=65536, n_embd=256, n_layer=4,
+                                   head_size=64, seed=7)
+
+
+@pytest.fixture(scope="session")
+def rwkv7_oracle(rwkv7_ckpt):
+    """The `rwkv` pip package, RWKV-7 mode, strategy "cpu fp32". Not optional."""
+    assert os.environ.get("RWKV_V7_ON") == "1"
+    from rwkv.model import RWKV   # an ImportError here fails the test: CI installs the oracle
+    return RWKV(model=str(rwkv7_ckpt.with_suffix("")), strategy="cpu fp32")
+
+
+_EXPORTS: dict = {}
+
+
+@pytest.fixture(scope="session")
+def rwkv7_export(rwkv7_ckpt, tmp_path_factory):
+    """export(ops, state_style) -> OUTDIR with model.onnx, model.pte, edgekit.json (cached)."""
+    from edgekit.cli.export import export_to_dir
+
+    def get(ops: str = "fused", state_style: str = "buffers") -> Path:
+        key = (ops, state_style)
+        if key not in _EXPORTS:
+            out = tmp_path_factory.mktemp(f"export-{ops}-{state_style}")
+            export_to_dir(rwkv7_ckpt, out, ("onnx", "pte"), ops, state_style, 1, quiet=True)
+            _EXPORTS[key] = out
+        return _EXPORTS[key]
+    return get
+
+
+def run_cli(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run `edgekit ...` in a fresh process (as a user would)."""
+    e = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)], capture_output=True,
+                          text=True, env=e, timeout=timeout, cwd=REPO)
