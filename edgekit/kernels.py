@@ -2,9 +2,11 @@
 
 A .pte that calls an `edgekit::*` op needs the kernel library loaded before
 `Runtime.load_method`; otherwise ExecuTorch refuses the method ("Missing operator").
-The library registers into the same libexecutorch.so the Python runtime uses, so a plain
-`ctypes.CDLL` is enough. Load it once per process: two different library files that
-register the same op abort the process.
+The library links the wheel's libexecutorch.so (SONAME libexecutorch.so), the same copy the
+Python runtime (`executorch.runtime`) uses, so its static initializers register the kernels
+into the runtime's operator registry: a plain `ctypes.CDLL` is enough, before or after
+`executorch.runtime` is imported. Load it once per process: a second, different library
+file that registers the same op aborts the process.
 """
 
 from __future__ import annotations
@@ -49,10 +51,8 @@ def load_kernels() -> Path:
                 f"edgekit ExecuTorch kernel library {path} not found",
                 expected=f"the library built from kernels/*.cpp (or a path in ${ENV_VAR})",
                 fix="run `make setup` (or `make kernels`) to build it")
-        # ExecuTorch must be loaded first so the kernels register into the runtime's registry.
-        import executorch.runtime  # noqa: F401
         try:
-            _handle = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+            _handle = ctypes.CDLL(str(path))
         except OSError as e:
             raise EdgekitError(
                 f"edgekit ExecuTorch kernel library {path} failed to load",

@@ -26,40 +26,76 @@ namespace {
 
 constexpr const char* kInputNames[6] = {"r", "w", "k", "v", "a", "b"};
 
-// Rows [i0, i0 + R) of one head at one step: read from `src`, write to `dst` (which may be
-// `src`: element j is read before it is written, and rows are independent). R rows at once
-// give R independent reduction chains; one row's 64-term dot is otherwise latency-bound.
-template <int R, int NC>
-inline void wkv_rows(const float* src, float* dst, const float* __restrict rt,
-                     const float* __restrict wt, const float* __restrict kt,
-                     const float* __restrict vt, const float* __restrict at,
-                     const float* __restrict bt, float* __restrict yt, int64_t i0, int64_t n) {
+// Four rows i0..i0+3 of one head at one step: read from `src`, write to `dst` (which may be
+// `src`: element j is read before it is written, and rows are independent). Four rows give
+// four independent reduction chains; a single row's 64-term dot is latency-bound. The j
+// loops are the SIMD loops (written out per row so the compiler vectorizes j, not rows).
+template <int NC>
+inline void wkv_rows4(const float* src, float* dst, const float* __restrict rt,
+                      const float* __restrict wt, const float* __restrict kt,
+                      const float* __restrict vt, const float* __restrict at,
+                      const float* __restrict bt, float* __restrict yt, int64_t i0, int64_t n) {
   const int64_t N = NC > 0 ? NC : n;
-  const float* s[R];
-  float* d[R];
-  float sa[R], vi[R], acc[R];
-  for (int q = 0; q < R; ++q) {
-    s[q] = src + (i0 + q) * N;
-    d[q] = dst + (i0 + q) * N;
-    sa[q] = 0.f;
-    acc[q] = 0.f;
-    vi[q] = vt[i0 + q];
-  }
+  const float* s0 = src + (i0 + 0) * N;
+  const float* s1 = src + (i0 + 1) * N;
+  const float* s2 = src + (i0 + 2) * N;
+  const float* s3 = src + (i0 + 3) * N;
+  float* d0 = dst + (i0 + 0) * N;
+  float* d1 = dst + (i0 + 1) * N;
+  float* d2 = dst + (i0 + 2) * N;
+  float* d3 = dst + (i0 + 3) * N;
   // sa[i] = sum_l S[i, l] a[l]
-#pragma omp simd reduction(+ : sa[:R])
+  float sa0 = 0.f, sa1 = 0.f, sa2 = 0.f, sa3 = 0.f;
+#pragma omp simd reduction(+ : sa0, sa1, sa2, sa3)
   for (int64_t j = 0; j < N; ++j) {
-    for (int q = 0; q < R; ++q) sa[q] += s[q][j] * at[j];
+    sa0 += s0[j] * at[j];
+    sa1 += s1[j] * at[j];
+    sa2 += s2[j] * at[j];
+    sa3 += s3[j] * at[j];
   }
   // S[i, j] = S[i, j] w[j] + sa[i] b[j] + v[i] k[j];  y[i] = sum_j S[i, j] r[j]
-#pragma omp simd reduction(+ : acc[:R])
+  const float v0 = vt[i0], v1 = vt[i0 + 1], v2 = vt[i0 + 2], v3 = vt[i0 + 3];
+  float y0 = 0.f, y1 = 0.f, y2 = 0.f, y3 = 0.f;
+#pragma omp simd reduction(+ : y0, y1, y2, y3)
   for (int64_t j = 0; j < N; ++j) {
-    for (int q = 0; q < R; ++q) {
-      const float x = s[q][j] * wt[j] + sa[q] * bt[j] + vi[q] * kt[j];
-      d[q][j] = x;
-      acc[q] += x * rt[j];
-    }
+    const float x0 = s0[j] * wt[j] + sa0 * bt[j] + v0 * kt[j];
+    const float x1 = s1[j] * wt[j] + sa1 * bt[j] + v1 * kt[j];
+    const float x2 = s2[j] * wt[j] + sa2 * bt[j] + v2 * kt[j];
+    const float x3 = s3[j] * wt[j] + sa3 * bt[j] + v3 * kt[j];
+    d0[j] = x0;
+    d1[j] = x1;
+    d2[j] = x2;
+    d3[j] = x3;
+    y0 += x0 * rt[j];
+    y1 += x1 * rt[j];
+    y2 += x2 * rt[j];
+    y3 += x3 * rt[j];
   }
-  for (int q = 0; q < R; ++q) yt[i0 + q] = acc[q];
+  yt[i0] = y0;
+  yt[i0 + 1] = y1;
+  yt[i0 + 2] = y2;
+  yt[i0 + 3] = y3;
+}
+
+// One row (the N % 4 remainder of a generic N).
+inline void wkv_row1(const float* src, float* dst, const float* __restrict rt,
+                     const float* __restrict wt, const float* __restrict kt,
+                     const float* __restrict vt, const float* __restrict at,
+                     const float* __restrict bt, float* __restrict yt, int64_t i, int64_t N) {
+  const float* s = src + i * N;
+  float* d = dst + i * N;
+  float sa = 0.f;
+#pragma omp simd reduction(+ : sa)
+  for (int64_t j = 0; j < N; ++j) sa += s[j] * at[j];
+  const float v = vt[i];
+  float y = 0.f;
+#pragma omp simd reduction(+ : y)
+  for (int64_t j = 0; j < N; ++j) {
+    const float x = s[j] * wt[j] + sa * bt[j] + v * kt[j];
+    d[j] = x;
+    y += x * rt[j];
+  }
+  yt[i] = y;
 }
 
 // One head, all T steps. Step 0 reads the state from S0 (the input state, possibly == S),
@@ -69,17 +105,16 @@ template <int NC>
 void wkv_head(const float* S0, float* S, const float* r, const float* w, const float* k,
               const float* v, const float* a, const float* b, float* y, int64_t T, int64_t n,
               int64_t stride) {
-  constexpr int R = 4;
   const int64_t N = NC > 0 ? NC : n;
   for (int64_t t = 0; t < T; ++t) {
     const int64_t o = t * stride;
     const float* src = t == 0 ? S0 : S;
     int64_t i = 0;
-    for (; i + R <= N; i += R) {
-      wkv_rows<R, NC>(src, S, r + o, w + o, k + o, v + o, a + o, b + o, y + o, i, N);
+    for (; i + 4 <= N; i += 4) {
+      wkv_rows4<NC>(src, S, r + o, w + o, k + o, v + o, a + o, b + o, y + o, i, N);
     }
     for (; i < N; ++i) {
-      wkv_rows<1, NC>(src, S, r + o, w + o, k + o, v + o, a + o, b + o, y + o, i, N);
+      wkv_row1(src, S, r + o, w + o, k + o, v + o, a + o, b + o, y + o, i, N);
     }
   }
 }

@@ -74,7 +74,7 @@ def from_nir(src) -> G.SNNGraph:
     if isinstance(src, (str, Path)):
         path = Path(src)
         try:
-            g = nir.read(path)
+            g = nir.read(path, type_check=False)   # edgekit checks shapes itself (lower)
         except Exception as e:  # h5py / nir raise many types on a bad file
             raise EdgekitError(f"'{path}' is not a readable NIR file",
                                expected="an HDF5 file written by nir.write",
@@ -106,10 +106,18 @@ def from_nir(src) -> G.SNNGraph:
 
 
 def to_nir_graph(graph: G.SNNGraph):
-    import nir
+    import dataclasses
 
+    import nir
+    from edgekit.neuro.passes import lower
+
+    # neuron parameters go out per neuron (NIR type-checks shapes along edges)
+    sizes = {st.name: st.n for st in lower(graph)[0]}
     nodes = {}
     for name, n in graph.nodes.items():
+        if n.neuron:
+            n = dataclasses.replace(n, **{f: np.broadcast_to(getattr(n, f), (sizes[name],)).copy()
+                                          for f in n.arrays if getattr(n, f) is not None})
         if isinstance(n, G.Input):
             nodes[name] = nir.Input(input_type={"input": np.array(n.shape)})
         elif isinstance(n, G.Output):

@@ -111,21 +111,40 @@ _opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
 @onnxscript.script(_opset, default_opset=op)
 def Rwkv7Wkv(r: FLOAT, w: FLOAT, k: FLOAT, v: FLOAT, a: FLOAT, b: FLOAT,
              state: FLOAT) -> tuple[FLOAT, FLOAT]:
-    # Single step (T = 1); the exporter checks T before it emits this node.
     ax1 = op.Constant(value_ints=[1])
     ax2 = op.Constant(value_ints=[2])
     axl = op.Constant(value_ints=[-1])
-    r1 = op.Squeeze(r, ax1)                                             # (B, H, N)
-    w1 = op.Unsqueeze(op.Squeeze(w, ax1), ax2)                          # (B, H, 1, N)
-    k1 = op.Unsqueeze(op.Squeeze(k, ax1), ax2)                          # (B, H, 1, N)
-    b1 = op.Unsqueeze(op.Squeeze(b, ax1), ax2)                          # (B, H, 1, N)
-    v1 = op.Unsqueeze(op.Squeeze(v, ax1), axl)                          # (B, H, N, 1)
-    a1 = op.Unsqueeze(op.Squeeze(a, ax1), axl)                          # (B, H, N, 1)
-    sa = op.MatMul(state, a1)                                           # (B, H, N, 1)
-    new_state = op.Add(op.Add(op.Mul(state, w1), op.Mul(sa, b1)), op.Mul(v1, k1))
-    y = op.MatMul(new_state, op.Unsqueeze(r1, axl))                     # (B, H, N, 1)
-    y = op.Unsqueeze(op.Squeeze(y, axl), ax1)                           # (B, 1, H, N)
-    return y, new_state
+    T = op.Shape(r, start=1, end=2)
+    if op.Equal(T, op.Constant(value_ints=[1])):
+        # Single step (decode): straight-line body, no loop.
+        r1 = op.Squeeze(r, ax1)                                         # (B, H, N)
+        w1 = op.Unsqueeze(op.Squeeze(w, ax1), ax2)                      # (B, H, 1, N)
+        k1 = op.Unsqueeze(op.Squeeze(k, ax1), ax2)
+        b1 = op.Unsqueeze(op.Squeeze(b, ax1), ax2)
+        v1 = op.Unsqueeze(op.Squeeze(v, ax1), axl)                      # (B, H, N, 1)
+        a1 = op.Unsqueeze(op.Squeeze(a, ax1), axl)
+        sa = op.MatMul(state, a1)                                       # (B, H, N, 1)
+        S = op.Add(op.Add(op.Mul(state, w1), op.Mul(sa, b1)), op.Mul(v1, k1))
+        y1 = op.MatMul(S, op.Unsqueeze(r1, axl))                        # (B, H, N, 1)
+        y = op.Unsqueeze(op.Squeeze(y1, axl), ax1)                      # (B, 1, H, N)
+    else:
+        # T > 1 (prefill): the same update in an ONNX Loop over t.
+        S = state
+        y = op.Slice(r, op.Constant(value_ints=[0]), op.Constant(value_ints=[0]), ax1)  # (B, 0, H, N)
+        for t in range(op.Squeeze(T)):
+            t1 = op.Unsqueeze(t, op.Constant(value_ints=[0]))
+            t2 = op.Add(t1, op.Constant(value_ints=[1]))
+            rt = op.Squeeze(op.Slice(r, t1, t2, ax1), ax1)
+            wt = op.Unsqueeze(op.Squeeze(op.Slice(w, t1, t2, ax1), ax1), ax2)
+            kt = op.Unsqueeze(op.Squeeze(op.Slice(k, t1, t2, ax1), ax1), ax2)
+            bt = op.Unsqueeze(op.Squeeze(op.Slice(b, t1, t2, ax1), ax1), ax2)
+            vt = op.Unsqueeze(op.Squeeze(op.Slice(v, t1, t2, ax1), ax1), axl)
+            at = op.Unsqueeze(op.Squeeze(op.Slice(a, t1, t2, ax1), ax1), axl)
+            sa = op.MatMul(S, at)
+            S = op.Add(op.Add(op.Mul(S, wt), op.Mul(sa, bt)), op.Mul(vt, kt))
+            yt = op.MatMul(S, op.Unsqueeze(rt, axl))
+            y = op.Concat(y, op.Unsqueeze(op.Squeeze(yt, axl), ax1), axis=1)
+    return y, S
 
 
 INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=Rwkv7Wkv,
