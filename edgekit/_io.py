@@ -48,3 +48,31 @@ def require_file(path: str | os.PathLike, what: str, fix: str) -> Path:
     if path.is_dir():
         raise EdgekitError(f"{what} '{path}' is a directory", expected="a file", fix=fix)
     return path
+
+
+class _Captured:
+    text: str = ""
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[_Captured]:
+    """Capture what native code (ExecuTorch's ET_LOG, cpuinfo) writes to fd 2.
+
+    Used around program loading only: the runtime's own diagnostics ("Missing operator:
+    edgekit::rwkv7_wkv.out") are folded into edgekit's one-line errors instead of
+    spilling onto the user's terminal.
+    """
+    import sys
+    cap = _Captured()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield cap
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            f.seek(0)
+            cap.text = f.read().decode("utf-8", errors="replace")

@@ -6,7 +6,7 @@
 # PYTHON is the interpreter whose executorch wheel supplies the headers and libexecutorch.so
 # (the same library the Python runtime registers kernels into). One library on purpose: two
 # different .so files registering the same op abort the process at load time.
-# Rebuilds only when a source/header/this script is newer than OUT. Takes ~2 s.
+# Rebuilds only when a source/header/this script/libexecutorch.so is newer than OUT (~2 s).
 # Extra flags: EDGEKIT_KERNEL_CXXFLAGS (e.g. "-march=native"); EDGEKIT_KERNEL_FORCE=1 rebuilds.
 set -euo pipefail
 
@@ -19,21 +19,24 @@ shopt -s nullglob
 SRCS=("$HERE"/*.cpp)
 [ ${#SRCS[@]} -gt 0 ] || { echo "build.sh: no kernels/*.cpp found" >&2; exit 1; }
 
-if [ -f "$OUT" ] && [ "${EDGEKIT_KERNEL_FORCE:-0}" != 1 ]; then
-  stale=0
-  for f in "${SRCS[@]}" "$HERE"/*.h "$HERE/build.sh"; do
-    [ "$f" -nt "$OUT" ] && stale=1
-  done
-  [ $stale = 0 ] && { echo "build.sh: $OUT is up to date"; exit 0; }
-fi
-
 # executorch is a namespace package in the 1.x wheels (executorch.__file__ is None).
 ET=$("$PY" -c 'import executorch; print(list(executorch.__path__)[0])')
 [ -f "$ET/lib/libexecutorch.so" ] || { echo "build.sh: $ET/lib/libexecutorch.so not found" >&2; exit 1; }
 
-# The library is built on the machine that runs it: use AVX2/FMA when this CPU has them,
-# else the x86-64-v2 baseline. No -march=native (a build dir copied to an older CPU would
-# SIGILL); no -ffast-math (the reductions vectorize through `omp simd reduction`).
+# Up to date unless a source, a header, this script or the wheel's libexecutorch.so is newer.
+# When it is, touch OUT so make (whose other prerequisites may be newer) stops asking.
+if [ -f "$OUT" ] && [ "${EDGEKIT_KERNEL_FORCE:-0}" != 1 ]; then
+  stale=0
+  for f in "${SRCS[@]}" "$HERE"/*.h "$HERE/build.sh" "$ET/lib/libexecutorch.so"; do
+    [ "$f" -nt "$OUT" ] && stale=1
+  done
+  if [ $stale = 0 ]; then touch "$OUT"; echo "build.sh: $OUT is up to date"; exit 0; fi
+fi
+
+# The library is built on the machine that runs it (make setup): AVX2/FMA when this CPU has
+# them (a build/ copied to a CPU without AVX2 needs `make kernels` again), else the x86-64-v2
+# baseline; not -march=native, which would tie it to one CPU model. No -ffast-math: the
+# reductions vectorize through `omp simd reduction` (-fopenmp-simd, no OpenMP runtime).
 ARCH=()
 if [ "$(uname -m)" = x86_64 ]; then
   if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo 2>/dev/null; then

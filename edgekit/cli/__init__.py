@@ -24,7 +24,17 @@ def _register() -> None:
         pass
 
 
+def _quiet() -> None:
+    """Libraries' import-time chatter is not for users of the CLI."""
+    import logging
+    import warnings
+    warnings.filterwarnings("ignore")
+    for name in ("torchao", "torch.utils._pytree", "torch.onnx", "onnxscript", "executorch", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet()
     _register()
     try:
         app(args=argv, standalone_mode=False)

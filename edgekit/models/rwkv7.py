@@ -112,14 +112,15 @@ def load_torch_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights only" in str(e).lower() or "weights_only" in str(e):
-            raise EdgekitError(f"'{path}' contains pickled code or objects, which edgekit will not run",
+        text = str(e)
+        if "GLOBAL" in text or "global" in text.split("|")[-1]:
+            name = text.split("GLOBAL", 1)[1].split()[0] if "GLOBAL" in text else "an object"
+            raise EdgekitError(f"'{path}' contains pickled code ({name}), which edgekit will not run",
                                expected="a plain tensor state_dict",
                                fix="re-save the weights with torch.save(model.state_dict()) or as safetensors") from None
-        raise EdgekitError(f"'{path}' is not a PyTorch checkpoint ({first})",
+        raise EdgekitError(f"'{path}' is not a PyTorch checkpoint (its pickle stream is not a state_dict)",
                            fix="pass a .pth written by torch.save") from None
-    except (RuntimeError, EOFError, ValueError, OSError, AttributeError) as e:
+    except Exception as e:  # torch.load raises many types for non-checkpoints (KeyError, EOFError, ...)
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise EdgekitError(f"'{path}' is not a readable PyTorch checkpoint ({first})",
                            fix="pass a complete .pth written by torch.save; re-download it if it is truncated") from None

@@ -52,7 +52,8 @@ class LavaResult:
 
 
 def run_lava(net: CompiledNetwork, spikes: np.ndarray, steps: int | None = None, *,
-             record_state: bool = False, mode: str = "fixed", timeout_s: float = 300.0,
+             record_state: bool = False, record_spikes: bool = True, mode: str = "fixed",
+             timeout_s: float = 300.0,
              venv: str | os.PathLike | None = None) -> LavaResult:
     """Run samples (S, T, n_in) (or (T, n_in)) through Lava, each from rest.
 
@@ -64,7 +65,8 @@ def run_lava(net: CompiledNetwork, spikes: np.ndarray, steps: int | None = None,
     py = lava_python(venv)
     x = Simulator(net, "fixed")._check_input(spikes, steps)        # same checks as the sim
     S, T, _ = x.shape
-    record = ["spikes", "u", "v"] if record_state else ["spikes"]
+    record = (["spikes"] if record_spikes or record_state else []) + \
+        (["u", "v"] if record_state else [])
     with tempfile.TemporaryDirectory(prefix="edgekit-lava-") as tmpd:
         tmp = Path(tmpd)
         np.savez(tmp / "net.npz", **net.arrays)
@@ -84,7 +86,7 @@ def run_lava(net: CompiledNetwork, spikes: np.ndarray, steps: int | None = None,
                                fix="rerun with a smaller network; report a bug if it persists")
         with np.load(res) as z:
             P = len(net.populations)
-            sp = [z[f"spikes_{p}"].astype(bool) for p in range(P)]
+            sp = [z[f"spikes_{p}"].astype(bool) for p in range(P)] if "spikes" in record else None
             u = [z[f"u_{p}"] for p in range(P)] if record_state else None
             v = [z[f"v_{p}"] for p in range(P)] if record_state else None
             return LavaResult(sp, u, v, float(z["wall_s"]), float(z["build_s"]), total)

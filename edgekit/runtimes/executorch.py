@@ -34,21 +34,26 @@ class ExecuTorchBackend(Backend):
     name = "executorch"
 
     def __init__(self, path: Path, entry: dict, threads: int | None = None):
-        from executorch.runtime import Runtime
+        from edgekit._io import native_stderr_captured
+        with native_stderr_captured():
+            from executorch.runtime import Runtime
+            Runtime.get()
         if entry.get("kernel_library"):
             from edgekit.kernels import load_kernels
             load_kernels()
         if threads:
             set_threads(threads)
         try:
-            program = Runtime.get().load_program(Path(path))
+            with native_stderr_captured() as log:
+                program = Runtime.get().load_program(Path(path))
         except Exception as e:
-            raise EdgekitError(f"'{path}' is not a loadable ExecuTorch program ({_first(e)})",
+            raise EdgekitError(f"'{path}' is not a loadable ExecuTorch program ({_first(e)}{_why(log.text)})",
                                fix="the file is truncated or corrupt; export it again") from None
         try:
-            self.method = program.load_method("forward")
+            with native_stderr_captured() as log:
+                self.method = program.load_method("forward")
         except Exception as e:
-            msg = _first(e)
+            msg = _first(e) + _why(log.text)
             if entry.get("kernel_library"):
                 raise EdgekitError(f"'{path}' needs the edgekit kernel library "
                                    f"{entry['kernel_library']} ({msg})",
@@ -88,6 +93,13 @@ class ExecuTorchBackend(Backend):
     def reset(self):
         for t in self.live.values():
             t.zero_()
+
+
+def _why(native_log: str) -> str:
+    """The runtime's own reason, from its log: e.g. 'Missing operator: ... edgekit::rwkv7_wkv.out'."""
+    lines = [ln.split("] ", 1)[-1] for ln in native_log.splitlines()
+             if "Missing operator" in ln or "rror" in ln]
+    return (": " + "; ".join(lines[:2])) if lines else ""
 
 
 def _first(e: Exception) -> str:
