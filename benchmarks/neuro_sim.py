@@ -40,8 +40,8 @@ def bench_network(N: int, seed: int = 0) -> CompiledNetwork:
         arr[f"bias_mant_{i}"] = np.zeros(N, np.int64)
         arr[f"bias_exp_{i}"] = np.zeros(N, np.int64)
         arr[f"bias_f_{i}"] = np.zeros(N)
-        # threshold ~ a few standard deviations of the input drive: sparse hidden activity
-        vth = int(3 * 150 * np.sqrt(RATE * N) / 64) + 1
+        # threshold ~ 5x the std of one step's input drive: ~10% hidden activity
+        vth = min(131071, int(5 * 150 * np.sqrt(RATE * N)))
         pops.append(Population(f"lif{i}", N, du=1000, dv=500, vth=vth, decay_u=0.75,
                                decay_v=0.88, vth_f=vth * 64.0))
         cons.append(Connection(f"dense{i}", i - 1, i, 0, 8, "mixed"))

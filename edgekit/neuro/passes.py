@@ -17,8 +17,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.neuro import graph as G
-from edgekit.neuro.compiled import (CompiledNetwork, Connection, Population,
-                                    dequantized_twin, sign_mode_of)
+from edgekit.neuro.compiled import CompiledNetwork, Connection, Population, sign_mode_of
 from edgekit.neuro.device import NeuroDevice
 
 WEIGHT_NODES = (G.Affine, G.Linear, G.Scale, G.Flatten)

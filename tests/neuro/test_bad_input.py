@@ -7,7 +7,6 @@ import pytest
 
 from edgekit.cli import main
 from edgekit.errors import EdgekitError
-from edgekit.neuro import graph as G
 from edgekit.neuro.lava_bridge import run_lava
 from tests.neuro.conftest import random_network
 from tests.neuro.test_compile import mlp_graph

@@ -11,7 +11,6 @@ edgekit (like Lava and Loihi) delays each Dense connection by one step, so popul
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from edgekit.neuro import graph as G
 from edgekit.neuro.graph import load_graph
