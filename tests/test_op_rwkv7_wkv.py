@@ -12,6 +12,7 @@ import torch
 import edgekit.ops  # noqa: F401
 from edgekit.ops.rwkv7_wkv import reference
 
+BATTERY_OPS = ("rwkv7_wkv",)  # read by test_registry.py
 B, H, N = 2, 2, 64
 TS = [1, 5, 40]
 

@@ -10,6 +10,7 @@ import torch
 from edgekit.models.rwkv7 import RWKV7
 from edgekit.runtimes.session import StreamingSession
 
+PARITY_ARCHS = ("rwkv7",)     # read by test_registry.py
 TOL = 1e-4
 STEPS = 64
 

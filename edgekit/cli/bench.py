@@ -26,12 +26,17 @@ def bench_session(sess, steps: int, warmup: int = 16, seed: int = 0) -> dict:
     """Step a session through pseudo-random inputs; time each step after warm-up."""
     rng = np.random.default_rng(seed)
     m = sess.manifest
-    if m["input_kind"] == "tokens":
-        V = m["config"]["vocab_size"]
-        xs = lambda n: rng.integers(0, V, size=n)  # noqa: E731
-    else:
-        shape = m["artifacts"][sess.format]["inputs"][0]["shape"] if sess.format != "torch" else None
-        xs = lambda n: rng.standard_normal((n, *shape[1:])).astype(np.float32)  # noqa: E731
+
+    def draw(spec, n):
+        if spec["dtype"] == "int64":
+            return rng.integers(0, m["config"]["vocab_size"], size=(n, *spec["shape"]))
+        if spec["name"] == "dt":                          # irregular sampling intervals
+            return rng.uniform(0.5, 1.5, size=(n, *spec["shape"])).astype(np.float32)
+        return rng.standard_normal((n, *spec["shape"])).astype(np.float32)
+
+    def xs(n):
+        cols = [draw(s, n) for s in m["inputs"]]
+        return cols[0] if len(cols) == 1 else list(zip(*cols))
     for x in xs(warmup):
         sess.step(x)
     rss_start = rss_mb()

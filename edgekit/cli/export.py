@@ -38,6 +38,8 @@ def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: 
             for name in (entry["file"], entry.get("external_data")):
                 if name:
                     (tmp / name).replace(outdir / name)
+        if manifest.get("tokenizer_file"):
+            (tmp / manifest["tokenizer_file"]).replace(outdir / manifest["tokenizer_file"])
         (tmp / FILENAME).replace(outdir / FILENAME)       # the manifest goes last
         for fmt in set(FORMATS) - set(formats):            # a stale artifact of another export
             stale = outdir / FORMATS[fmt]

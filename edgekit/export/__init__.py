@@ -13,10 +13,13 @@ FORMATS = {"onnx": "model.onnx", "pte": "model.pte"}
 
 
 def _tokenizer_for(model) -> str | None:
+    """The tokenizer name a manifest records: the RWKV World vocabulary, or the name of
+    a tokenizer file (e.g. tokenizer.json) that export copies next to the artifact."""
     from edgekit.tokenizer import WORLD_VOCAB
     if model.arch == "rwkv7" and model.cfg.vocab_size == 65536:
         return WORLD_VOCAB
-    return getattr(model, "tokenizer_name", None)
+    f = getattr(model, "tokenizer_file", None)
+    return Path(f).name if f else None
 
 
 def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: int = 1,
@@ -57,5 +60,10 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
         else:
             manifest["artifacts"]["pte"] = export_pte(model, outdir / FORMATS["pte"], batch=batch,
                                                       state_style=state_style)
+    tok = getattr(model, "tokenizer_file", None)
+    if tok:
+        import shutil
+        shutil.copyfile(tok, outdir / Path(tok).name)
+        manifest["tokenizer_file"] = Path(tok).name
     write_manifest(outdir, manifest)
     return manifest

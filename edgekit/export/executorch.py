@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from edgekit._io import atomic_write_bytes, sha256_file
-from edgekit.export.wrappers import StepBuffers, StepIO, buffer_name, example_input, output_name
+from edgekit.export.wrappers import StepBuffers, StepIO, buffer_name, example_inputs, output_name
 from edgekit.ops import DOMAIN, REGISTRY
 
 STATE_STYLES = ("buffers", "io")
@@ -36,13 +36,13 @@ def export_pte(model, path: Path, *, batch: int = 1, state_style: str = DEFAULT_
 
     path = Path(path)
     spec = model.state_spec(batch)
-    x = example_input(model, batch)
-    in_name = "tokens" if model.input_kind == "tokens" else "x"
-    out_name = "logits" if model.input_kind == "tokens" else "y"
+    xs = example_inputs(model, batch)
+    in_spec = model.input_spec(batch)
+    out_name = model.output_name
     if state_style == "buffers":
-        step, args = StepBuffers(model, batch), (x,)
+        step, args = StepBuffers(model, batch), xs
     else:
-        step, args = StepIO(model, batch), (x, *model.init_state(batch).values())
+        step, args = StepIO(model, batch), (*xs, *model.init_state(batch).values())
     step = step.eval().requires_grad_(False)
 
     with torch.no_grad(), warnings.catch_warnings():
@@ -66,7 +66,7 @@ def export_pte(model, path: Path, *, batch: int = 1, state_style: str = DEFAULT_
     y = step(*args)
     y = y[0] if isinstance(y, tuple) else y
     ent = lambda n, t: {"name": n, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}  # noqa: E731
-    inputs = [ent(in_name, x)]
+    inputs = [s.to_json() for s in in_spec]
     outputs = [ent(out_name, y)]
     if state_style == "io":
         inputs += [s.to_json() for s in spec]

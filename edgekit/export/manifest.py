@@ -7,6 +7,8 @@ A runtime session needs only the artifact and this manifest. Schema (version 1):
     arch, config      architecture name and its config (as the model's config_dict)
     model_id          sha256 of the weights; saved states carry it
     input_kind        "tokens" | "features"
+    inputs, output    the step's inputs besides the state ([{name, shape, dtype, bytes}]),
+                      and the name of its output ("logits" for language models)
     batch             batch size the graphs were exported for
     ops               "fused" | "decomposed"
     state             [{name, shape, dtype, bytes}], in graph order; state_bytes = sum
@@ -39,6 +41,7 @@ def new_manifest(model, *, batch: int, ops: str, tokenizer: str | None,
     return {"schema": SCHEMA, "edgekit_version": __version__, "arch": model.arch,
             "model_id": model_fingerprint(model),
             "config": model.config_dict(), "input_kind": model.input_kind, "batch": batch,
+            "inputs": [s.to_json() for s in model.input_spec(batch)], "output": model.output_name,
             "ops": ops, "state": spec, "state_bytes": sum(s["bytes"] for s in spec),
             "quantization": quantization, "device": device, "tokenizer": tokenizer,
             "artifacts": {}}

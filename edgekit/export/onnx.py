@@ -23,7 +23,7 @@ import torch
 
 from edgekit._io import sha256_file
 from edgekit.errors import EdgekitError
-from edgekit.export.wrappers import StepIO, example_input, output_name
+from edgekit.export.wrappers import StepIO, example_inputs, output_name
 from edgekit.ops import DOMAIN, ONNX_OPSET, REGISTRY
 
 OPSET = 20                       # ONNX opset; the op function bodies use the same one
@@ -41,17 +41,17 @@ def export_onnx(model, path: Path, *, batch: int = 1, metadata: dict | None = No
     path = Path(path)
     spec = model.state_spec(batch)
     step = StepIO(model, batch).eval()
-    x = example_input(model, batch)
+    xs = example_inputs(model, batch)
     state = list(model.init_state(batch).values())
-    in_name = "tokens" if model.input_kind == "tokens" else "x"
-    out_name = "logits" if model.input_kind == "tokens" else "y"
-    input_names = [in_name] + [s.name for s in spec]
+    in_spec = model.input_spec(batch)
+    out_name = model.output_name
+    input_names = [s.name for s in in_spec] + [s.name for s in spec]
     output_names = [out_name] + [output_name(s.name) for s in spec]
 
     with torch.no_grad(), warnings.catch_warnings(), redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        prog = torch.onnx.export(step, (x, *state), dynamo=True, opset_version=OPSET,
+        prog = torch.onnx.export(step, (*xs, *state), dynamo=True, opset_version=OPSET,
                                  input_names=input_names, output_names=output_names,
                                  custom_translation_table=_translation_table(),
                                  optimize=True, verbose=False)
@@ -95,11 +95,11 @@ def export_onnx(model, path: Path, *, batch: int = 1, metadata: dict | None = No
 
     def entry(name, t):
         return {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
-    y, *_ = step(x, *state)
+    y, *_ = step(*xs, *state)
     return {
         "file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path),
         "external_data": data_name if external_data else None,
-        "inputs": [entry(in_name, x)] + [s.to_json() for s in spec],
+        "inputs": [s.to_json() for s in in_spec] + [s.to_json() for s in spec],
         "outputs": [entry(out_name, y)] + [{**s.to_json(), "name": output_name(s.name)} for s in spec],
         "state_style": "io",
         "opset": OPSET,

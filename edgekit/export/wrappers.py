@@ -24,14 +24,20 @@ def output_name(state_name: str) -> str:
     return state_name + ".out"
 
 
+def _pack(xs):
+    return xs[0] if len(xs) == 1 else tuple(xs)
+
+
 class StepIO(nn.Module):
     def __init__(self, model: RecurrentModel, batch: int = 1):
         super().__init__()
         self.model = model
+        self.n_in = len(model.input_spec(batch))
         self.names = [s.name for s in model.state_spec(batch)]
 
-    def forward(self, x, *state):
-        y, new = self.model.step(x, dict(zip(self.names, state)))
+    def forward(self, *args):
+        xs, state = args[:self.n_in], args[self.n_in:]
+        y, new = self.model.step(_pack(xs), dict(zip(self.names, state)))
         return (y, *[new[n] for n in self.names])
 
 
@@ -43,15 +49,15 @@ class StepBuffers(nn.Module):
         for name, t in model.init_state(batch).items():
             self.register_buffer(buffer_name(name), t.clone())
 
-    def forward(self, x):
+    def forward(self, *xs):
         state = {n: getattr(self, buffer_name(n)) for n in self.names}
-        y, new = self.model.step(x, state)
+        y, new = self.model.step(_pack(xs), state)
         for n in self.names:
             getattr(self, buffer_name(n)).copy_(new[n])
         return y
 
 
-def example_input(model: RecurrentModel, batch: int = 1) -> torch.Tensor:
-    if model.input_kind == "tokens":
-        return torch.zeros(batch, dtype=torch.int64)
-    return torch.zeros(batch, model.input_size)
+def example_inputs(model: RecurrentModel, batch: int = 1) -> tuple[torch.Tensor, ...]:
+    """Trace inputs: zeros, except inputs named dt (elapsed time), which are ones."""
+    return tuple((torch.ones if s.name == "dt" else torch.zeros)(s.shape, dtype=s.dtype)
+                 for s in model.input_spec(batch))

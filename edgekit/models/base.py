@@ -47,11 +47,17 @@ class RecurrentModel(nn.Module):
 
     arch: ClassVar[str]
     input_kind: ClassVar[str] = "tokens"   # "tokens" (int64 ids) or "features" (float)
+    output_name: ClassVar[str] = "logits"  # name of the step's output in every artifact
     ops: str = "fused"                     # "fused" custom ops or "decomposed" stock ops
 
     # -- the contract ------------------------------------------------------------------
     def state_spec(self, batch: int = 1) -> list[StateSpec]:
         raise NotImplementedError
+
+    def input_spec(self, batch: int = 1) -> list[StateSpec]:
+        """The step's inputs besides the state, in order. `step` gets a tensor when there
+        is one input, else a tuple in this order (e.g. CfC: x (B, I) and dt (B, 1))."""
+        return [StateSpec("tokens", (batch,), torch.int64)]
 
     def init_state(self, batch: int = 1) -> dict[str, torch.Tensor]:
         return {s.name: torch.zeros(s.shape, dtype=s.dtype) for s in self.state_spec(batch)}

@@ -9,8 +9,10 @@ class Backend:
     name: str
     threads: int | None = None
 
-    def step(self, x: np.ndarray) -> np.ndarray:
-        """One step; x is (B,) int64 tokens or (B, I) float features. Returns y (B, ...).
+    def step(self, xs: list[np.ndarray]) -> np.ndarray:
+        """One step; xs holds the manifest's inputs, in order, at their exact shapes and
+        dtypes (e.g. [tokens (B,) int64] or [x (B, I) float32, dt (B, 1) float32]).
+        Returns y (B, ...).
         The returned array may be reused by the next step: copy it to keep it."""
         raise NotImplementedError
 

@@ -33,7 +33,7 @@ def thread_count() -> int | None:
 class ExecuTorchBackend(Backend):
     name = "executorch"
 
-    def __init__(self, path: Path, entry: dict, threads: int | None = None):
+    def __init__(self, path: Path, entry: dict, n_inputs: int, threads: int | None = None):
         from edgekit._io import native_stderr_captured
         with native_stderr_captured():
             from executorch.runtime import Runtime
@@ -62,23 +62,23 @@ class ExecuTorchBackend(Backend):
         self._program = program
         self.threads = thread_count()
         self.style = entry["state_style"]
-        x_spec = entry["inputs"][0]
-        self.x = torch.zeros(x_spec["shape"], dtype=getattr(torch, x_spec["dtype"]))
-        self.names = [s["name"] for s in entry["inputs"][1:]] if self.style == "io" \
+        self.xs = [torch.zeros(s["shape"], dtype=getattr(torch, s["dtype"])) for s in entry["inputs"][:n_inputs]]
+        self.names = [s["name"] for s in entry["inputs"][n_inputs:]] if self.style == "io" \
             else list(entry["state_buffers"])
         if self.style == "buffers":
             raw = self.method._method
             self.live = {n: raw.get_attribute(b) for n, b in entry["state_buffers"].items()}
         else:
             self.live = {s["name"]: torch.zeros(s["shape"], dtype=getattr(torch, s["dtype"]))
-                         for s in entry["inputs"][1:]}
+                         for s in entry["inputs"][n_inputs:]}
         self.reset()
 
-    def step(self, x):
-        self.x.copy_(torch.from_numpy(np.asarray(x)).reshape(self.x.shape))
+    def step(self, xs):
+        for buf, x in zip(self.xs, xs):
+            buf.copy_(torch.from_numpy(np.asarray(x)).reshape(buf.shape))
         if self.style == "buffers":
-            return self.method.execute([self.x])[0].numpy()
-        out = self.method.execute([self.x, *self.live.values()])
+            return self.method.execute(self.xs)[0].numpy()
+        out = self.method.execute([*self.xs, *self.live.values()])
         for n, t in zip(self.names, out[1:]):
             self.live[n] = t
         return out[0].numpy()

@@ -21,7 +21,7 @@ _DT = {"float32": np.float32, "int64": np.int64, "float16": np.float16, "int32":
 class OrtBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: Path, entry: dict, threads: int | None = None):
+    def __init__(self, path: Path, entry: dict, n_inputs: int, threads: int | None = None):
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -35,17 +35,18 @@ class OrtBackend(Backend):
             raise EdgekitError(f"'{path}' could not be loaded by onnxruntime ({first})",
                                fix="the file is truncated or corrupt; export it again") from None
         self.threads = threads or opts.intra_op_num_threads or None
-        self.x_spec, *state_in = entry["inputs"]
+        x_specs, state_in = entry["inputs"][:n_inputs], entry["inputs"][n_inputs:]
         self.y_spec, *state_out = entry["outputs"]
         self.names = [s["name"] for s in state_in]
         mk = lambda s: np.zeros(s["shape"], dtype=_DT[s["dtype"]])  # noqa: E731
-        self.x = mk(self.x_spec)
+        self.xs = [mk(s) for s in x_specs]
         self.y = mk(self.y_spec)
         self.sets = [[mk(s) for s in state_in], [mk(s) for s in state_in]]
         self.bindings = []
         for src, dst in ((0, 1), (1, 0)):
             io = self.sess.io_binding()
-            io.bind_cpu_input(self.x_spec["name"], self.x)
+            for s, buf in zip(x_specs, self.xs):
+                io.bind_cpu_input(s["name"], buf)
             for s_in, s_out, a, b in zip(state_in, state_out, self.sets[src], self.sets[dst]):
                 io.bind_ortvalue_input(s_in["name"], ort.OrtValue.ortvalue_from_numpy(a))
                 io.bind_ortvalue_output(s_out["name"], ort.OrtValue.ortvalue_from_numpy(b))
@@ -53,8 +54,9 @@ class OrtBackend(Backend):
             self.bindings.append(io)
         self.cur = 0          # index of the set holding the live state
 
-    def step(self, x):
-        self.x[...] = x
+    def step(self, xs):
+        for buf, x in zip(self.xs, xs):
+            buf[...] = x
         self.sess.run_with_iobinding(self.bindings[self.cur])
         self.cur ^= 1
         return self.y

@@ -51,7 +51,10 @@ class StreamingSession:
         if backend is not None and backend not in BACKENDS:
             raise EdgekitError(f"unknown backend '{backend}'", expected=", ".join(BACKENDS),
                                fix="pass --backend onnxruntime|executorch|torch")
-        if artifact.is_file() and artifact.suffix not in SUFFIX_FORMAT:
+        from edgekit.export.manifest import FILENAME
+        is_checkpoint = (artifact.is_file() and artifact.suffix not in SUFFIX_FORMAT) or \
+            (artifact.is_dir() and not (artifact / FILENAME).exists() and (artifact / "config.json").exists())
+        if is_checkpoint:
             self._init_torch(artifact, threads)           # a checkpoint: run it eagerly
         else:
             self._init_artifact(artifact, backend, threads)
@@ -68,7 +71,8 @@ class StreamingSession:
         self.manifest = new_manifest(model, batch=1, ops=model.ops, tokenizer=_tokenizer_for(model))
         self.artifact_path, self.format = path, "torch"
         self.backend = TorchBackend(model, threads=threads)
-        self.base_dir = path.parent
+        tok = getattr(model, "tokenizer_file", None)
+        self.base_dir = Path(tok).parent if tok else path.parent
 
     def _init_artifact(self, artifact: Path, backend, threads):
         self.manifest, mpath = read_manifest(artifact)
@@ -94,12 +98,12 @@ class StreamingSession:
             if backend not in (None, "onnxruntime"):
                 raise EdgekitError(f"backend '{backend}' cannot run {path.name}", fix="use --backend onnxruntime")
             from edgekit.runtimes.ort import OrtBackend
-            self.backend = OrtBackend(path, entry, threads)
+            self.backend = OrtBackend(path, entry, len(self.manifest["inputs"]), threads)
         else:
             if backend not in (None, "executorch"):
                 raise EdgekitError(f"backend '{backend}' cannot run {path.name}", fix="use --backend executorch")
             from edgekit.runtimes.executorch import ExecuTorchBackend
-            self.backend = ExecuTorchBackend(path, entry, threads)
+            self.backend = ExecuTorchBackend(path, entry, len(self.manifest["inputs"]), threads)
 
     # -- facts -------------------------------------------------------------------------
     @property
@@ -113,16 +117,27 @@ class StreamingSession:
 
     # -- streaming ---------------------------------------------------------------------
     def step(self, x) -> np.ndarray:
-        """One step. x: a token id (int) or, for feature models, a feature vector.
-        Returns y for batch 1 squeezed of its batch dim (a view; copy to keep it)."""
-        arr = np.asarray(x)
-        if self.manifest["input_kind"] == "tokens":
-            V = self.manifest["config"].get("vocab_size")
-            if arr.dtype.kind not in "iu" or (V is not None and ((arr < 0) | (arr >= V)).any()):
-                raise EdgekitError(f"token {x!r} is out of range", expected=f"an integer in [0, {V})",
-                                   fix="pass token ids from this model's vocabulary")
-            arr = arr.astype(np.int64).reshape(self.manifest["batch"])
-        y = self.backend.step(arr)
+        """One step. x: a token id (int), or for models with several inputs a tuple in
+        the manifest's input order (CfC: (features, dt)). Returns y for batch 1 squeezed
+        of its batch dim (a view into a reused buffer: copy it to keep it)."""
+        specs = self.manifest["inputs"]
+        xs = [x] if len(specs) == 1 else list(x)
+        if len(xs) != len(specs):
+            raise EdgekitError(f"step got {len(xs)} inputs", expected=", ".join(s["name"] for s in specs),
+                               fix="pass one value per model input")
+        arrs = []
+        for spec, v in zip(specs, xs):
+            arr = np.asarray(v)
+            if spec["dtype"] == "int64":
+                V = self.manifest["config"].get("vocab_size")
+                if arr.dtype.kind not in "iu" or (V is not None and ((arr < 0) | (arr >= V)).any()):
+                    raise EdgekitError(f"token {v!r} is out of range", expected=f"an integer in [0, {V})",
+                                       fix="pass token ids from this model's vocabulary")
+            if arr.size != int(np.prod(spec["shape"])):
+                raise EdgekitError(f"input '{spec['name']}' has {arr.size} values",
+                                   expected=f"shape {tuple(spec['shape'])}", fix="check the number of features")
+            arrs.append(arr.astype(spec["dtype"]).reshape(spec["shape"]))
+        y = self.backend.step(arrs)
         self.position += 1
         self.last_y = y
         return y[0] if self.manifest["batch"] == 1 else y

@@ -20,9 +20,9 @@ class TorchBackend(Backend):
         self.state = model.init_state(batch)
 
     @torch.inference_mode()
-    def step(self, x):
-        x = torch.from_numpy(np.asarray(x))
-        y, self.state = self.model.step(x, self.state)
+    def step(self, xs):
+        xs = [torch.from_numpy(np.asarray(x)) for x in xs]
+        y, self.state = self.model.step(xs[0] if len(xs) == 1 else tuple(xs), self.state)
         return y.numpy()
 
     def get_state(self):

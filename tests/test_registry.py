@@ -1,0 +1,46 @@
+"""One registry, checked (STYLE.md §8): every registered architecture has an oracle
+parity test, and every custom op has the §5 battery and a C++ ExecuTorch kernel.
+
+A test module declares what it covers with PARITY_ARCHS = (...) or BATTERY_OPS = (...).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from edgekit.models import ARCHITECTURES
+from edgekit.ops import REGISTRY
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+BATTERY = ("test_native_matches_reference", "test_split_and_carry_equals_one_call",
+           "test_prefill_then_single_steps_equals_full", "test_bad_shapes_rejected")
+
+
+def _declared(var: str) -> dict[str, Path]:
+    out = {}
+    for f in TESTS.rglob("test_*.py"):
+        tree = ast.parse(f.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == var for t in node.targets):
+                for name in ast.literal_eval(node.value):
+                    out[name] = f
+    return out
+
+
+def test_every_architecture_has_an_oracle_parity_test():
+    covered = _declared("PARITY_ARCHS")
+    missing = sorted(set(ARCHITECTURES) - set(covered))
+    assert not missing, f"architectures without a parity test: {missing}"
+
+
+def test_every_op_has_its_battery_and_a_cpp_kernel():
+    covered = _declared("BATTERY_OPS")
+    cpp = "".join(p.read_text() for p in (REPO / "kernels").glob("*.cpp"))
+    for name, info in REGISTRY.items():
+        assert name in covered, f"op {name} has no test battery"
+        text = covered[name].read_text()
+        for fn in BATTERY:
+            assert f"def {fn}" in text, f"{covered[name].name} lacks {fn}"
+        assert f'"{info.cpp_kernel}"' in cpp, f"no C++ kernel registers {info.cpp_kernel}"
