@@ -1,0 +1,177 @@
+#!/usr/bin/env python
+"""Per-token latency of every edgekit backend vs the memory-bandwidth floor, side by side.
+
+    python benchmarks/step_latency.py [--cases rwkv7-0.1B,...] [--steps 64] [--rounds 5]
+                                      [--json out.json] [--plot out.png]
+
+For each case (benchmarks/cases/*.py) it writes a random-weight model at the real shape in
+its real on-disk format, exports it (ONNX and .pte; fused and decomposed ops; .pte with
+state in buffers and as I/O), and times single steps of: torch eager, ONNX Runtime,
+ExecuTorch, and the reference implementation with its own cache. Backends are timed in
+interleaved rounds (round-robin, `--steps` each per round) so machine noise hits all of
+them alike; the figure is the median over every timed step.
+
+Floor: decode at batch 1 reads every weight once per token, so
+    floor_ms = fp32 weight bytes read per token / read bandwidth,
+with the bandwidth measured in the same run (a 1 GiB torch.sum, best of 5). Embedding
+tables count one row (a gather), not the whole table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import os
+import pkgutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def read_bandwidth_gbs(gib: float = 1.0, repeats: int = 5) -> float:
+    import torch
+    x = torch.ones(int(gib * 2**30) // 4, dtype=torch.float32)
+    x.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - t0)
+    del x
+    return gib * 2**30 / best / 1e9
+
+
+def weight_bytes_per_token(model) -> int:
+    """fp32 bytes of every parameter/buffer read per step; an Embedding reads one row."""
+    import torch
+    total = 0
+    emb = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    for p in list(model.parameters()) + list(model.buffers()):
+        total += (p.shape[-1] * 4) if id(p) in emb else p.numel() * 4
+    return total
+
+
+def load_cases(names: list[str] | None):
+    import cases
+    mods = [importlib.import_module(f"cases.{m.name}") for m in pkgutil.iter_modules(cases.__path__)]
+    mods = [m for m in mods if hasattr(m, "NAME")]
+    if names:
+        mods = [m for m in mods if m.NAME in names or m.__name__.split(".")[-1] in names]
+    return mods
+
+
+def variants(model_path: Path, work: Path, console):
+    """(label, artifact) for every export variant, exporting what is missing."""
+    from edgekit.cli.export import export_to_dir
+    out = []
+    for ops in ("fused", "decomposed"):
+        for style in ("buffers", "io"):
+            d = work / f"{ops}-{style}"
+            fmts = ("onnx", "pte") if style == "buffers" else ("pte",)
+            if not (d / "edgekit.json").exists():
+                console.print(f"  exporting {ops}/{style} ...")
+                export_to_dir(model_path, d, fmts, ops, style, 1, console=console)
+            if style == "buffers":
+                out.append((f"onnxruntime {ops}", d / "model.onnx"))
+            out.append((f"executorch {ops} state={style}", d / "model.pte"))
+    return out
+
+
+def time_case(case, steps: int, rounds: int, work: Path, console, skip_oracle=False) -> dict:
+    from edgekit.models import load_model
+    from edgekit.runtimes.session import StreamingSession
+    work.mkdir(parents=True, exist_ok=True)
+    path = case.make(work)
+    model = load_model(path)
+    wbytes = weight_bytes_per_token(model)
+    del model
+    gc.collect()
+    runners = [("torch eager (edgekit model)", StreamingSession(path))]
+    for label, art in variants(path, work, console):
+        runners.append((label, StreamingSession(art)))
+    if not skip_oracle and (o := case.oracle(path)) is not None:
+        label, fn = o
+
+        class _Oracle:
+            def step(self, x):
+                return fn(x)
+        runners.append((f"oracle: {label}", _Oracle()))
+    rng = np.random.default_rng(0)
+    times = {label: [] for label, _ in runners}
+    for label, r in runners:                                   # warm-up
+        for x in case.inputs(8, rng):
+            r.step(x)
+    bw = []
+    for rnd in range(rounds):
+        bw.append(read_bandwidth_gbs(0.5, 3))
+        xs = case.inputs(steps, rng)
+        for label, r in runners:
+            for x in xs:
+                t0 = time.perf_counter()
+                r.step(x)
+                times[label].append(time.perf_counter() - t0)
+    gbs = max(bw)
+    floor_ms = wbytes / (gbs * 1e9) * 1e3
+    rows = []
+    oracle_ms = next((statistics.median(v) * 1e3 for k, v in times.items() if k.startswith("oracle")), None)
+    for label, v in times.items():
+        ms = statistics.median(v) * 1e3
+        rows.append({"backend": label, "ms_per_token": ms, "x_floor": ms / floor_ms,
+                     "x_vs_oracle": (ms / oracle_ms) if oracle_ms else None})
+    best = min((r for r in rows if not r["backend"].startswith(("oracle", "torch"))), key=lambda r: r["ms_per_token"])
+    return {"case": case.NAME, "shape": case.SHAPE, "weight_mb_per_token": wbytes / 1e6,
+            "bandwidth_gbs": gbs, "bandwidth_gbs_per_round": bw, "floor_ms": floor_ms, "rows": rows,
+            "best": best["backend"], "best_x_floor": best["x_floor"],
+            "best_vs_oracle": best["x_vs_oracle"], "threads": os.cpu_count(),
+            "steps_per_backend": steps * rounds}
+
+
+def print_case(res, console):
+    from rich.table import Table
+    t = Table(title=f"{res['case']} ({res['shape']}): {res['weight_mb_per_token']:.0f} MB fp32 weights/token, "
+                    f"read bandwidth {res['bandwidth_gbs']:.1f} GB/s -> floor {res['floor_ms']:.2f} ms/token")
+    for c in ("backend", "ms/token (median)", "x floor", "vs oracle"):
+        t.add_column(c, justify="left" if c == "backend" else "right")
+    for r in sorted(res["rows"], key=lambda r: r["ms_per_token"]):
+        star = " *" if r["backend"] == res["best"] else ""
+        t.add_row(r["backend"] + star, f"{r['ms_per_token']:.2f}", f"{r['x_floor']:.2f}x",
+                  f"{r['x_vs_oracle']:.2f}x" if r["x_vs_oracle"] else "-")
+    console.print(t)
+
+
+def main(argv=None):
+    from rich.console import Console
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    ap.add_argument("--steps", type=int, default=64, help="steps per backend per round")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--work", type=Path, default=REPO / "build" / "bench")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--no-oracle", action="store_true")
+    args = ap.parse_args(argv)
+    console = Console()
+    os.environ.setdefault("RWKV_V7_ON", "1")
+    results = []
+    for case in load_cases(args.cases.split(",") if args.cases else None):
+        console.rule(case.NAME)
+        res = time_case(case, args.steps, args.rounds, args.work / case.NAME, console, args.no_oracle)
+        print_case(res, console)
+        results.append(res)
+        gc.collect()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
