@@ -143,3 +143,21 @@ def test_inspect_lists_state_ops_and_size(rwkv7_export):
     assert r.returncode == 0, r.stderr
     for needle in ("rwkv7", "layers.3.wkv", "Rwkv7Wkv", "MatMul", "total", "tokens", "logits", "MB"):
         assert needle in r.stdout, needle
+
+
+def test_onnx_external_data_for_large_models(rwkv7_ckpt, rwkv7_export, tmp_path, monkeypatch):
+    """Models past ~2 GB are written with external data; forced here on the tiny model."""
+    import edgekit.export.onnx as ox
+    from edgekit.cli.export import export_to_dir
+    monkeypatch.setattr(ox, "EXTERNAL_DATA_THRESHOLD", 1_000)
+    m = export_to_dir(rwkv7_ckpt, tmp_path / "ext", ("onnx",), "fused", "buffers", 1, quiet=True)
+    entry = m["artifacts"]["onnx"]
+    assert entry["external_data"] == "model.onnx.data"
+    assert (tmp_path / "ext" / "model.onnx").stat().st_size < 1_000_000
+    assert (tmp_path / "ext" / "model.onnx.data").stat().st_size > 100_000_000
+    assert sorted(p.name for p in (tmp_path / "ext").iterdir()) == ["edgekit.json", "model.onnx", "model.onnx.data"]
+    onnx.checker.check_model(str(tmp_path / "ext" / "model.onnx"), full_check=True)
+    a = StreamingSession(tmp_path / "ext" / "model.onnx")
+    b = StreamingSession(rwkv7_export("fused") / "model.onnx")
+    for t in (1, 500, 60000):
+        assert np.array_equal(a.step(t), b.step(t))

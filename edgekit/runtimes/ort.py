@@ -25,8 +25,9 @@ class OrtBackend(Backend):
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
+        import os
+        threads = threads or os.cpu_count() or 1      # explicit, so bench can report it
+        opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         try:
             self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -34,7 +35,7 @@ class OrtBackend(Backend):
             first = str(e).strip().splitlines()[0][:200]
             raise EdgekitError(f"'{path}' could not be loaded by onnxruntime ({first})",
                                fix="the file is truncated or corrupt; export it again") from None
-        self.threads = threads or opts.intra_op_num_threads or None
+        self.threads = threads
         x_specs, state_in = entry["inputs"][:n_inputs], entry["inputs"][n_inputs:]
         self.y_spec, *state_out = entry["outputs"]
         self.names = [s["name"] for s in state_in]
