@@ -7,15 +7,13 @@ vocab 65536, C=256, 4 layers, head size 64. Exports are made once per session.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("RWKV_V7_ON", "1")     # the oracle's RWKV-7 switch; read at import
 os.environ.setdefault("RWKV_JIT_ON", "0")
-REPO = Path(__file__).resolve().parent.parent
+from edgekit_testutil import REPO, run_cli  # noqa: F401  (re-exported for older imports)
 
 
 @pytest.fixture(scope="session")
@@ -50,10 +48,3 @@ def rwkv7_export(rwkv7_ckpt, tmp_path_factory):
             _EXPORTS[key] = out
         return _EXPORTS[key]
     return get
-
-
-def run_cli(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
-    """Run `edgekit ...` in a fresh process (as a user would)."""
-    e = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)], capture_output=True,
-                          text=True, env=e, timeout=timeout, cwd=REPO)

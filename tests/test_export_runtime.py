@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import REPO, run_cli
+from edgekit_testutil import REPO, run_cli
 from edgekit.runtimes.session import StreamingSession
 
 

@@ -9,7 +9,7 @@ import shlex
 import subprocess
 import sys
 
-from conftest import REPO
+from edgekit_testutil import REPO
 
 
 def readme_commands() -> list[str]:

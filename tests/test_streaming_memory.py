@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from edgekit_testutil import run_cli
 
 TOKENS = 20_000
 

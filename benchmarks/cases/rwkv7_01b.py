@@ -24,7 +24,7 @@ def oracle(path: Path):
     os.environ["RWKV_V7_ON"] = "1"
     os.environ.setdefault("RWKV_JIT_ON", "1")
     from rwkv.model import RWKV
-    model = RWKV(model=str(Path(path).with_suffix("")), strategy="cpu fp32", verbose=False)
+    model = RWKV(model=str(Path(path).with_suffix("")), strategy="cpu fp32")
     state = [None]
 
     def step(tok):

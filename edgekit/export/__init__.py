@@ -22,6 +22,25 @@ def _tokenizer_for(model) -> str | None:
     return Path(f).name if f else None
 
 
+def _from_module(obj) -> RecurrentModel | None:
+    """A live framework module (e.g. ncps.torch.CfC) converted by the first registered
+    architecture whose `from_module(obj)` accepts it; None for paths and unknown objects."""
+    if isinstance(obj, (str, Path)):
+        return None
+    from edgekit.models import ARCHITECTURES
+    for cls in ARCHITECTURES.values():
+        hook = getattr(cls, "from_module", None)
+        model = hook(obj) if hook is not None else None
+        if model is not None:
+            return model
+    if not hasattr(obj, "__fspath__"):
+        raise EdgekitError(f"cannot export a {type(obj).__name__}",
+                           expected="a checkpoint path, an edgekit RecurrentModel, or a module an "
+                                    "architecture converts (ncps.torch.CfC / LTC)",
+                           fix="pass a checkpoint path or a supported module")
+    return None
+
+
 def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: int = 1,
            state_style: str | None = None, progress: Callable[[str], None] | None = None) -> dict:
     """Export src (a checkpoint path or a RecurrentModel) to outdir. Returns the manifest."""
@@ -40,7 +59,7 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
         raise EdgekitError(f"batch {batch} is not positive", fix="pass --batch 1 or more")
     note = progress or (lambda msg: None)
     note("loading")
-    model = src if isinstance(src, RecurrentModel) else load_model(src)
+    model = src if isinstance(src, RecurrentModel) else _from_module(src) or load_model(src)
     model = model.eval().requires_grad_(False).set_ops(ops)
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():

@@ -54,15 +54,20 @@ def export_pte(model, path: Path, *, batch: int = 1, state_style: str = DEFAULT_
             compile_config=EdgeCompileConfig(_check_ir_validity=False))
         used = Counter()
         for node in edge.exported_program().graph.nodes:
-            if node.op == "call_function":
-                name = str(getattr(node.target, "__name__", node.target))
-                used[name.split(".")[0] if "edgekit" not in str(node.target) else str(node.target)] += 1
+            if node.op != "call_function":
+                continue
+            name = getattr(node.target, "_name", None) or getattr(node.target, "__name__", str(node.target))
+            if "call_delegate" in name:
+                name = "XnnpackBackend (delegated subgraph)"
+            elif name == "getitem":
+                continue
+            used[name.replace("::", ".", 1) if name.startswith("edgekit::") else name] += 1
         prog = edge.to_executorch(ExecutorchBackendConfig(emit_mutable_buffer_names=(state_style == "buffers")))
         atomic_write_bytes(path, prog.buffer)
 
     edgekit_ops = sorted({f"{DOMAIN}::{info.name}" for info in REGISTRY.values()
-                          if any(info.name in k for k in used)})
-    stock = sorted({k for k in used if "edgekit" not in k})
+                          if any(k.startswith(f"{DOMAIN}.{info.name}") for k in used)})
+    stock = sorted({k for k in used if not k.startswith(f"{DOMAIN}.")})
     y = step(*args)
     y = y[0] if isinstance(y, tuple) else y
     ent = lambda n, t: {"name": n, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}  # noqa: E731

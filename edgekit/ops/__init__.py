@@ -84,3 +84,5 @@ def register(info: OpInfo) -> OpInfo:
 
 from edgekit.ops import rwkv7_wkv  # noqa: E402,F401  (registers itself)
 from edgekit.ops import mamba_step, ssd_step  # noqa: E402,F401  (register themselves)
+from edgekit.ops import cfc_step, ltc_step  # noqa: E402,F401  (register themselves)
+from edgekit.ops import rglru_step  # noqa: E402,F401  (registers itself)

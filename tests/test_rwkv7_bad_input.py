@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from edgekit_testutil import run_cli
 
 
 def assert_clean_failure(r, *needles):

@@ -1,0 +1,490 @@
+"""Hawk and Griffin (RecurrentGemma): config, HF checkpoint mapping, sequence and step forms.
+
+Paper: S. De et al., "Griffin: Mixing Gated Linear Recurrences with Local Attention for
+Efficient Language Models", arXiv:2402.19427. Hawk = every temporal block is a recurrent
+(RG-LRU) block; Griffin = the config's `block_types` pattern, cycled over the layers
+(default recurrent, recurrent, attention), whose attention blocks are local (sliding
+window) multi-query attention. Reference code: google-deepmind/recurrentgemma and
+transformers' `RecurrentGemmaForCausalLM` (our parity oracle), whose save_pretrained
+directories (config.json + safetensors) we read.
+
+Dimensions (see edgekit.models.base): B batch, T time, C hidden width, D lru width,
+K conv width, NH query heads, KVH key/value heads, G = NH / KVH, E head dim,
+R rotary dims, S attention window (ring slots), V vocab.
+
+State layout (all zeros is the start of a stream):
+
+    layers.i.conv     (B, D, K-1)      float32  recurrent block: the last K-1 inputs of the
+                                                temporal Conv1D, oldest first
+    layers.i.rg_lru   (B, D)           float32  recurrent block: the RG-LRU hidden state h
+    layers.i.k_cache  (B, KVH, S, E)   float32  attention block: ring buffer of the last S
+    layers.i.v_cache  (B, KVH, S, E)   float32  keys (rotated) and values; position p lives
+                                                in slot p mod S
+    position          (B,)             int64    tokens seen so far (the next token's position)
+
+`position` tells the step graph which ring slot to write (p mod S), which slots hold a
+token yet (their position is >= 0) and where the RG-LRU resets (position 0, where the
+reference skips the sqrt(1-a²) normalization). The attention window matches
+transformers': a query at position p sees keys at positions p-S+1 .. p. Memory is
+constant at any stream length: S is fixed.
+
+The step form is the sequence form at T = 1; the graph has no data-dependent control
+flow: slot choice and validity are integer arithmetic, masks and a gather.
+
+Conversion-time transforms (STYLE.md §9): the embedding is multiplied by the reference's
+normalizer (sqrt(C) rounded to bfloat16, a transformers quirk kept for parity); the
+RMSNorm scales (1 + w) are folded; Linear weights are stored (in, out); the RG-LRU's
+two gate weights are concatenated per block and its log decay -8·softplus(Λ) is
+precomputed; bf16/fp16 weights are widened to fp32 once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
+from edgekit.errors import EdgekitError
+from edgekit.models import hf
+from edgekit.models.base import RecurrentModel, StateSpec, register_arch
+from edgekit.models.rwkv7 import _Dense
+from edgekit.ops import rglru_step
+
+MODEL_TYPE = "recurrent_gemma"
+BLOCK_TYPES = ("recurrent", "attention")
+ACTIVATIONS = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu_fast": "tanh", "gelu": "none"}
+GELU_C = math.sqrt(2.0 / math.pi)
+LOG_A_SCALE = 8.0     # c in log a_t = -c · softplus(Λ) · r_t (paper eq. 3)
+
+
+@dataclass(frozen=True)
+class GriffinConfig:
+    vocab_size: int
+    hidden_size: int           # C
+    intermediate_size: int     # the config's value; the MLP width is intermediate_size // 2
+    num_hidden_layers: int
+    num_attention_heads: int   # NH (also the RG-LRU gate blocks)
+    num_key_value_heads: int   # KVH
+    lru_width: int             # D
+    conv1d_width: int          # K
+    attention_window_size: int  # S
+    layer_types: tuple[str, ...]  # per layer: "recurrent" | "attention"
+    rms_norm_eps: float
+    logits_soft_cap: float | None
+    rope_theta: float
+    partial_rotary_factor: float
+    hidden_activation: str
+    attention_bias: bool
+    tie_word_embeddings: bool
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    @property
+    def variant(self) -> str:
+        return "hawk" if all(t == "recurrent" for t in self.layer_types) else "griffin"
+
+    @property
+    def embed_scale(self) -> float:
+        """transformers keeps the normalizer sqrt(C) as a bfloat16 buffer and casts it to the
+        activation dtype: the model multiplies by sqrt(C) rounded to bf16 (6.9375 for C=48)."""
+        return float(torch.tensor(self.hidden_size ** 0.5, dtype=torch.bfloat16))
+
+    @classmethod
+    def from_hf(cls, c: dict, source: str) -> "GriffinConfig":
+        def need(key):
+            if key not in c:
+                raise EdgekitError(f"config '{source}' has no '{key}'",
+                                   expected="a RecurrentGemma config.json (save_pretrained)",
+                                   fix="restore the config.json written with the weights")
+            return c[key]
+
+        def unsupported(option, value, expected):
+            raise EdgekitError(f"config '{source}' sets {option} = {value!r}, which edgekit does not support",
+                               expected=expected, fix="convert the model to a supported configuration")
+
+        hidden = int(need("hidden_size"))
+        heads = int(c.get("num_attention_heads", 10))
+        kv = c.get("num_key_value_heads") or heads
+        lru = c.get("lru_width") or hidden
+        L = int(need("num_hidden_layers"))
+        blocks = list(c.get("block_types") or ("recurrent", "recurrent", "attention"))
+        for b in blocks:
+            if b not in BLOCK_TYPES:
+                unsupported("block_types", b, "'recurrent' or 'attention' blocks")
+        rope = dict(c.get("rope_parameters") or c.get("rope_scaling") or {})
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type != "default":
+            unsupported("rope_parameters.rope_type", rope_type, "'default' (plain RoPE)")
+        act = c.get("hidden_activation", "gelu_pytorch_tanh")
+        if act not in ACTIVATIONS:
+            unsupported("hidden_activation", act, " or ".join(ACTIVATIONS))
+        if heads <= 0 or hidden % heads:
+            unsupported("num_attention_heads", heads, f"a divisor of hidden_size {hidden}")
+        if kv <= 0 or heads % kv:
+            unsupported("num_key_value_heads", kv, f"a divisor of num_attention_heads {heads}")
+        if lru % heads:
+            unsupported("lru_width", lru, f"a multiple of num_attention_heads {heads}")
+        if int(c.get("conv1d_width", 4)) < 1:
+            unsupported("conv1d_width", c.get("conv1d_width"), "1 or more")
+        if int(c.get("attention_window_size", 2048)) < 1:
+            unsupported("attention_window_size", c.get("attention_window_size"), "1 or more")
+        if c.get("final_logit_softcapping") is not None or c.get("attn_logit_softcapping") is not None:
+            unsupported("attn_logit_softcapping", c.get("attn_logit_softcapping"), "null")
+        return cls(
+            vocab_size=int(need("vocab_size")), hidden_size=hidden,
+            intermediate_size=int(c.get("intermediate_size", 3 * hidden)), num_hidden_layers=L,
+            num_attention_heads=heads, num_key_value_heads=int(kv), lru_width=int(lru),
+            conv1d_width=int(c.get("conv1d_width", 4)),
+            attention_window_size=int(c.get("attention_window_size", 2048)),
+            layer_types=tuple(blocks[i % len(blocks)] for i in range(L)),
+            rms_norm_eps=float(c.get("rms_norm_eps", 1e-6)),
+            logits_soft_cap=None if c.get("logits_soft_cap", 30.0) is None else float(c.get("logits_soft_cap", 30.0)),
+            rope_theta=float(rope.get("rope_theta", c.get("rope_theta", 10000.0))),
+            partial_rotary_factor=float(rope.get("partial_rotary_factor", c.get("partial_rotary_factor", 0.5))),
+            hidden_activation=act, attention_bias=bool(c.get("attention_bias", False)),
+            tie_word_embeddings=bool(c.get("tie_word_embeddings", True)))
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every key of a RecurrentGemmaForCausalLM safetensors file and its shape."""
+        C, V, D, K = self.hidden_size, self.vocab_size, self.lru_width, self.conv1d_width
+        NH, KVH, E = self.num_attention_heads, self.num_key_value_heads, self.head_dim
+        M, Wb = self.intermediate_size // 2, D // NH
+        s = {"model.embed_tokens.weight": (V, C), "model.final_norm.weight": (C,)}
+        if not self.tie_word_embeddings:
+            s["lm_head.weight"] = (V, C)
+        for i, kind in enumerate(self.layer_types):
+            p = f"model.layers.{i}."
+            s[p + "temporal_pre_norm.weight"] = s[p + "channel_pre_norm.weight"] = (C,)
+            for n, shape in (("gate_proj", (M, C)), ("up_proj", (M, C)), ("down_proj", (C, M))):
+                s[f"{p}mlp_block.{n}.weight"], s[f"{p}mlp_block.{n}.bias"] = shape, shape[:1]
+            t = p + "temporal_block."
+            if kind == "recurrent":
+                for n, shape in (("linear_x", (D, C)), ("linear_y", (D, C)), ("linear_out", (C, D))):
+                    s[f"{t}{n}.weight"], s[f"{t}{n}.bias"] = shape, shape[:1]
+                s[t + "conv_1d.weight"], s[t + "conv_1d.bias"] = (D, 1, K), (D,)
+                g = t + "rg_lru."
+                s[g + "recurrent_param"] = (D,)
+                for n in ("input_gate", "recurrent_gate"):
+                    s[f"{g}{n}_weight"], s[f"{g}{n}_bias"] = (NH, Wb, Wb), (NH, Wb)
+            else:
+                for n, rows in (("q_proj", NH * E), ("k_proj", KVH * E), ("v_proj", KVH * E)):
+                    s[f"{t}{n}.weight"] = (rows, C)
+                    if self.attention_bias:
+                        s[f"{t}{n}.bias"] = (rows,)
+                s[t + "o_proj.weight"], s[t + "o_proj.bias"] = (C, NH * E), (C,)
+        return s
+
+
+def check_shapes(sd: dict[str, torch.Tensor], expected: dict[str, tuple], source: str) -> None:
+    missing = [k for k in expected if k not in sd]
+    if missing:
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise EdgekitError(f"checkpoint '{source}' is missing {len(missing)} key(s): " + ", ".join(missing[:3]) + more,
+                           fix="the weights are incomplete or belong to another architecture/config")
+    for k, exp in expected.items():
+        if tuple(sd[k].shape) != tuple(exp):
+            raise EdgekitError(f"checkpoint '{source}' key '{k}' has shape {tuple(sd[k].shape)}",
+                               expected=f"{tuple(exp)} (from config.json)",
+                               fix="config.json and the weights belong to different models; pair them correctly")
+
+
+class _Linear(_Dense):
+    """y = x @ W (+ b), W stored (in, out) (see rwkv7._Dense)."""
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = True):
+        super().__init__(d_in, d_out)
+        self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
+
+    def forward(self, x):
+        y = x @ self.weight
+        return y if self.bias is None else y + self.bias
+
+    @torch.no_grad()
+    def load(self, sd: dict, prefix: str) -> None:
+        self.load_linear(sd[prefix + ".weight"].float())
+        if self.bias is not None:
+            self.bias.copy_(sd[prefix + ".bias"].float())
+
+
+class _RMSNorm(nn.Module):
+    """x / sqrt(mean(x²) + eps) · w, with w = 1 + the checkpoint's weight (folded at load)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class _Recurrent(nn.Module):
+    """Griffin's recurrent block (paper Fig. 2): GeLU(W_y x) ⊙ RG-LRU(Conv1D(W_x x)), then W_out."""
+
+    def __init__(self, cfg: GriffinConfig):
+        super().__init__()
+        C, D, K, NH = cfg.hidden_size, cfg.lru_width, cfg.conv1d_width, cfg.num_attention_heads
+        Wb = D // NH
+        self.linear_x, self.linear_y, self.linear_out = _Linear(C, D), _Linear(C, D), _Linear(D, C)
+        self.conv_w = nn.Parameter(torch.zeros(K, D))              # taps, oldest first
+        self.conv_b = nn.Parameter(torch.zeros(D))
+        self.gate_w = nn.Parameter(torch.zeros(NH, Wb, 2 * Wb))   # [input | recurrence] (in, out)
+        self.gate_b = nn.Parameter(torch.zeros(NH, 2 * Wb))
+        self.log_a = nn.Parameter(torch.zeros(D))                 # -8 · softplus(Λ)
+
+
+class _Attention(nn.Module):
+    """Griffin's local multi-query attention block with partial RoPE."""
+
+    def __init__(self, cfg: GriffinConfig):
+        super().__init__()
+        C, NH, KVH, E = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        b = cfg.attention_bias
+        self.q_proj, self.k_proj, self.v_proj = _Linear(C, NH * E, b), _Linear(C, KVH * E, b), _Linear(C, KVH * E, b)
+        self.o_proj = _Linear(NH * E, C)
+        R = cfg.rotary_dim
+        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, R, 2, dtype=torch.float) / R))  # (R/2,)
+        self.register_buffer("inv_freq", inv_freq)
+
+
+class _Block(nn.Module):
+    def __init__(self, cfg: GriffinConfig, kind: str):
+        super().__init__()
+        C, M = cfg.hidden_size, cfg.intermediate_size // 2
+        self.kind = kind
+        self.temporal_pre_norm = _RMSNorm(C, cfg.rms_norm_eps)
+        self.channel_pre_norm = _RMSNorm(C, cfg.rms_norm_eps)
+        self.temporal = _Recurrent(cfg) if kind == "recurrent" else _Attention(cfg)
+        self.gate_proj, self.up_proj, self.down_proj = _Linear(C, M), _Linear(C, M), _Linear(M, C)
+
+
+def _rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
+
+
+@register_arch
+class RecurrentGemma(RecurrentModel):
+    arch = "recurrent_gemma"
+
+    def __init__(self, cfg: GriffinConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.emb = nn.Embedding(cfg.vocab_size, cfg.hidden_size)     # normalizer folded in
+        self.blocks = nn.ModuleList(_Block(cfg, kind) for kind in cfg.layer_types)
+        self.final_norm = _RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.head = _Dense(cfg.hidden_size, cfg.vocab_size)
+        self.tokenizer_file = None
+
+    # -- contract ----------------------------------------------------------------------
+    def state_spec(self, batch: int = 1) -> list[StateSpec]:
+        c = self.cfg
+        spec = []
+        for i, kind in enumerate(c.layer_types):
+            p = f"layers.{i}."
+            if kind == "recurrent":
+                spec += [StateSpec(p + "conv", (batch, c.lru_width, c.conv1d_width - 1), torch.float32),
+                         StateSpec(p + "rg_lru", (batch, c.lru_width), torch.float32)]
+            else:
+                kv = (batch, c.num_key_value_heads, c.attention_window_size, c.head_dim)
+                spec += [StateSpec(p + "k_cache", kv, torch.float32), StateSpec(p + "v_cache", kv, torch.float32)]
+        return spec + [StateSpec("position", (batch,), torch.int64)]
+
+    def config_dict(self) -> dict:
+        d = asdict(self.cfg)
+        d["layer_types"] = list(d["layer_types"])
+        d["variant"] = self.cfg.variant
+        return d
+
+    def step(self, x, state):
+        """tokens (B,) int64 -> logits (B, V)."""
+        logits, state = self.forward(x[:, None], state)
+        return logits[:, 0], state
+
+    def forward(self, x, state=None):
+        """tokens (B, T) int64 -> logits (B, T, V)."""
+        B, T = x.shape
+        if state is None:
+            state = self.init_state(B)
+        pos0 = state["position"]                                              # (B,)
+        pos = pos0[:, None] + torch.arange(T, dtype=torch.int64)              # (B, T)
+        new_state = {}
+        h = self.emb(x)                                                       # (B, T, C)
+        for i, blk in enumerate(self.blocks):
+            p = f"layers.{i}."
+            xn = blk.temporal_pre_norm(h)
+            if blk.kind == "recurrent":
+                y, new_state[p + "conv"], new_state[p + "rg_lru"] = self._recurrent(
+                    blk.temporal, xn, pos, state[p + "conv"], state[p + "rg_lru"])
+            else:
+                y, new_state[p + "k_cache"], new_state[p + "v_cache"] = self._attention(
+                    blk.temporal, xn, pos, state[p + "k_cache"], state[p + "v_cache"])
+            h = h + y
+            xn = blk.channel_pre_norm(h)
+            h = h + blk.down_proj(self._act(blk.gate_proj(xn)) * blk.up_proj(xn))
+        logits = self.head(self.final_norm(h))
+        if self.cfg.logits_soft_cap is not None:
+            cap = self.cfg.logits_soft_cap
+            logits = torch.tanh(logits / cap) * cap
+        new_state["position"] = pos0 + T
+        return logits, new_state
+
+    def _act(self, x):
+        if ACTIVATIONS[self.cfg.hidden_activation] == "tanh":
+            # written out: XNNPACK lowers F.gelu(approximate="tanh") to the erf form (5e-4 off)
+            return 0.5 * x * (1.0 + torch.tanh(GELU_C * (x + 0.044715 * x * x * x)))
+        return F.gelu(x)
+
+    # -- the two temporal blocks -------------------------------------------------------
+    def _recurrent(self, rec: _Recurrent, x, pos, conv, h):
+        y_branch = self._act(rec.linear_y(x))                                 # (B, T, D)
+        reset = (pos == 0).to(torch.float32)                                  # (B, T)
+        args = (rec.linear_x(x), reset, rec.conv_w, rec.conv_b, rec.gate_w, rec.gate_b, rec.log_a, conv, h)
+        if self.ops == "fused":
+            u, conv, h = torch.ops.edgekit.rglru_step(*args)
+        else:
+            u, conv, h = rglru_step.reference(*args)
+        return rec.linear_out(u * y_branch), conv, h
+
+    def _attention(self, att: _Attention, x, pos, k_cache, v_cache):
+        """Local attention over the ring buffer plus this call's T keys.
+
+        Slot s of the ring holds the latest position q ≡ s (mod S) before this call,
+        q = p0 - 1 - ((p0 - 1 - s) mod S), a token only if q >= 0. A query at position p
+        sees keys at positions p-S+1 .. p (transformers' sliding window)."""
+        c = self.cfg
+        B, T, _ = x.shape
+        NH, KVH, E, S, R = c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.attention_window_size, c.rotary_dim
+        G = NH // KVH
+        q = att.q_proj(x).view(B, T, NH, E).transpose(1, 2)                   # (B, NH, T, E)
+        k = att.k_proj(x).view(B, T, KVH, E).transpose(1, 2)                  # (B, KVH, T, E)
+        v = att.v_proj(x).view(B, T, KVH, E).transpose(1, 2)
+        # partial RoPE on the first R dims of q and k
+        freqs = pos.to(torch.float32)[..., None] * att.inv_freq               # (B, T, R/2)
+        emb = torch.cat([freqs, freqs], dim=-1)[:, None]                      # (B, 1, T, R)
+        cos, sin = emb.cos(), emb.sin()
+        q = torch.cat([q[..., :R] * cos + _rotate_half(q[..., :R]) * sin, q[..., R:]], dim=-1)
+        k = torch.cat([k[..., :R] * cos + _rotate_half(k[..., :R]) * sin, k[..., R:]], dim=-1)
+
+        p0 = pos[:, :1]                                                       # (B, 1)
+        slots = torch.arange(S, dtype=torch.int64)                            # (S,)
+        # operands kept >= 0 (+S): runtimes differ on the sign of an integer remainder
+        slot_pos = p0 - 1 - torch.remainder(p0 - 1 - slots + S, S)            # (B, S)
+        kpos = torch.cat([slot_pos, pos], dim=1)                              # (B, S+T)
+        qp, kp = pos[:, :, None], kpos[:, None, :]                            # (B, T, 1), (B, 1, S+T)
+        allowed = (kp >= 0) & (kp <= qp) & (kp > qp - S)                      # (B, T, S+T)
+
+        keys = torch.cat([k_cache, k], dim=2)                                 # (B, KVH, S+T, E)
+        vals = torch.cat([v_cache, v], dim=2)
+        q5 = q.reshape(B, KVH, G, T, E)
+        scores = (q5 @ keys[:, :, None].transpose(-1, -2)) * (E ** -0.5)      # (B, KVH, G, T, S+T)
+        scores = torch.where(allowed[:, None, None], scores, torch.finfo(torch.float32).min)
+        out = torch.softmax(scores, dim=-1) @ vals[:, :, None]                # (B, KVH, G, T, E)
+        out = out.reshape(B, NH, T, E).transpose(1, 2).reshape(B, T, NH * E)
+
+        # ring update: slot s takes the last of this call's tokens that maps to it, if any
+        t_last = (T - 1) - torch.remainder(p0 + (T - 1) - slots + S, S)       # (B, S)
+        wrote = (t_last >= 0)[:, None, :, None]                               # (B, 1, S, 1)
+        idx = t_last.clamp(min=0)[:, None, :, None].expand(B, KVH, S, E)
+        k_cache = torch.where(wrote, torch.gather(k, 2, idx), k_cache)
+        v_cache = torch.where(wrote, torch.gather(v, 2, idx), v_cache)
+        return att.o_proj(out), k_cache, v_cache
+
+    # -- loading -----------------------------------------------------------------------
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        path = Path(path)
+        if hf.is_hf_dir(path, (MODEL_TYPE,)):
+            return True
+        # a weights folder without its config.json: from_pretrained says what is missing
+        return path.is_dir() and not (path / "config.json").exists() and \
+            any(path.glob("*.safetensors"))
+
+    @classmethod
+    def from_pretrained(cls, path) -> "RecurrentGemma":
+        path = Path(path)
+        raw = hf.read_config(path)
+        if raw.get("model_type") != MODEL_TYPE:
+            raise EdgekitError(f"'{path / 'config.json'}' has model_type {raw.get('model_type')!r}",
+                               expected=f"'{MODEL_TYPE}'", fix="pass a RecurrentGemma (Hawk/Griffin) directory")
+        cfg = GriffinConfig.from_hf(raw, str(path / "config.json"))
+        sd = hf.read_weights(path)
+        if cfg.tie_word_embeddings:
+            sd.pop("lm_head.weight", None)
+        check_shapes(sd, cfg.expected_shapes(), str(path))
+        model = cls(cfg)
+        model.load_hf_state_dict(sd)
+        model.tokenizer_file = hf.tokenizer_file(path)
+        return model.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def load_hf_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        c = self.cfg
+        f32 = {k: v.to(torch.float32) for k, v in sd.items()}
+        emb = f32["model.embed_tokens.weight"]
+        self.emb.weight.copy_(emb * c.embed_scale)
+        self.final_norm.weight.copy_(1.0 + f32["model.final_norm.weight"])
+        self.head.load_linear(emb if c.tie_word_embeddings else f32["lm_head.weight"])
+        for i, blk in enumerate(self.blocks):
+            p = f"model.layers.{i}."
+            blk.temporal_pre_norm.weight.copy_(1.0 + f32[p + "temporal_pre_norm.weight"])
+            blk.channel_pre_norm.weight.copy_(1.0 + f32[p + "channel_pre_norm.weight"])
+            for n in ("gate_proj", "up_proj", "down_proj"):
+                getattr(blk, n).load(f32, f"{p}mlp_block.{n}")
+            t, m = p + "temporal_block.", blk.temporal
+            if blk.kind == "recurrent":
+                for n in ("linear_x", "linear_y", "linear_out"):
+                    getattr(m, n).load(f32, t + n)
+                m.conv_w.copy_(f32[t + "conv_1d.weight"][:, 0, :].t())          # (D, 1, K) -> (K, D)
+                m.conv_b.copy_(f32[t + "conv_1d.bias"])
+                g = t + "rg_lru."
+                m.gate_w.copy_(torch.cat([f32[g + "input_gate_weight"], f32[g + "recurrent_gate_weight"]], -1))
+                m.gate_b.copy_(torch.cat([f32[g + "input_gate_bias"], f32[g + "recurrent_gate_bias"]], -1))
+                m.log_a.copy_(-LOG_A_SCALE * F.softplus(f32[g + "recurrent_param"]))
+            else:
+                for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                    getattr(m, n).load(f32, t + n)
+
+
+def write_random_hf_dir(path, *, seed: int = 0, dtype: torch.dtype = torch.float32, **config) -> Path:
+    """A RecurrentGemmaForCausalLM with random weights, written by transformers' own
+    save_pretrained (config.json + model.safetensors). `config` goes to RecurrentGemmaConfig.
+
+    Scales keep activations in the range trained models see (norm scales around 1, gate
+    pre-activations of order 1, decays a in (0.9, 0.999) as the reference initializes
+    them), so parity checks exercise real numerics rather than near-zero outputs."""
+    from transformers import RecurrentGemmaConfig, RecurrentGemmaForCausalLM
+    path = Path(path)
+    torch.manual_seed(seed)
+    model = RecurrentGemmaForCausalLM(RecurrentGemmaConfig(**config)).to(torch.float32)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            rn = torch.randn(p.shape, generator=g)
+            if name.endswith("recurrent_param") or name == "lm_head.weight":
+                continue                                     # reference init / tied
+            if "norm" in name:
+                p.copy_(rn * 0.1)
+            elif name.endswith("embed_tokens.weight"):
+                p.copy_(rn * 0.5)
+            elif name.endswith("bias"):
+                p.copy_(rn * 0.1)
+            elif name.endswith("conv_1d.weight"):
+                p.copy_(rn * 0.5)
+            elif p.dim() == 3:                               # RG-LRU gate blocks (H, W, W)
+                p.copy_(rn / math.sqrt(p.shape[1]))
+            else:                                            # Linear (out, in)
+                p.copy_(rn / math.sqrt(p.shape[1]))
+    model.to(dtype).save_pretrained(path)
+    return path

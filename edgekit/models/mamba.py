@@ -1,0 +1,564 @@
+"""Mamba (S6) and Mamba-2 (SSD): configs, HF / state-spaces checkpoint mapping, sequence and
+step forms.
+
+Papers: A. Gu, T. Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces",
+arXiv:2312.00752; T. Dao, A. Gu, "Transformers are SSMs: Generalized Models and Efficient
+Algorithms Through Structured State Space Duality", arXiv:2405.21060. Parity oracle:
+transformers' `MambaForCausalLM` / `Mamba2ForCausalLM` (eager torch path) stepping with
+their own cache.
+
+On-disk formats: a Hugging Face `save_pretrained` directory (config.json with model_type
+"mamba" / "mamba2", *.safetensors), or a state-spaces (mamba_ssm) directory (config.json
+with d_model / n_layer / ssm_cfg; weights with `backbone.embedding.weight` and no
+`lm_head.weight` when tied).
+
+Dimensions: B batch, T time, D d_model, E d_inner (= expand · D), N d_state, K d_conv,
+R dt_rank; Mamba-2: H heads, P head dim (H · P = E), G n_groups, X = E + 2·G·N (conv width).
+
+State layout, per layer i:
+
+    Mamba    layers.i.conv  (B, E, K)     float32  the last K inputs of the causal conv
+             layers.i.ssm   (B, E, N)     float32  the selective SSM state h
+    Mamba-2  layers.i.conv  (B, X, K)     float32  the last K inputs of the conv over [x, B, C]
+             layers.i.ssm   (B, H, P, N)  float32  the SSD state, one P x N matrix per head
+
+The conv state is transformers' layout (the newest input is column K-1), so a state can
+be compared with, or moved to and from, its cache. The step form is the sequence form at
+T = 1 (static shapes; no data-dependent control flow).
+
+Conversion-time transforms (STYLE.md §9): A = -exp(A_log) once; every RMSNorm weight that
+feeds a linear layer is folded into it (block norm -> in_proj, norm_f -> lm_head, Mamba-2's
+gated-norm weight -> out_proj); linear weights are stored (in, out); the conv weight
+(E, 1, K) is stored (K, E); a tied lm_head becomes its own (D, V) matrix.
+
+Quirks of the oracle, checked here: residual_in_fp32 is moot (everything runs in fp32);
+Mamba-2's gated RMSNorm normalizes over groups of E / G channels (not all E); B and C are
+shared by the H / G heads of a group (repeat_interleave); dt = softplus(dt + dt_bias),
+then the time_step_limit clamp — transformers' single-step path skips that clamp (only
+its chunked prefill applies it); edgekit applies it in both forms, a no-op for the
+default (0, inf) of every released checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
+from edgekit.errors import EdgekitError
+from edgekit.models import hf
+from edgekit.models.base import RecurrentModel, StateSpec, register_arch
+from edgekit.ops import mamba_step, ssd_step
+
+PREFIX = "backbone."
+
+
+# ---- configs -------------------------------------------------------------------------
+def _unsupported(source: str, option: str, value, supported: str) -> EdgekitError:
+    return EdgekitError(f"config '{source}' sets {option} = {value!r}, which edgekit does not support",
+                        expected=supported, fix="export a model with the standard Mamba block")
+
+
+def _int(cfg: dict, key: str, source: str, default=None) -> int:
+    v = cfg.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise EdgekitError(f"config '{source}' has {key} = {v!r}", expected="a positive integer",
+                           fix="restore the original config.json")
+    return v
+
+
+@dataclass(frozen=True)
+class MambaConfig:
+    vocab_size: int      # V
+    d_model: int         # D
+    n_layer: int         # L
+    d_state: int         # N
+    d_conv: int          # K
+    d_inner: int         # E
+    dt_rank: int         # R
+    norm_eps: float
+    use_bias: bool       # in_proj / out_proj bias
+    use_conv_bias: bool
+    tie_embeddings: bool
+
+    def expected_shapes(self, with_head: bool) -> dict[str, tuple[int, ...]]:
+        """Every weight key (HF names, without the embedding) and its shape."""
+        D, E, N, K, R = self.d_model, self.d_inner, self.d_state, self.d_conv, self.dt_rank
+        s = {f"{PREFIX}norm_f.weight": (D,)}
+        for i in range(self.n_layer):
+            m = f"{PREFIX}layers.{i}.mixer."
+            s[f"{PREFIX}layers.{i}.norm.weight"] = (D,)
+            s[m + "in_proj.weight"] = (2 * E, D)
+            s[m + "conv1d.weight"] = (E, 1, K)
+            s[m + "x_proj.weight"] = (R + 2 * N, E)
+            s[m + "dt_proj.weight"], s[m + "dt_proj.bias"] = (E, R), (E,)
+            s[m + "A_log"], s[m + "D"] = (E, N), (E,)
+            s[m + "out_proj.weight"] = (D, E)
+            if self.use_conv_bias:
+                s[m + "conv1d.bias"] = (E,)
+            if self.use_bias:
+                s[m + "in_proj.bias"], s[m + "out_proj.bias"] = (2 * E,), (D,)
+        if with_head:
+            s["lm_head.weight"] = (self.vocab_size, D)
+        return s
+
+
+@dataclass(frozen=True)
+class Mamba2Config:
+    vocab_size: int      # V
+    d_model: int         # D
+    n_layer: int         # L
+    d_state: int         # N
+    d_conv: int          # K
+    d_inner: int         # E = H * P
+    n_heads: int         # H
+    head_dim: int        # P
+    n_groups: int        # G
+    norm_eps: float
+    use_bias: bool
+    use_conv_bias: bool
+    tie_embeddings: bool
+    dt_limit: tuple[float, float]
+
+    @property
+    def conv_dim(self) -> int:   # X
+        return self.d_inner + 2 * self.n_groups * self.d_state
+
+    def expected_shapes(self, with_head: bool) -> dict[str, tuple[int, ...]]:
+        D, E, H, K, X = self.d_model, self.d_inner, self.n_heads, self.d_conv, self.conv_dim
+        s = {f"{PREFIX}norm_f.weight": (D,)}
+        for i in range(self.n_layer):
+            m = f"{PREFIX}layers.{i}.mixer."
+            s[f"{PREFIX}layers.{i}.norm.weight"] = (D,)
+            s[m + "in_proj.weight"] = (E + X + H, D)
+            s[m + "conv1d.weight"] = (X, 1, K)
+            s[m + "dt_bias"], s[m + "A_log"], s[m + "D"] = (H,), (H,), (H,)
+            s[m + "norm.weight"] = (E,)
+            s[m + "out_proj.weight"] = (D, E)
+            if self.use_conv_bias:
+                s[m + "conv1d.bias"] = (X,)
+            if self.use_bias:
+                s[m + "in_proj.bias"], s[m + "out_proj.bias"] = (E + X + H,), (D,)
+        if with_head:
+            s["lm_head.weight"] = (self.vocab_size, D)
+        return s
+
+
+def _is_state_spaces(cfg: dict) -> bool:
+    return "model_type" not in cfg and "d_model" in cfg and "n_layer" in cfg
+
+
+def _layer_kind(cfg: dict) -> str | None:
+    """'mamba' | 'mamba2' for a config.json of either format; None if it is neither."""
+    if cfg.get("model_type") in ("mamba", "mamba2"):
+        return cfg["model_type"]
+    if _is_state_spaces(cfg):
+        layer = (cfg.get("ssm_cfg") or {}).get("layer", "Mamba1")
+        return {"Mamba1": "mamba", "Mamba2": "mamba2"}.get(layer, f"unknown layer {layer!r}")
+    return None
+
+
+def _normalize(cfg: dict, source: str) -> dict:
+    """A state-spaces (mamba_ssm) config.json in transformers' key names, unsupported
+    options refused by name. HF configs pass through."""
+    if not _is_state_spaces(cfg):
+        if cfg.get("hidden_act", "silu") != "silu":
+            raise _unsupported(source, "hidden_act", cfg["hidden_act"], "silu (every released Mamba)")
+        return cfg
+    ssm = dict(cfg.get("ssm_cfg") or {})
+    if not cfg.get("rms_norm", True):
+        raise _unsupported(source, "rms_norm", False, "rms_norm = true (LayerNorm blocks are not supported)")
+    if cfg.get("d_intermediate", 0):
+        raise _unsupported(source, "d_intermediate", cfg["d_intermediate"], "0 (no MLP after the mixer)")
+    if cfg.get("attn_layer_idx"):
+        raise _unsupported(source, "attn_layer_idx", cfg["attn_layer_idx"], "[] (no attention layers)")
+    if ssm.get("layer", "Mamba1") == "Mamba2":
+        if not ssm.get("rmsnorm", True):
+            raise _unsupported(source, "ssm_cfg.rmsnorm", False, "true (the gated RMSNorm)")
+        if ssm.get("norm_before_gate", False):
+            raise _unsupported(source, "ssm_cfg.norm_before_gate", True, "false (gate, then norm)")
+    vocab = _int(cfg, "vocab_size", source)
+    pad = cfg.get("pad_vocab_size_multiple", 8)
+    vocab = -(-vocab // pad) * pad
+    d_model, expand = _int(cfg, "d_model", source), ssm.get("expand", 2)
+    out = {"vocab_size": vocab, "hidden_size": d_model, "num_hidden_layers": cfg["n_layer"],
+           "conv_kernel": ssm.get("d_conv", 4), "expand": expand, "layer_norm_epsilon": 1e-5,
+           "use_bias": ssm.get("bias", False), "use_conv_bias": ssm.get("conv_bias", True),
+           "tie_word_embeddings": cfg.get("tie_embeddings", True)}
+    if ssm.get("layer", "Mamba1") == "Mamba2":
+        head_dim = ssm.get("headdim", 64)
+        out.update(state_size=ssm.get("d_state", 128), head_dim=head_dim,
+                   num_heads=expand * d_model // head_dim, n_groups=ssm.get("ngroups", 1),
+                   time_step_limit=list(ssm.get("dt_limit", (0.0, math.inf))))
+    else:
+        out.update(state_size=ssm.get("d_state", 16), time_step_rank=ssm.get("dt_rank", "auto"))
+    return out
+
+
+def _mamba_config(cfg: dict, source: str) -> MambaConfig:
+    D = _int(cfg, "hidden_size", source)
+    rank = cfg.get("time_step_rank", "auto")
+    return MambaConfig(
+        vocab_size=_int(cfg, "vocab_size", source), d_model=D,
+        n_layer=_int(cfg, "num_hidden_layers", source), d_state=_int(cfg, "state_size", source, 16),
+        d_conv=_int(cfg, "conv_kernel", source, 4), d_inner=int(cfg.get("expand", 2) * D),
+        dt_rank=math.ceil(D / 16) if rank == "auto" else _int(cfg, "time_step_rank", source),
+        norm_eps=float(cfg.get("layer_norm_epsilon", 1e-5)), use_bias=bool(cfg.get("use_bias", False)),
+        use_conv_bias=bool(cfg.get("use_conv_bias", True)),
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", True)))
+
+
+def _mamba2_config(cfg: dict, source: str) -> Mamba2Config:
+    D = _int(cfg, "hidden_size", source)
+    E = int(cfg.get("expand", 2) * D)
+    H, P = _int(cfg, "num_heads", source, 128), _int(cfg, "head_dim", source, 64)
+    G = _int(cfg, "n_groups", source, 8)
+    if H * P != E:
+        raise EdgekitError(f"config '{source}' has num_heads * head_dim = {H} * {P} = {H * P}",
+                           expected=f"expand * hidden_size = {E}", fix="restore the original config.json")
+    if H % G:
+        raise EdgekitError(f"config '{source}' has n_groups = {G}", expected=f"a divisor of num_heads = {H}",
+                           fix="restore the original config.json")
+    lim = cfg.get("time_step_limit", (0.0, math.inf))
+    try:   # transformers 5 writes inf as {"__float__": "Infinity"}; older versions as Infinity
+        lo, hi = (float(v["__float__"] if isinstance(v, dict) else v) for v in lim)
+    except (TypeError, ValueError, KeyError):
+        raise EdgekitError(f"config '{source}' has time_step_limit = {lim!r}",
+                           expected="two numbers [min, max]", fix="restore the original config.json") from None
+    return Mamba2Config(
+        vocab_size=_int(cfg, "vocab_size", source), d_model=D,
+        n_layer=_int(cfg, "num_hidden_layers", source), d_state=_int(cfg, "state_size", source, 128),
+        d_conv=_int(cfg, "conv_kernel", source, 4), d_inner=E, n_heads=H, head_dim=P, n_groups=G,
+        norm_eps=float(cfg.get("layer_norm_epsilon", 1e-5)), use_bias=bool(cfg.get("use_bias", False)),
+        use_conv_bias=bool(cfg.get("use_conv_bias", True)),
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)), dt_limit=(lo, hi))
+
+
+# ---- checkpoint reading --------------------------------------------------------------
+def _weights(path: Path, cfg, source: str) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """(layer weights, embedding (V, D), head (V, D)), in fp32, shapes checked against cfg."""
+    sd = hf.read_weights(path)
+    emb_key = next((k for k in (f"{PREFIX}embeddings.weight", f"{PREFIX}embedding.weight") if k in sd), None)
+    if emb_key is None:
+        raise EdgekitError(f"checkpoint '{source}' has no key '{PREFIX}embeddings.weight'",
+                           expected="a Mamba checkpoint (backbone.embeddings.weight, or "
+                                    "backbone.embedding.weight in state-spaces files)",
+                           fix="the weights are from another architecture or incomplete")
+    has_head = "lm_head.weight" in sd and not cfg.tie_embeddings
+    if not cfg.tie_embeddings and "lm_head.weight" not in sd:
+        raise EdgekitError(f"checkpoint '{source}' is missing key lm_head.weight",
+                           expected="an lm_head.weight, since config.json sets tie_word_embeddings = false",
+                           fix="the file is incomplete; save the model again with save_pretrained")
+    expected = {emb_key: (cfg.vocab_size, cfg.d_model), **cfg.expected_shapes(has_head)}
+    missing = [k for k in expected if k not in sd]
+    if missing:
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise EdgekitError(f"checkpoint '{source}' is missing {len(missing)} key(s): "
+                           + ", ".join(missing[:3]) + more,
+                           fix="the weights are incomplete or belong to another config.json")
+    for k, shape in expected.items():
+        if tuple(sd[k].shape) != shape:
+            raise EdgekitError(f"checkpoint '{source}' key '{k}' has shape {tuple(sd[k].shape)}",
+                               expected=f"{shape} (from config.json)",
+                               fix="config.json and the weights belong to different models")
+    f32 = {k: sd[k].to(torch.float32) for k in expected}
+    emb = f32.pop(emb_key)
+    head = f32.pop("lm_head.weight") if has_head else emb
+    return f32, emb, head
+
+
+# ---- layers --------------------------------------------------------------------------
+class _Linear(nn.Module):
+    """y = x @ W (+ b), W stored (in, out): the checkpoint's (out, in) weight transposed
+    once at load (a plain MatMul in the exported graphs; faster torch GEMV at batch 1)."""
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(d_in, d_out))
+        self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
+
+    def forward(self, x):
+        y = x @ self.weight
+        return y if self.bias is None else y + self.bias
+
+    @torch.no_grad()
+    def load(self, w_out_in: torch.Tensor, bias: torch.Tensor | None = None,
+             in_scale: torch.Tensor | None = None) -> None:
+        """in_scale: a per-input-channel factor folded in (an RMSNorm weight before it)."""
+        w = w_out_in.t()
+        self.weight.copy_(w if in_scale is None else w * in_scale[:, None])
+        if self.bias is not None:
+            self.bias.copy_(bias)
+
+
+def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm without its weight (folded into the next linear layer)."""
+    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)
+
+
+def _causal_conv(x: torch.Tensor, state: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None):
+    """Depthwise causal conv over time with carried inputs; x (B, T, C), state (B, C, K),
+    w (K, C). out_t = b + Σ_k w[k] · u_{t-K+1+k}, u the inputs with the state's K-1 newest
+    in front. Returns (out (B, T, C), new state (B, C, K) = the last K inputs)."""
+    T, K = x.shape[1], w.shape[0]
+    xs = torch.cat([state.transpose(1, 2)[:, 1:], x], dim=1)            # (B, K-1+T, C)
+    out = xs[:, 0:T] * w[0]
+    for k in range(1, K):
+        out = out + xs[:, k:k + T] * w[k]
+    if b is not None:
+        out = out + b
+    return out, xs[:, T - 1:].transpose(1, 2)                           # (B, C, K)
+
+
+class _Mixer(nn.Module):
+    """Mamba-1 mixer weights (post-transform)."""
+
+    def __init__(self, c: MambaConfig):
+        super().__init__()
+        E, N, K = c.d_inner, c.d_state, c.d_conv
+        self.in_proj = _Linear(c.d_model, 2 * E, c.use_bias)
+        self.conv_w = nn.Parameter(torch.zeros(K, E))
+        self.conv_b = nn.Parameter(torch.zeros(E)) if c.use_conv_bias else None
+        self.x_proj = _Linear(E, c.dt_rank + 2 * N)
+        self.dt_proj = _Linear(c.dt_rank, E, bias=True)
+        self.A = nn.Parameter(torch.zeros(E, N))          # -exp(A_log)
+        self.D = nn.Parameter(torch.zeros(E))
+        self.out_proj = _Linear(E, c.d_model, c.use_bias)
+
+
+class _Mixer2(nn.Module):
+    """Mamba-2 mixer weights (post-transform)."""
+
+    def __init__(self, c: Mamba2Config):
+        super().__init__()
+        E, H, K, X = c.d_inner, c.n_heads, c.d_conv, c.conv_dim
+        self.in_proj = _Linear(c.d_model, E + X + H, c.use_bias)
+        self.conv_w = nn.Parameter(torch.zeros(K, X))
+        self.conv_b = nn.Parameter(torch.zeros(X)) if c.use_conv_bias else None
+        self.dt_bias = nn.Parameter(torch.zeros(H))
+        self.A = nn.Parameter(torch.zeros(H))              # -exp(A_log)
+        self.D = nn.Parameter(torch.zeros(H))
+        self.out_proj = _Linear(E, c.d_model, c.use_bias)   # gated-norm weight folded in
+
+
+class _MambaBase(RecurrentModel):
+    """Shared by Mamba and Mamba-2: embedding, residual blocks, final norm, head, loading."""
+
+    model_types: tuple[str, ...]
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.mixers = nn.ModuleList(self._mixer(cfg) for _ in range(cfg.n_layer))
+        self.head = _Linear(cfg.d_model, cfg.vocab_size)   # norm_f weight folded in
+        self.tokenizer_file: Path | None = None
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+    def step(self, x, state):
+        """tokens (B,) int64 -> logits (B, V)."""
+        logits, state = self.forward(x[:, None], state)
+        return logits[:, 0], state
+
+    def forward(self, x, state=None):
+        """tokens (B, T) int64 -> logits (B, T, V). Pre-norm residual blocks (fp32)."""
+        if state is None:
+            state = self.init_state(x.shape[0])
+        new_state = {}
+        h = self.emb(x)                                                      # (B, T, D)
+        for i, mix in enumerate(self.mixers):
+            p = f"layers.{i}."
+            y, new_state[p + "conv"], new_state[p + "ssm"] = self._mix(
+                mix, _rms(h, self.cfg.norm_eps), state[p + "conv"], state[p + "ssm"])
+            h = h + y
+        return self.head(_rms(h, self.cfg.norm_eps)), new_state
+
+    # -- loading -----------------------------------------------------------------------
+    @classmethod
+    def _kind(cls, path: Path) -> str | None:
+        """The layer kind of a directory: from config.json, or (no config.json) from the
+        weight names, so a directory that lost its config.json is still recognized and
+        reported as such."""
+        path = Path(path)
+        if not path.is_dir():
+            return None
+        if (path / "config.json").is_file():
+            try:
+                return _layer_kind(hf.read_config(path))
+            except EdgekitError:
+                return None
+        for f in sorted(path.glob("*.safetensors"))[:1]:
+            try:
+                from safetensors import safe_open
+                with safe_open(str(f), "pt") as fh:
+                    keys = list(fh.keys())
+            except Exception:  # noqa: BLE001  (unreadable: not ours to claim)
+                return None
+            if any(k.endswith("mixer.dt_proj.weight") for k in keys):
+                return "mamba"
+            if any(k.endswith("mixer.dt_bias") for k in keys):
+                return "mamba2"
+        return None
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        return cls._kind(path) == cls.arch
+
+    @classmethod
+    def from_pretrained(cls, path) -> "_MambaBase":
+        path = Path(path)
+        raw = hf.read_config(path)
+        kind = _layer_kind(raw)
+        if kind != cls.arch:
+            raise EdgekitError(f"config '{path / 'config.json'}' describes a {kind} model",
+                               expected=cls.arch, fix="pass a directory of this architecture")
+        config = cls._config(_normalize(raw, str(path / "config.json")), str(path / "config.json"))
+        weights, emb, head = _weights(path, config, str(path))
+        model = cls(config)
+        model._load(config, weights, emb, head)
+        model.tokenizer_file = hf.tokenizer_file(path)
+        return model.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def _load(self, cfg, w: dict[str, torch.Tensor], emb: torch.Tensor, head: torch.Tensor) -> None:
+        self.emb.weight.copy_(emb)
+        self.head.load(head, in_scale=w[f"{PREFIX}norm_f.weight"])
+        for i, mix in enumerate(self.mixers):
+            m = f"{PREFIX}layers.{i}.mixer."
+            get = lambda n: w.get(m + n)  # noqa: E731
+            mix.in_proj.load(get("in_proj.weight"), get("in_proj.bias"),
+                             in_scale=w[f"{PREFIX}layers.{i}.norm.weight"])
+            mix.conv_w.copy_(get("conv1d.weight")[:, 0].t())
+            if mix.conv_b is not None:
+                mix.conv_b.copy_(get("conv1d.bias"))
+            mix.A.copy_(-torch.exp(get("A_log")))
+            mix.D.copy_(get("D"))
+            self._load_mixer(mix, get)
+
+
+@register_arch
+class Mamba(_MambaBase):
+    arch = "mamba"
+
+    @staticmethod
+    def _mixer(cfg):
+        return _Mixer(cfg)
+
+    @staticmethod
+    def _config(cfg: dict, source: str) -> MambaConfig:
+        return _mamba_config(cfg, source)
+
+    def state_spec(self, batch: int = 1) -> list[StateSpec]:
+        c = self.cfg
+        spec = []
+        for i in range(c.n_layer):
+            spec += [StateSpec(f"layers.{i}.conv", (batch, c.d_inner, c.d_conv), torch.float32),
+                     StateSpec(f"layers.{i}.ssm", (batch, c.d_inner, c.d_state), torch.float32)]
+        return spec
+
+    def _mix(self, mix: _Mixer, u, conv, ssm):
+        """u (B, T, D) normed -> (B, T, D). Mamba block, Fig. 3 / Alg. 2 of the paper."""
+        c = self.cfg
+        x, z = mix.in_proj(u).split(c.d_inner, dim=-1)                       # 2 x (B, T, E)
+        x, conv = _causal_conv(x, conv, mix.conv_w, mix.conv_b)
+        x = F.silu(x)
+        ts, Bm, C = mix.x_proj(x).split([c.dt_rank, c.d_state, c.d_state], dim=-1)
+        dt = F.softplus(mix.dt_proj(ts))                                     # Δ (B, T, E)
+        if self.ops == "fused":
+            y, ssm = torch.ops.edgekit.mamba_step(x, dt, mix.A, Bm, C, mix.D, ssm)
+        else:
+            y, ssm = mamba_step.reference(x, dt, mix.A, Bm, C, mix.D, ssm)
+        return mix.out_proj(y * F.silu(z)), conv, ssm
+
+    @staticmethod
+    def _load_mixer(mix: _Mixer, get) -> None:
+        mix.x_proj.load(get("x_proj.weight"))
+        mix.dt_proj.load(get("dt_proj.weight"), get("dt_proj.bias"))
+        mix.out_proj.load(get("out_proj.weight"), get("out_proj.bias"))
+
+
+@register_arch
+class Mamba2(_MambaBase):
+    arch = "mamba2"
+
+    @staticmethod
+    def _mixer(cfg):
+        return _Mixer2(cfg)
+
+    @staticmethod
+    def _config(cfg: dict, source: str) -> Mamba2Config:
+        return _mamba2_config(cfg, source)
+
+    def state_spec(self, batch: int = 1) -> list[StateSpec]:
+        c = self.cfg
+        spec = []
+        for i in range(c.n_layer):
+            spec += [StateSpec(f"layers.{i}.conv", (batch, c.conv_dim, c.d_conv), torch.float32),
+                     StateSpec(f"layers.{i}.ssm", (batch, c.n_heads, c.head_dim, c.d_state), torch.float32)]
+        return spec
+
+    def _mix(self, mix: _Mixer2, u, conv, ssm):
+        """u (B, T, D) normed -> (B, T, D). Mamba-2 block (arXiv:2405.21060, §7, Fig. 6)."""
+        c = self.cfg
+        Bsz, T, _ = u.shape
+        E, G, N, H, P = c.d_inner, c.n_groups, c.d_state, c.n_heads, c.head_dim
+        z, xBC, dt = mix.in_proj(u).split([E, c.conv_dim, H], dim=-1)
+        xBC, conv = _causal_conv(xBC, conv, mix.conv_w, mix.conv_b)
+        x, Bm, C = F.silu(xBC).split([E, G * N, G * N], dim=-1)
+        dt = F.softplus(dt + mix.dt_bias)                                    # Δ (B, T, H)
+        lo, hi = c.dt_limit
+        if (lo, hi) != (0.0, math.inf):
+            dt = dt.clamp(lo, hi)
+        args = (x.reshape(Bsz, T, H, P), dt, mix.A, Bm.reshape(Bsz, T, G, N), C.reshape(Bsz, T, G, N), mix.D, ssm)
+        if self.ops == "fused":
+            y, ssm = torch.ops.edgekit.ssd_step(*args)
+        else:
+            y, ssm = ssd_step.reference(*args)
+        # Gated RMSNorm over groups of E / G channels: norm(y · silu(z)); weight in out_proj.
+        y = (y.reshape(Bsz, T, E) * F.silu(z)).reshape(Bsz, T, G, E // G)
+        y = _rms(y, c.norm_eps).reshape(Bsz, T, E)
+        return mix.out_proj(y), conv, ssm
+
+    @staticmethod
+    def _load_mixer(mix: _Mixer2, get) -> None:
+        mix.dt_bias.copy_(get("dt_bias"))
+        mix.out_proj.load(get("out_proj.weight"), get("out_proj.bias"), in_scale=get("norm.weight"))
+
+
+# ---- random-weight checkpoints (tests, benchmarks) -----------------------------------
+def write_random_hf(path, arch: str, seed: int = 0, **config) -> Path:
+    """Write a random-weight `save_pretrained` directory (safetensors) with transformers'
+    own classes, so the files are exactly what transformers writes. Norm weights, D,
+    A_log, dt_bias and conv biases are randomized too, so every conversion transform is
+    exercised. Needs transformers (the parity oracle)."""
+    import transformers
+    path = Path(path)
+    torch.manual_seed(seed)
+    if arch == "mamba":
+        model = transformers.MambaForCausalLM(transformers.MambaConfig(**config))
+    elif arch == "mamba2":
+        model = transformers.Mamba2ForCausalLM(transformers.Mamba2Config(**config))
+    else:
+        raise ValueError(f"write_random_hf: arch must be mamba or mamba2, got {arch!r}")
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight") or name.endswith("norm_f.weight"):
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+            elif name.endswith(".D"):
+                p.copy_(torch.randn(p.shape, generator=g))
+            elif name.endswith("A_log"):
+                p.copy_(torch.log(0.5 + 8 * torch.rand(p.shape, generator=g)))
+            elif name.endswith("conv1d.bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            elif name.endswith("embeddings.weight"):
+                p.copy_(torch.randn(p.shape, generator=g))
+    model.eval().save_pretrained(str(path), safe_serialization=True)
+    return path

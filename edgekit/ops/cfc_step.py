@@ -1,0 +1,232 @@
+"""`edgekit::cfc_step` — the Closed-form Continuous-time (CfC) cell, over T >= 1 steps.
+
+Dimensions: B batch, T time, I input features, U units, Z backbone width, K head width
+(4U for the gated modes, U for "pure"), Lx = backbone layers after the first.
+
+Paper: R. Hasani et al., "Closed-form continuous-time neural networks", Nature Machine
+Intelligence 2022 (arXiv:2106.13898), eq. (10) (CfC) and eq. (5) (the "pure" direct
+solution); as `ncps.torch.CfCCell` implements them. Per step t, with xh = [x_t, h]:
+
+    z   = act(... act(xh W_in + b_in) W_bb[0] + b_bb[0] ...)     (n_bb backbone layers;
+                                                                  z = xh when n_bb = 0)
+    heads = z W_head + b_head = [f1 | f2 | ta | tb]              (each U wide)
+    g   = sigmoid(ta · dt_t + tb)                                 (the time gate)
+    h'  = tanh(f1) · (1 - c·g) + g · tanh(f2)                     c = 1 "default", 0 "no_gate"
+  "pure" (K = U, heads = f1):
+    h'  = A - A · exp(-dt_t · (|w_tau| + |f1|)) · f1              p = [A; |w_tau|] (2, U)
+
+act(u) = act_scale · tanh(act_slope · u) covers ncps' "lecun_tanh" (1.7159, 0.666) and
+"tanh" (1, 1). The cell's constants travel as one tensor, cfg = [mode, n_bb, act_scale,
+act_slope] (mode 0 default, 1 no_gate, 2 pure), so the op's schema is tensors only and
+the same in torch, ONNX and the C++ kernel. Sparsity masks (wired CfC) are folded into
+W_head at conversion time; unused inputs (w_in/b_in when n_bb = 0, w_bb/b_bb when
+n_bb <= 1, p in the gated modes) are passed as small placeholders and never read.
+
+Inputs: x (B, T, I), dt (B, T, 1), h (B, U), w_in (I+U, Z), b_in (Z), w_bb (Lx', Z, Z),
+b_bb (Lx', Z) with Lx' >= max(n_bb - 1, 1), w_head (Z or I+U, K), b_head (K), p (2, U),
+cfg (4,); all float32. Outputs: y (B, T, U) = h after every step, h_out (B, U).
+The `.out` overload may update h in place (h_out is h): h is read in full before the
+first write of each step. Any other overlap between outputs and inputs is rejected.
+"""
+
+from __future__ import annotations
+
+import onnxscript
+import torch
+from onnxscript import FLOAT
+from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
+
+from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
+
+NAME = "cfc_step"
+MODES = ("default", "no_gate", "pure")
+ACTIVATIONS = {"lecun_tanh": (1.7159, 0.666), "tanh": (1.0, 1.0)}
+
+_ARGS = ("x", "dt", "h", "w_in", "b_in", "w_bb", "b_bb", "w_head", "b_head", "p", "cfg")
+LIB.define(f"{NAME}(Tensor x, Tensor dt, Tensor h, Tensor w_in, Tensor b_in, Tensor w_bb, Tensor b_bb, "
+           "Tensor w_head, Tensor b_head, Tensor p, Tensor cfg) -> (Tensor, Tensor)")
+LIB.define(f"{NAME}.out(Tensor x, Tensor dt, Tensor h, Tensor w_in, Tensor b_in, Tensor w_bb, Tensor b_bb, "
+           "Tensor w_head, Tensor b_head, Tensor p, Tensor cfg, *, Tensor(a!) y, Tensor(b!) h_out) "
+           "-> (Tensor(a!), Tensor(b!))")
+
+
+def make_cfg(mode: str, backbone_layers: int, activation: str) -> torch.Tensor:
+    scale, slope = ACTIVATIONS[activation]
+    return torch.tensor([float(MODES.index(mode)), float(backbone_layers), scale, slope], dtype=torch.float32)
+
+
+def _shape(t) -> tuple:
+    return tuple(t.shape)
+
+
+def validate(x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, cfg) -> None:
+    """Shape/dtype contract. The C++ kernel (kernels/cfc_step.cpp) uses the same words."""
+    for name, t in zip(_ARGS, (x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, cfg)):
+        if t.dtype != torch.float32:
+            raise ValueError(f"cfc_step: {name} must be float32; got {t.dtype}")
+    if x.dim() != 3:
+        raise ValueError(f"cfc_step: x must be (B, T, I); got {x.dim()} dims")
+    B, T, I = x.shape
+    if _shape(cfg) != (4,):
+        raise ValueError(f"cfc_step: cfg must be (4,) = [mode, n_bb, act_scale, act_slope]; got {_shape(cfg)}")
+    if h.dim() != 2 or h.shape[0] != B:
+        raise ValueError(f"cfc_step: h must be (B, U) with B = {B}; got {_shape(h)}")
+    U = h.shape[1]
+    if _shape(dt) != (B, T, 1):
+        raise ValueError(f"cfc_step: dt must be (B, T, 1) = {(B, T, 1)}; got {_shape(dt)}")
+    mode, n_bb = int(cfg[0]), int(cfg[1])
+    if mode not in (0, 1, 2) or n_bb < 0:
+        raise ValueError(f"cfc_step: cfg holds mode {mode} and n_bb {n_bb}; expected mode 0, 1 or 2 and n_bb >= 0")
+    K = U if mode == 2 else 4 * U
+    if n_bb > 0:
+        Z = w_in.shape[-1]
+        if _shape(w_in) != (I + U, Z) or _shape(b_in) != (Z,):
+            raise ValueError(f"cfc_step: w_in must be (I+U, Z) = ({I + U}, Z) and b_in (Z,); "
+                             f"got {_shape(w_in)} and {_shape(b_in)}")
+        if w_bb.dim() != 3 or w_bb.shape[0] < n_bb - 1 or _shape(w_bb)[1:] != (Z, Z) \
+                or _shape(b_bb) != (w_bb.shape[0], Z):
+            raise ValueError(f"cfc_step: w_bb must be (Lx, Z, Z) and b_bb (Lx, Z) with Lx >= {n_bb - 1}, "
+                             f"Z = {Z}; got {_shape(w_bb)} and {_shape(b_bb)}")
+        d_in = Z
+    else:
+        d_in = I + U
+    if _shape(w_head) != (d_in, K) or _shape(b_head) != (K,):
+        raise ValueError(f"cfc_step: w_head must be ({d_in}, {K}) and b_head ({K},); "
+                         f"got {_shape(w_head)} and {_shape(b_head)}")
+    if _shape(p) != (2, U):
+        raise ValueError(f"cfc_step: p must be (2, U) = (2, {U}); got {_shape(p)}")
+
+
+def cell_loop(x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, *, mode: str, n_bb: int,
+              act: tuple[float, float]):
+    """Plain loop over T, straight from the equations above, with the configuration as
+    Python values: the decomposed export path (no data-dependent control flow)."""
+    scale, slope = act
+    U = h.shape[-1]
+    ys = []
+    for t in range(x.shape[1]):
+        z = torch.cat([x[:, t], h], dim=-1)                              # (B, I+U)
+        if n_bb > 0:
+            z = scale * torch.tanh(slope * (z @ w_in + b_in))            # (B, Z)
+            for layer in range(n_bb - 1):
+                z = scale * torch.tanh(slope * (z @ w_bb[layer] + b_bb[layer]))
+        heads = z @ w_head + b_head                                      # (B, K)
+        d = dt[:, t]                                                     # (B, 1)
+        if mode == "pure":
+            A, tau = p[0], p[1]
+            h = A - A * torch.exp(-d * (tau + torch.abs(heads))) * heads
+        else:
+            f1, f2, ta, tb = heads.split(U, dim=-1)                      # 4 x (B, U)
+            g = torch.sigmoid(ta * d + tb)
+            c = 1.0 if mode == "default" else 0.0
+            h = torch.tanh(f1) * (1.0 - c * g) + g * torch.tanh(f2)
+        ys.append(h)
+    return torch.stack(ys, dim=1), h
+
+
+def decode_cfg(cfg) -> dict:
+    mode, n_bb, scale, slope = cfg.tolist()
+    return {"mode": MODES[int(mode)], "n_bb": int(n_bb), "act": (scale, slope)}
+
+
+def reference(x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, cfg):
+    """The op's reference: validate, decode cfg, run `cell_loop`."""
+    validate(x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, cfg)
+    return cell_loop(x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, **decode_cfg(cfg))
+
+
+def _overlaps(a, b) -> bool:
+    if a.numel() == 0 or b.numel() == 0:
+        return False
+    s1, e1 = a.data_ptr(), a.data_ptr() + a.numel() * a.element_size()
+    s2, e2 = b.data_ptr(), b.data_ptr() + b.numel() * b.element_size()
+    return s1 < e2 and s2 < e1
+
+
+def check_out(op_name: str, arg_names, args, state_name: str, y, state_out) -> None:
+    """Aliasing rules shared by cfc_step and ltc_step: y aliases nothing; state_out is the
+    state input itself or disjoint from every input."""
+    for name, t in zip(arg_names, args):
+        if _overlaps(y, t):
+            raise ValueError(f"{op_name}: y must not alias input {name}")
+    for name, t in zip(arg_names, args):
+        if name == state_name:
+            if _overlaps(state_out, t) and state_out.data_ptr() != t.data_ptr():
+                raise ValueError(f"{op_name}: {state_name}_out must be {state_name} itself or not overlap it")
+        elif _overlaps(state_out, t):
+            raise ValueError(f"{op_name}: {state_name}_out must not alias input {name}")
+    if _overlaps(y, state_out):
+        raise ValueError(f"{op_name}: y must not alias {state_name}_out")
+
+
+@torch.library.impl(LIB, NAME, "CompositeExplicitAutograd")
+def _functional(*args):
+    y, h = reference(*args)
+    return y.contiguous(), h.contiguous()
+
+
+@torch.library.impl(LIB, f"{NAME}.out", "CompositeExplicitAutograd")
+def _out(*args, y, h_out):
+    check_out(NAME, _ARGS, args, "h", y, h_out)
+    y_, h_ = reference(*args)
+    y.resize_(y_.shape).copy_(y_)
+    h_out.resize_(h_.shape).copy_(h_)
+    return y, h_out
+
+
+@torch.library.register_fake(f"{DOMAIN}::{NAME}")
+def _fake(x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, cfg):
+    return x.new_empty((x.shape[0], x.shape[1], h.shape[1])), torch.empty_like(h)
+
+
+# ---- ONNX: a node `edgekit::CfcStep` whose model-local function body stock ORT inlines ----
+_opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
+
+
+@onnxscript.script(_opset, default_opset=op)
+def CfcStep(x: FLOAT, dt: FLOAT, h: FLOAT, w_in: FLOAT, b_in: FLOAT, w_bb: FLOAT, b_bb: FLOAT,
+            w_head: FLOAT, b_head: FLOAT, p: FLOAT, cfg: FLOAT) -> tuple[FLOAT, FLOAT]:
+    ax1 = op.Constant(value_ints=[1])
+    zero = op.Constant(value_float=0.0)
+    mode = op.Gather(cfg, op.Constant(value_int=0), axis=0)
+    n_bb = op.Gather(cfg, op.Constant(value_int=1), axis=0)
+    scale = op.Gather(cfg, op.Constant(value_int=2), axis=0)
+    slope = op.Gather(cfg, op.Constant(value_int=3), axis=0)
+    n_more = op.Cast(op.Max(op.Sub(n_bb, op.Constant(value_float=1.0)), zero), to=7)   # int64
+    c = op.Cast(op.Equal(mode, zero), to=1)             # 1 "default", 0 "no_gate"
+    A = op.Gather(p, op.Constant(value_int=0), axis=0)
+    tau = op.Gather(p, op.Constant(value_int=1), axis=0)
+    T = op.Shape(x, start=1, end=2)
+    # One Loop over t serves T = 1 (decode) and T > 1 (prefill). A straight-line T = 1
+    # branch (If on T, as rwkv7_wkv has) crashes ORT 1.31's graph optimizer here: it
+    # folds the If on the static T and then the nested If/Loop on the constant cfg.
+    hn = h
+    y = op.Slice(op.Unsqueeze(h, ax1), op.Constant(value_ints=[0]), op.Constant(value_ints=[0]), ax1)  # (B, 0, U)
+    for t in range(op.Squeeze(T)):
+        dtt = op.Gather(dt, t, axis=1)                                      # (B, 1)
+        z = op.Concat(op.Gather(x, t, axis=1), hn, axis=-1)                 # (B, I+U)
+        if op.Greater(n_bb, zero):
+            zb = op.Mul(scale, op.Tanh(op.Mul(slope, op.Add(op.MatMul(z, w_in), b_in))))   # (B, Z)
+            for layer in range(n_more):
+                wl = op.Gather(w_bb, layer, axis=0)
+                bl = op.Gather(b_bb, layer, axis=0)
+                zb = op.Mul(scale, op.Tanh(op.Mul(slope, op.Add(op.MatMul(zb, wl), bl))))
+            zh = zb
+        else:
+            zh = op.Identity(z)
+        heads = op.Add(op.MatMul(zh, w_head), b_head)                       # (B, K)
+        if op.Equal(mode, op.Constant(value_float=2.0)):
+            e = op.Exp(op.Neg(op.Mul(dtt, op.Add(tau, op.Abs(heads)))))
+            hs = op.Sub(A, op.Mul(op.Mul(A, e), heads))
+        else:
+            f1, f2, ta, tb = op.Split(heads, axis=-1, num_outputs=4)        # 4 x (B, U)
+            g = op.Sigmoid(op.Add(op.Mul(ta, dtt), tb))
+            hs = op.Add(op.Mul(op.Tanh(f1), op.Sub(op.Constant(value_float=1.0), op.Mul(c, g))),
+                        op.Mul(g, op.Tanh(f2)))
+        hn = op.Identity(hs)
+        y = op.Concat(y, op.Unsqueeze(hs, ax1), axis=1)
+    return y, hn
+
+
+INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=CfcStep,
+                       cpp_kernel=f"{NAME}.out", validate=validate))

@@ -1,0 +1,207 @@
+// ExecuTorch kernel for `edgekit::rglru_step.out` — Griffin/Hawk's temporal Conv1D + RG-LRU
+// (arXiv:2402.19427, §2.4 eqs. 1-4). Schema, reference and validator: edgekit/ops/rglru_step.py.
+//
+//   rglru_step.out(Tensor x, Tensor reset, Tensor conv_w, Tensor conv_b, Tensor gate_w,
+//                  Tensor gate_b, Tensor log_a, Tensor conv_state, Tensor h_state, *,
+//                  Tensor(a!) y, Tensor(b!) conv_state_out, Tensor(c!) h_state_out)
+//
+// Dimensions: B batch, T time, D lru width, K conv width, H gate blocks, W = D / H.
+// x, y: (B, T, D); reset: (B, T); conv_w: (K, D); conv_b, log_a: (D,); gate_w: (H, W, 2W);
+// gate_b: (H, 2W); conv_state(_out): (B, D, K-1); h_state(_out): (B, D). All float32.
+//
+// Per step t:
+//   u    = conv_b + sum_k conv_w[k] * x_{t-K+1+k}                (depthwise, history in conv_state)
+//   g    = u . blockdiag(gate_w) + gate_b;  i = sigmoid(g[:W]), r = sigmoid(g[W:])  per block
+//   la   = log_a * r;  a = exp(la);  mult = reset ? 1 : sqrt(1 - exp(2 la))
+//   h    = a (1 - reset) h + u i mult;   y_t = h
+// conv_state_out / h_state_out may be conv_state / h_state themselves (in-place update):
+// every channel's history and h are read before they are written. `u` is staged in y's row
+// for step t (overwritten by h), the gate pre-activations in a per-thread scratch buffer
+// that grows once (nothing is allocated per step after the first call).
+#include "edgekit_kernel.h"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace edgekit {
+namespace kernels {
+namespace {
+
+constexpr const char* kRglruInputs[9] = {"x",      "reset", "conv_w",     "conv_b", "gate_w",
+                                         "gate_b", "log_a", "conv_state", "h_state"};
+
+// Python's tuple repr of an expected shape.
+struct TupleStr {
+  char s[96];
+  explicit TupleStr(std::initializer_list<int64_t> shape) {
+    size_t n = 0;
+    n += std::snprintf(s + n, sizeof(s) - n, "(");
+    size_t i = 0;
+    for (int64_t d : shape) {
+      if (n < sizeof(s)) n += std::snprintf(s + n, sizeof(s) - n, i ? ", %lld" : "%lld", (long long)d);
+      ++i;
+    }
+    if (shape.size() == 1 && n < sizeof(s)) n += std::snprintf(s + n, sizeof(s) - n, ",");
+    if (n < sizeof(s)) std::snprintf(s + n, sizeof(s) - n, ")");
+  }
+  const char* c_str() const { return s; }
+};
+
+inline float sigmoidf(float v) { return 1.f / (1.f + std::exp(-v)); }
+
+void rglru_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& reset,
+                    const Tensor& conv_w, const Tensor& conv_b, const Tensor& gate_w,
+                    const Tensor& gate_b, const Tensor& log_a, const Tensor& conv_state,
+                    const Tensor& h_state, Tensor& y, Tensor& conv_state_out, Tensor& h_state_out) {
+  // ---- validate: the same words as edgekit/ops/rglru_step.py `validate` / `_check_out` ----
+  ET_KERNEL_CHECK_MSG(ctx, x.dim() == 3, InvalidArgument, ,
+                      "rglru_step: x must be (B, T, D); got %d dims", (int)x.dim());
+  const int64_t B = x.size(0), T = x.size(1), D = x.size(2);
+  ET_KERNEL_CHECK_MSG(ctx, conv_w.dim() == 2 && conv_w.size(0) >= 1, InvalidArgument, ,
+                      "rglru_step: conv_w must be (K, D) with K >= 1; got %s", ShapeStr(conv_w).c_str());
+  const int64_t K = conv_w.size(0);
+  ET_KERNEL_CHECK_MSG(ctx, gate_w.dim() == 3 && gate_w.size(0) >= 1, InvalidArgument, ,
+                      "rglru_step: gate_w must be (H, W, 2W); got %s", ShapeStr(gate_w).c_str());
+  const int64_t H = gate_w.size(0), W = gate_w.size(1);
+  ET_KERNEL_CHECK_MSG(ctx, H * W == D, InvalidArgument, ,
+                      "rglru_step: gate_w must be (H, W, 2W) with H*W = D = %lld; got %s", (long long)D,
+                      ShapeStr(gate_w).c_str());
+  const Tensor* ins[9] = {&x, &reset, &conv_w, &conv_b, &gate_w, &gate_b, &log_a, &conv_state, &h_state};
+  const char* legend[9] = {"(B, T, D)", "(B, T)", "(K, D)", "(D,)", "(H, W, 2W)",
+                           "(H, 2W)",   "(D,)",   "(B, D, K-1)", "(B, D)"};
+  const std::initializer_list<int64_t> expect[9] = {{B, T, D}, {B, T},       {K, D},          {D},   {H, W, 2 * W},
+                                                    {H, 2 * W}, {D},         {B, D, K - 1},   {B, D}};
+  for (int i = 0; i < 9; ++i) {
+    const Tensor& t = *ins[i];
+    ET_KERNEL_CHECK_MSG(ctx, has_shape(t, expect[i]) && t.scalar_type() == ScalarType::Float,
+                        InvalidArgument, , "rglru_step: %s must be %s = %s float32; got %s %s",
+                        kRglruInputs[i], legend[i], TupleStr(expect[i]).c_str(), ShapeStr(t).c_str(),
+                        dtype_name(t.scalar_type()));
+    ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_default_dim_order(t), InvalidArgument, ,
+                        "rglru_step: %s must be contiguous", kRglruInputs[i]);
+  }
+  // Outputs: float32, resized to their input's shape (fails if the planned buffer is too small).
+  Tensor* outs[3] = {&y, &conv_state_out, &h_state_out};
+  const Tensor* like[3] = {&x, &conv_state, &h_state};
+  const char* out_names[3] = {"y", "conv_state_out", "h_state_out"};
+  for (int i = 0; i < 3; ++i) {
+    ET_KERNEL_CHECK_MSG(
+        ctx,
+        outs[i]->scalar_type() == ScalarType::Float &&
+            executorch::runtime::resize_tensor(*outs[i], like[i]->sizes()) == executorch::runtime::Error::Ok,
+        InvalidArgument, , "rglru_step: %s must be %s float32; got %s %s", out_names[i],
+        ShapeStr(*like[i]).c_str(), ShapeStr(*outs[i]).c_str(), dtype_name(outs[i]->scalar_type()));
+  }
+  // Aliasing: each state output is its state input itself or disjoint from it; nothing else overlaps.
+  for (int o = 0; o < 3; ++o) {
+    for (int i = 0; i < 9; ++i) {
+      const bool own = (o == 1 && i == 7) || (o == 2 && i == 8);
+      if (own) {
+        ET_KERNEL_CHECK_MSG(ctx, !overlaps(*outs[o], *ins[i]) || same_data(*outs[o], *ins[i]),
+                            InvalidArgument, , "rglru_step: %s must be %s itself or not overlap it",
+                            out_names[o], kRglruInputs[i]);
+      } else {
+        ET_KERNEL_CHECK_MSG(ctx, !overlaps(*outs[o], *ins[i]), InvalidArgument, ,
+                            "rglru_step: %s must not alias input %s", out_names[o], kRglruInputs[i]);
+      }
+    }
+  }
+  ET_KERNEL_CHECK_MSG(ctx,
+                      !overlaps(y, conv_state_out) && !overlaps(y, h_state_out) &&
+                          !overlaps(conv_state_out, h_state_out),
+                      InvalidArgument, ,
+                      "rglru_step: outputs y, conv_state_out, h_state_out must not alias each other");
+
+  const int64_t KH = K - 1;  // history length
+  if (T == 0) {               // no steps: the state passes through
+    if (!same_data(conv_state_out, conv_state) && conv_state.nbytes() > 0)
+      std::memcpy(conv_state_out.mutable_data_ptr<float>(), conv_state.const_data_ptr<float>(), conv_state.nbytes());
+    if (!same_data(h_state_out, h_state) && h_state.nbytes() > 0)
+      std::memcpy(h_state_out.mutable_data_ptr<float>(), h_state.const_data_ptr<float>(), h_state.nbytes());
+    return;
+  }
+
+  thread_local std::vector<float> scratch;  // gate pre-activations of one block (2W)
+  if ((int64_t)scratch.size() < 2 * W) scratch.resize(2 * W);
+  float* acc = scratch.data();
+
+  const float* xp = x.const_data_ptr<float>();
+  const float* rp = reset.const_data_ptr<float>();
+  const float* cw = conv_w.const_data_ptr<float>();
+  const float* cb = conv_b.const_data_ptr<float>();
+  const float* gw = gate_w.const_data_ptr<float>();
+  const float* gb = gate_b.const_data_ptr<float>();
+  const float* la_base = log_a.const_data_ptr<float>();
+  float* yp = y.mutable_data_ptr<float>();
+  float* cso = conv_state_out.mutable_data_ptr<float>();
+  float* hso = h_state_out.mutable_data_ptr<float>();
+
+  for (int64_t b = 0; b < B; ++b) {
+    const float* hist_in = conv_state.const_data_ptr<float>() + b * D * KH;
+    const float* h_in = h_state.const_data_ptr<float>() + b * D;
+    float* hist = cso + b * D * KH;
+    float* h = hso + b * D;
+    for (int64_t t = 0; t < T; ++t) {
+      const float* xt = xp + (b * T + t) * D;
+      float* u = yp + (b * T + t) * D;  // staged here, overwritten by h below
+      const float* hsrc = t == 0 ? hist_in : hist;
+      // temporal depthwise conv; shift the history (in place is safe: k reads k+1 first)
+      for (int64_t d = 0; d < D; ++d) {
+        const float* hs = hsrc + d * KH;
+        float* hd = hist + d * KH;
+        float s = 0.f;
+        for (int64_t k = 0; k < KH; ++k) s += hs[k] * cw[k * D + d];
+        s += xt[d] * cw[KH * D + d];
+        for (int64_t k = 0; k + 1 < KH; ++k) hd[k] = hs[k + 1];
+        if (KH > 0) hd[KH - 1] = xt[d];
+        u[d] = s + cb[d];
+      }
+      const float rs = rp[b * T + t], keep = 1.f - rs;
+      const float* hprev = t == 0 ? h_in : h;
+      for (int64_t hh = 0; hh < H; ++hh) {
+        // gates of block hh: acc = u[hh] . gate_w[hh] + gate_b[hh]  (row axpys, SIMD over j)
+        const float* bias = gb + hh * 2 * W;
+        for (int64_t j = 0; j < 2 * W; ++j) acc[j] = 0.f;
+        for (int64_t i = 0; i < W; ++i) {
+          const float ui = u[hh * W + i];
+          const float* row = gw + (hh * W + i) * 2 * W;
+#pragma omp simd
+          for (int64_t j = 0; j < 2 * W; ++j) acc[j] += ui * row[j];
+        }
+        for (int64_t i = 0; i < W; ++i) {
+          const int64_t d = hh * W + i;
+          const float gi = sigmoidf(acc[i] + bias[i]);
+          const float gr = sigmoidf(acc[W + i] + bias[W + i]);
+          const float la = la_base[d] * gr;
+          const float a = std::exp(la);
+          const float mult = rs + keep * std::sqrt(1.f - std::exp(2.f * la));
+          const float hn = a * keep * hprev[d] + u[d] * gi * mult;
+          h[d] = hn;
+          u[d] = hn;  // y_t = h_t
+        }
+      }
+    }
+  }
+}
+
+// Boxed entry point. Stack: the 9 inputs, y, conv_state_out, h_state_out, then the TensorList
+// the emitter appends for the returned tuple — ignored.
+void rglru_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
+  ET_KERNEL_CHECK_MSG(ctx, stack.size() >= 12, InvalidProgram, ,
+                      "rglru_step: expected at least 12 arguments, got %zu", stack.size());
+  for (size_t i = 0; i < 12; ++i) {
+    ET_KERNEL_CHECK_MSG(ctx, stack[i]->isTensor(), InvalidProgram, ,
+                        "rglru_step: argument %zu must be a Tensor", i);
+  }
+  rglru_step_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
+                 stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor(),
+                 stack[6]->toTensor(), stack[7]->toTensor(), stack[8]->toTensor(),
+                 stack[9]->toTensor(), stack[10]->toTensor(), stack[11]->toTensor());
+}
+
+}  // namespace
+}  // namespace kernels
+}  // namespace edgekit
+
+EDGEKIT_OUT_KERNEL("rglru_step.out", edgekit::kernels::rglru_step_out_boxed);

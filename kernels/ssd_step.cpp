@@ -1,0 +1,159 @@
+// ExecuTorch kernel for `edgekit::ssd_step.out` — the Mamba-2 SSD recurrence with a scalar A
+// per head (arXiv:2405.21060, §3, recurrent form). Schema, reference and validator:
+// edgekit/ops/ssd_step.py.
+//
+//   ssd_step.out(Tensor x, Tensor dt, Tensor A, Tensor Bm, Tensor C, Tensor D, Tensor state, *,
+//                Tensor(a!) y, Tensor(b!) state_out) -> (Tensor(a!), Tensor(b!))
+//
+// Dimensions: B batch, T time, H heads, P head dim, G groups (G divides H), N state size.
+// x, y: (B, T, H, P); dt: (B, T, H); A, D: (H,); Bm, C: (B, T, G, N);
+// state, state_out: (B, H, P, N); float32, contiguous.
+//
+// Per step t and head h, g = h / (H / G):
+//   S[h, p, n] = exp(dt[h] A[h]) S[h, p, n] + dt[h] x[h, p] B[g, n]
+//   y[h, p]    = sum_n S[h, p, n] C[g, n] + D[h] x[h, p]
+// A head's state depends only on its own previous state, so state_out may be state itself
+// (in-place update). T is looped inside a head, so its P x N state stays in cache.
+#include "edgekit_kernel.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace edgekit {
+namespace kernels {
+namespace {
+
+constexpr const char* kSsdInputNames[6] = {"x", "dt", "A", "Bm", "C", "D"};
+
+void ssd_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& dt, const Tensor& A,
+                  const Tensor& Bm, const Tensor& C, const Tensor& Dp, const Tensor& state,
+                  Tensor& y, Tensor& state_out) {
+  // ---- validate: the same words as edgekit/ops/ssd_step.py `validate` / `check_out` ----
+  ET_KERNEL_CHECK_MSG(ctx, x.dim() == 4, InvalidArgument, ,
+                      "ssd_step: x must be (B, T, H, P); got %d dims", (int)x.dim());
+  ET_KERNEL_CHECK_MSG(ctx, Bm.dim() == 4, InvalidArgument, ,
+                      "ssd_step: Bm must be (B, T, G, N); got %d dims", (int)Bm.dim());
+  const int64_t B = x.size(0), T = x.size(1), H = x.size(2), P = x.size(3);
+  const int64_t G = Bm.size(2), N = Bm.size(3);
+  ET_KERNEL_CHECK_MSG(ctx, G >= 1 && H % G == 0, InvalidArgument, ,
+                      "ssd_step: groups G = %d must divide heads H = %d", (int)G, (int)H);
+  struct Want {
+    const Tensor* t;
+    const char* name;
+    const char* form;
+    std::initializer_list<int64_t> shape;
+  };
+  const Want wants[7] = {{&x, "x", "(B, T, H, P)", {B, T, H, P}},
+                         {&dt, "dt", "(B, T, H)", {B, T, H}},
+                         {&A, "A", "(H,)", {H}},
+                         {&Bm, "Bm", "(B, T, G, N)", {B, T, G, N}},
+                         {&C, "C", "(B, T, G, N)", {B, T, G, N}},
+                         {&Dp, "D", "(H,)", {H}},
+                         {&state, "state", "(B, H, P, N)", {B, H, P, N}}};
+  for (const Want& w : wants) {
+    char want[64];
+    size_t n = std::snprintf(want, sizeof(want), "(");
+    size_t i = 0;
+    for (int64_t s : w.shape) {
+      n += std::snprintf(want + n, sizeof(want) - n, i++ ? ", %d" : "%d", (int)s);
+    }
+    std::snprintf(want + n, sizeof(want) - n, w.shape.size() == 1 ? ",)" : ")");
+    ET_KERNEL_CHECK_MSG(ctx, has_shape(*w.t, w.shape) && w.t->scalar_type() == ScalarType::Float,
+                        InvalidArgument, , "ssd_step: %s must be %s = %s float32; got %s %s",
+                        w.name, w.form, want, ShapeStr(*w.t).c_str(),
+                        dtype_name(w.t->scalar_type()));
+    ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_default_dim_order(*w.t),
+                        InvalidArgument, , "ssd_step: %s must be contiguous", w.name);
+  }
+  ET_KERNEL_CHECK_MSG(
+      ctx,
+      y.scalar_type() == ScalarType::Float &&
+          executorch::runtime::resize_tensor(y, x.sizes()) == executorch::runtime::Error::Ok,
+      InvalidArgument, , "ssd_step: y must be (B, T, H, P) = (%d, %d, %d, %d) float32; got %s %s",
+      (int)B, (int)T, (int)H, (int)P, ShapeStr(y).c_str(), dtype_name(y.scalar_type()));
+  ET_KERNEL_CHECK_MSG(
+      ctx,
+      state_out.scalar_type() == ScalarType::Float &&
+          executorch::runtime::resize_tensor(state_out, state.sizes()) ==
+              executorch::runtime::Error::Ok,
+      InvalidArgument, ,
+      "ssd_step: state_out must be (B, H, P, N) = (%d, %d, %d, %d) float32; got %s %s", (int)B,
+      (int)H, (int)P, (int)N, ShapeStr(state_out).c_str(), dtype_name(state_out.scalar_type()));
+  const Tensor* ins[6] = {&x, &dt, &A, &Bm, &C, &Dp};
+  for (int i = 0; i < 6; ++i) {
+    ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, *ins[i]), InvalidArgument, ,
+                        "ssd_step: y must not alias input %s", kSsdInputNames[i]);
+  }
+  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, state), InvalidArgument, ,
+                      "ssd_step: y must not alias input state");
+  for (int i = 0; i < 6; ++i) {
+    ET_KERNEL_CHECK_MSG(ctx, !overlaps(state_out, *ins[i]), InvalidArgument, ,
+                        "ssd_step: state_out must not alias input %s", kSsdInputNames[i]);
+  }
+  ET_KERNEL_CHECK_MSG(ctx, !overlaps(state_out, state) || same_data(state_out, state),
+                      InvalidArgument, ,
+                      "ssd_step: state_out must be state itself or not overlap it");
+  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, state_out), InvalidArgument, ,
+                      "ssd_step: y must not alias state_out");
+
+  // ---- compute: copy the state over once (unless in place), then update it in place ----
+  if (!same_data(state_out, state) && state.nbytes() > 0) {
+    std::memcpy(state_out.mutable_data_ptr<float>(), state.const_data_ptr<float>(), state.nbytes());
+  }
+  if (B * T * H * P * N == 0) return;
+  const float* xp = x.const_data_ptr<float>();
+  const float* dtp = dt.const_data_ptr<float>();
+  const float* Ap = A.const_data_ptr<float>();
+  const float* Bp = Bm.const_data_ptr<float>();
+  const float* Cp = C.const_data_ptr<float>();
+  const float* Dpp = Dp.const_data_ptr<float>();
+  float* yp = y.mutable_data_ptr<float>();
+  float* S = state_out.mutable_data_ptr<float>();
+  const int64_t rep = H / G;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t g = h / rep;
+      float* Sh = S + (b * H + h) * P * N;
+      for (int64_t t = 0; t < T; ++t) {
+        const float dtv = dtp[(b * T + t) * H + h];
+        const float dA = std::exp(dtv * Ap[h]);
+        const float* __restrict bt = Bp + ((b * T + t) * G + g) * N;
+        const float* __restrict ct = Cp + ((b * T + t) * G + g) * N;
+        const float* xt = xp + ((b * T + t) * H + h) * P;
+        float* yt = yp + ((b * T + t) * H + h) * P;
+        for (int64_t p = 0; p < P; ++p) {
+          float* __restrict s = Sh + p * N;
+          const float dx = dtv * xt[p];
+          float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+          for (int64_t n = 0; n < N; ++n) {
+            const float v = dA * s[n] + dx * bt[n];
+            s[n] = v;
+            acc += v * ct[n];
+          }
+          yt[p] = acc + Dpp[h] * xt[p];
+        }
+      }
+    }
+  }
+}
+
+// Boxed entry point. Stack: x, dt, A, Bm, C, D, state, y, state_out, then the TensorList the
+// emitter appends for the returned (y, state_out) — ignored.
+void ssd_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
+  ET_KERNEL_CHECK_MSG(ctx, stack.size() >= 9, InvalidProgram, ,
+                      "ssd_step: expected at least 9 arguments, got %zu", stack.size());
+  for (size_t i = 0; i < 9; ++i) {
+    ET_KERNEL_CHECK_MSG(ctx, stack[i]->isTensor(), InvalidProgram, ,
+                        "ssd_step: argument %zu must be a Tensor", i);
+  }
+  ssd_step_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
+               stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor(),
+               stack[6]->toTensor(), stack[7]->toTensor(), stack[8]->toTensor());
+}
+
+}  // namespace
+}  // namespace kernels
+}  // namespace edgekit
+
+EDGEKIT_OUT_KERNEL("ssd_step.out", edgekit::kernels::ssd_step_out_boxed);
