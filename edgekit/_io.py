@@ -22,7 +22,20 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; use the usual mode
+        with open(tmp, "rb+") as f:            # durable before it replaces the old file
+            os.fsync(f.fileno())
         os.replace(tmp, dest)
+        try:
+            dfd = os.open(dest.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -62,17 +75,20 @@ def native_stderr_captured() -> Iterator[_Captured]:
     edgekit::rwkv7_wkv.out") are folded into edgekit's one-line errors instead of
     spilling onto the user's terminal.
     """
+    import io
     import sys
     cap = _Captured()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved_fd, saved_py = os.dup(2), sys.stderr
+    py_text = io.StringIO()                 # the pybindings may log through sys.stderr
     with tempfile.TemporaryFile(mode="w+b") as f:
         os.dup2(f.fileno(), 2)
+        sys.stderr = py_text
         try:
             yield cap
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+            sys.stderr = saved_py
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
             f.seek(0)
-            cap.text = f.read().decode("utf-8", errors="replace")
+            cap.text = f.read().decode("utf-8", errors="replace") + py_text.getvalue()

@@ -159,3 +159,20 @@ def test_corrupt_state_file_and_state_out_is_atomic(tmp_path, rwkv7_export):
 def test_out_of_range_token(rwkv7_export):
     r = run_cli("run", rwkv7_export("fused") / "model.onnx", "--tokens", "1,99999999", "--steps", "1")
     assert_clean_failure(r, "out of range", "65536")
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda sd: sd.__setitem__("emb.weight", sd["emb.weight"].flatten()), "emb.weight"),
+    (lambda sd: sd.__setitem__("blocks.1.ffn.key.weight", sd["blocks.1.ffn.key.weight"].t().contiguous()),
+     "blocks.1.ffn.key.weight"),
+    (lambda sd: sd.__setitem__("blocks.1.att.w1", sd["blocks.1.att.w1"].t().contiguous()), "blocks.1.att.w1"),
+    (lambda sd: sd.__setitem__("blocks.x.foo", torch.zeros(1)), "blocks.x.foo"),
+    (lambda sd: sd.__setitem__("blocks.0.att.r_k", sd["blocks.0.att.r_k"].long()), "blocks.0.att.r_k"),
+], ids=["1d-emb", "transposed-ffn", "transposed-lora", "bad-layer-key", "int-tensor"])
+def test_malformed_tensors(tmp_path, small_sd, mutate, needle):
+    sd = dict(small_sd)
+    mutate(sd)
+    torch.save(sd, tmp_path / "m.pth")
+    r = run_cli("export", tmp_path / "m.pth", "-o", tmp_path / "out")
+    assert_clean_failure(r, needle)
+    assert_no_output(tmp_path / "out")

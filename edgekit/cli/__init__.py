@@ -41,9 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     except EdgekitError as e:
         print(f"edgekit: error: {e}", file=sys.stderr)
         return 2
-    except typer.Abort:
-        print("edgekit: aborted", file=sys.stderr)
+    except (typer.Abort, KeyboardInterrupt):
+        print("edgekit: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a path the user gave: unwritable, a directory, disk full, ...
+        where = f"'{e.filename}': " if getattr(e, "filename", None) else ""
+        print(f"edgekit: error: {where}{e.strerror or e} — check the path and its permissions",
+              file=sys.stderr)
+        return 2
     except SystemExit as e:  # typer exits this way for --help
         return int(e.code or 0)
     except Exception as e:  # click usage errors

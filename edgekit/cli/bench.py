@@ -73,6 +73,8 @@ def bench_cmd(
     from edgekit.runtimes.session import StreamingSession
     if steps < 1:
         raise EdgekitError(f"--steps {steps} is not positive", fix="pass --steps 256")
+    if warmup < 0:
+        raise EdgekitError(f"--warmup {warmup} is negative", fix="pass --warmup 16")
     sess = StreamingSession(artifact, backend=backend, threads=threads)
     r = bench_session(sess, steps, warmup)
     if as_json:

@@ -53,7 +53,10 @@ def demo_cmd(
 ) -> None:
     """Run everything on bundled small models."""
     from edgekit.cli.export import export_to_dir
+    from edgekit.errors import EdgekitError
     from edgekit.runtimes.session import StreamingSession
+    if tokens < 1:
+        raise EdgekitError(f"--tokens {tokens} is not positive", fix="pass --tokens 64")
 
     con = Console()
     con.rule("[bold]edgekit demo: RWKV-7 → ONNX + ExecuTorch, streamed")

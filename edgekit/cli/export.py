@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import typer
@@ -18,36 +16,14 @@ FORMAT_CHOICES = {"onnx": ("onnx",), "pte": ("pte",), "both": ("onnx", "pte")}
 
 def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: Console | None = None,
                   quiet: bool = False) -> dict:
-    """Export into a temp folder beside OUTDIR, then move the files in: a failed export
-    never leaves a half-written artifact, and never clobbers a good one."""
-    from edgekit.export import FORMATS, export
-    from edgekit.export.manifest import FILENAME
-    outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise EdgekitError(f"output '{outdir}' is a file", expected="a directory", fix="pass -o with a directory path")
-    outdir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".edgekit-export-", dir=outdir))
-    try:
-        with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
-                      console=console or Console(stderr=True), transient=True, disable=quiet) as bar:
-            task = bar.add_task(f"export {Path(str(src)).name}", total=None)
-            manifest = export(src, tmp, formats=formats, ops=ops, batch=batch, state_style=state_style,
-                              progress=lambda msg: bar.update(task, description=f"{msg} ({Path(str(src)).name})"))
-        for fmt in formats:
-            entry = manifest["artifacts"][fmt]
-            for name in (entry["file"], entry.get("external_data")):
-                if name:
-                    (tmp / name).replace(outdir / name)
-        if manifest.get("tokenizer_file"):
-            (tmp / manifest["tokenizer_file"]).replace(outdir / manifest["tokenizer_file"])
-        (tmp / FILENAME).replace(outdir / FILENAME)       # the manifest goes last
-        for fmt in set(FORMATS) - set(formats):            # a stale artifact of another export
-            stale = outdir / FORMATS[fmt]
-            if stale.exists():
-                stale.unlink()
-        return manifest
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """`edgekit.export.export` with a progress bar (export itself is atomic per OUTDIR)."""
+    from edgekit.export import export
+    name = Path(str(src)).name if isinstance(src, (str, Path)) else type(src).__name__
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
+                  console=console or Console(stderr=True), transient=True, disable=quiet) as bar:
+        task = bar.add_task(f"export {name}", total=None)
+        return export(src, outdir, formats=formats, ops=ops, batch=batch, state_style=state_style,
+                      progress=lambda msg: bar.update(task, description=f"{msg} ({name})"))
 
 
 @app.command("export")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgekit.errors import EdgekitError
-from edgekit.export.manifest import new_manifest, write_manifest
+from edgekit.export.manifest import FILENAME, new_manifest, write_manifest
 from edgekit.models.base import RecurrentModel, load_model
 
 FORMATS = {"onnx": "model.onnx", "pte": "model.pte"}
@@ -41,31 +41,73 @@ def _from_module(obj) -> RecurrentModel | None:
     return None
 
 
-def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: int = 1,
-           state_style: str | None = None, progress: Callable[[str], None] | None = None) -> dict:
-    """Export src (a checkpoint path or a RecurrentModel) to outdir. Returns the manifest."""
-    from edgekit.export.executorch import DEFAULT_STATE_STYLE, STATE_STYLES, export_pte
-    from edgekit.export.onnx import export_onnx
-
+def _check_args(formats, ops, batch, state_style) -> str:
+    from edgekit.export.executorch import DEFAULT_STATE_STYLE, STATE_STYLES
     for f in formats:
         if f not in FORMATS:
             raise EdgekitError(f"unknown format '{f}'", expected="onnx, pte or both",
                                fix="pass --format onnx|pte|both")
+    if ops not in ("fused", "decomposed"):
+        raise EdgekitError(f"unknown --ops '{ops}'", expected="fused or decomposed",
+                           fix="pass --ops fused (custom ops) or --ops decomposed (stock ops only)")
     state_style = state_style or DEFAULT_STATE_STYLE
     if state_style not in STATE_STYLES:
         raise EdgekitError(f"unknown state style '{state_style}'", expected=" or ".join(STATE_STYLES),
                            fix="pass --state-style buffers (default) or io")
     if batch < 1:
         raise EdgekitError(f"batch {batch} is not positive", fix="pass --batch 1 or more")
-    note = progress or (lambda msg: None)
-    note("loading")
-    model = src if isinstance(src, RecurrentModel) else _from_module(src) or load_model(src)
-    model = model.eval().requires_grad_(False).set_ops(ops)
+    return state_style
+
+
+def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: int = 1,
+           state_style: str | None = None, progress: Callable[[str], None] | None = None) -> dict:
+    """Export src (a checkpoint path, a RecurrentModel, or a module an architecture
+    converts) to outdir. Returns the manifest.
+
+    Everything is written into a temp folder inside outdir and moved into place only when
+    every artifact succeeded, manifest last: a failed export never leaves a half-written
+    artifact and never clobbers a good one; artifacts of formats not exported this time
+    are removed, so outdir never mixes two exports.
+    """
+    import shutil
+    import tempfile
+    state_style = _check_args(formats, ops, batch, state_style)
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise EdgekitError(f"output '{outdir}' is a file", expected="a directory",
                            fix="pass -o with a directory path")
+    note = progress or (lambda msg: None)
+    note("loading")
+    model = src if isinstance(src, RecurrentModel) else _from_module(src) or load_model(src)
+    model = model.eval().requires_grad_(False).set_ops(ops)
+    created = not outdir.exists()
     outdir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".edgekit-export-", dir=outdir))
+    try:
+        manifest = _export_into(model, tmp, formats, ops, batch, state_style, note)
+        files = [e[k] for e in manifest["artifacts"].values() for k in ("file", "external_data") if e.get(k)]
+        files += [manifest["tokenizer_file"]] if manifest.get("tokenizer_file") else []
+        stale = {"model.onnx", "model.onnx.data", "model.pte"} - set(files)
+        for name in stale:
+            if (outdir / name).exists():
+                (outdir / name).unlink()
+        for name in files:
+            (tmp / name).replace(outdir / name)
+        (tmp / FILENAME).replace(outdir / FILENAME)          # the manifest goes last
+        return manifest
+    except BaseException:
+        if created:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not any(outdir.iterdir()):
+                outdir.rmdir()
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _export_into(model, outdir: Path, formats, ops, batch, state_style, note) -> dict:
+    from edgekit.export.executorch import export_pte
+    from edgekit.export.onnx import export_onnx
 
     manifest = new_manifest(model, batch=batch, ops=ops, tokenizer=_tokenizer_for(model))
     meta = {"edgekit.arch": model.arch, "edgekit.ops": ops,

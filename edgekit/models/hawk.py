@@ -139,8 +139,6 @@ class GriffinConfig:
             unsupported("conv1d_width", c.get("conv1d_width"), "1 or more")
         if int(c.get("attention_window_size", 2048)) < 1:
             unsupported("attention_window_size", c.get("attention_window_size"), "1 or more")
-        if c.get("final_logit_softcapping") is not None or c.get("attn_logit_softcapping") is not None:
-            unsupported("attn_logit_softcapping", c.get("attn_logit_softcapping"), "null")
         return cls(
             vocab_size=int(need("vocab_size")), hidden_size=hidden,
             intermediate_size=int(c.get("intermediate_size", 3 * hidden)), num_hidden_layers=L,
@@ -476,8 +474,8 @@ def write_random_hf_dir(path, *, seed: int = 0, dtype: torch.dtype = torch.float
                 continue                                     # reference init / tied
             if "norm" in name:
                 p.copy_(rn * 0.1)
-            elif name.endswith("embed_tokens.weight"):
-                p.copy_(rn * 0.5)
+            elif name.endswith("embed_tokens.weight"):     # small: the model scales it by sqrt(C)
+                p.copy_(rn * 0.1)
             elif name.endswith("bias"):
                 p.copy_(rn * 0.1)
             elif name.endswith("conv_1d.weight"):

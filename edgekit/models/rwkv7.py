@@ -94,9 +94,21 @@ class RWKV7Config:
                 raise EdgekitError(f"checkpoint '{source}' has no key '{key}'",
                                    expected="a BlinkDL RWKV-7 (x070) .pth",
                                    fix="pass an RWKV-7 checkpoint; RWKV-4/5/6 files are not x070")
+        for key in ("emb.weight", "blocks.0.att.r_k", "blocks.0.att.w1", "blocks.0.att.a1",
+                    "blocks.0.att.g1", "blocks.0.ffn.key.weight"):
+            if sd[key].dim() != 2:
+                raise EdgekitError(f"checkpoint '{source}' key '{key}' has shape {tuple(sd[key].shape)}",
+                                   expected="a 2-D tensor", fix="the file is corrupt or not an RWKV-7 checkpoint")
         V, C = sd["emb.weight"].shape
         H, N = sd["blocks.0.att.r_k"].shape
-        layers = {int(k.split(".")[1]) for k in sd if k.startswith("blocks.")}
+        layers = set()
+        for k in sd:
+            if k.startswith("blocks."):
+                idx = k.split(".")[1]
+                if not idx.isdigit():
+                    raise EdgekitError(f"checkpoint '{source}' has a key '{k}' with no layer index",
+                                       expected="blocks.<int>.<name>", fix="the file is not a BlinkDL RWKV-7 checkpoint")
+                layers.add(int(idx))
         d_mv = sd["blocks.1.att.v1"].shape[1] if "blocks.1.att.v1" in sd else \
             cls.default_lora(C)["d_mv"]
         return cls(vocab_size=V, n_embd=C, n_layer=max(layers) + 1, head_size=N,
@@ -132,10 +144,16 @@ def load_torch_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def _shape_ok(got: tuple, exp: tuple) -> bool:
+    """Exact shape, except that BlinkDL's (1, 1, C) vectors may also be stored as (C,)."""
+    return got == exp or (len(exp) == 3 and exp[:2] == (1, 1) and got == exp[2:])
+
+
 def check_state_dict(sd: dict[str, torch.Tensor], expected: dict[str, tuple], source: str) -> None:
     missing = [k for k in expected if k not in sd]
     bad = [(k, tuple(sd[k].shape), expected[k]) for k in expected
-           if k in sd and sd[k].numel() != math.prod(expected[k])]
+           if k in sd and not _shape_ok(tuple(sd[k].shape), expected[k])]
+    not_float = [k for k in expected if k in sd and not sd[k].is_floating_point()]
     if missing:
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
         raise EdgekitError(f"checkpoint '{source}' is missing {len(missing)} key(s): "
@@ -146,6 +164,11 @@ def check_state_dict(sd: dict[str, torch.Tensor], expected: dict[str, tuple], so
         raise EdgekitError(f"checkpoint '{source}' key '{k}' has shape {got}",
                            expected=f"{exp} (from the config inferred from emb.weight and r_k)",
                            fix="the file is corrupt or mixes weights of different models")
+    if not_float:
+        k = not_float[0]
+        raise EdgekitError(f"checkpoint '{source}' key '{k}' has dtype {sd[k].dtype}",
+                           expected="a floating-point tensor (bf16, fp16 or fp32)",
+                           fix="the file is corrupt or quantized in a format edgekit does not read")
 
 
 class _Dense(nn.Module):

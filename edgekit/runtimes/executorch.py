@@ -41,7 +41,9 @@ class ExecuTorchBackend(Backend):
         if entry.get("kernel_library"):
             from edgekit.kernels import load_kernels
             load_kernels()
-        if threads:
+        if threads is not None:
+            if threads < 1:
+                raise EdgekitError(f"--threads {threads} is not positive", fix="pass --threads 1 or more")
             set_threads(threads)
         try:
             with native_stderr_captured() as log:

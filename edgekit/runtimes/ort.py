@@ -26,6 +26,8 @@ class OrtBackend(Backend):
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         import os
+        if threads is not None and threads < 1:
+            raise EdgekitError(f"--threads {threads} is not positive", fix="pass --threads 1 or more")
         threads = threads or os.cpu_count() or 1      # explicit, so bench can report it
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

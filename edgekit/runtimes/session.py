@@ -119,7 +119,8 @@ class StreamingSession:
     def step(self, x) -> np.ndarray:
         """One step. x: a token id (int), or for models with several inputs a tuple in
         the manifest's input order (CfC: (features, dt)). Returns y for batch 1 squeezed
-        of its batch dim (a view into a reused buffer: copy it to keep it)."""
+        of its batch dim. The array may be a view into a buffer the next step reuses
+        (ONNX Runtime writes outputs in place): copy it to keep it."""
         specs = self.manifest["inputs"]
         xs = [x] if len(specs) == 1 else list(x)
         if len(xs) != len(specs):
@@ -152,7 +153,8 @@ class StreamingSession:
     def generate(self, n: int, *, prompt: Iterable[int] = (), top_p: float | None = None,
                  temperature: float = 1.0, seed: int | None = None,
                  on_token: Callable[[int], None] | None = None) -> list[int]:
-        """Generate n tokens after feeding `prompt`. Greedy unless top_p is given."""
+        """Generate n tokens after feeding `prompt`. Greedy unless top_p or a temperature
+        other than 1 is given (then nucleus sampling with top_p, default 1.0)."""
         if top_p is not None and not 0.0 < top_p <= 1.0:
             raise EdgekitError(f"top_p {top_p} is out of range", expected="0 < top_p <= 1", fix="pass e.g. --top-p 0.9")
         if temperature <= 0:
@@ -160,9 +162,11 @@ class StreamingSession:
         y = self.feed(prompt)
         if y is None:
             if self.last_y is None:
-                raise EdgekitError("nothing to continue from: no prompt and no state",
-                                   fix="pass a prompt (--prompt/--tokens) or a state (--state-in)")
+                raise EdgekitError("nothing to continue from: no prompt, and the state holds no last output",
+                                   fix="pass a prompt (--prompt/--tokens), or a state saved after at least one step")
             y = self.last_y[0]
+        if top_p is None and temperature != 1.0:
+            top_p = 1.0
         rng = np.random.default_rng(seed)
         out = []
         for _ in range(n):

@@ -27,9 +27,11 @@ from edgekit.errors import EdgekitError
 STATE_FORMAT = "1"
 
 
-def _payload_sha(arrays: list[np.ndarray]) -> str:
-    h = hashlib.sha256()
+def _payload_sha(arrays: list[np.ndarray], position: str) -> str:
+    """sha256 over every tensor (shape, dtype and bytes) and the position."""
+    h = hashlib.sha256(position.encode())
     for a in arrays:
+        h.update(f"{a.shape}{a.dtype}".encode())
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
 
@@ -48,7 +50,8 @@ def save_state(path, manifest: dict, state: dict[str, np.ndarray], position: int
     arrays = [np.ascontiguousarray(state[s["name"]]) for s in spec]
     extra = {} if last_output is None else {LAST_OUTPUT: np.ascontiguousarray(last_output)}
     meta = {"edgekit_state": STATE_FORMAT, "arch": manifest["arch"], "model_id": manifest.get("model_id", ""),
-            "spec": json.dumps(spec), "position": str(position), "payload_sha256": _payload_sha(arrays)}
+            "spec": json.dumps(spec), "position": str(position),
+            "payload_sha256": _payload_sha(arrays + list(extra.values()), str(position))}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file({**{s["name"]: a for s, a in zip(spec, arrays)}, **extra}, str(tmp), metadata=meta)
@@ -79,8 +82,15 @@ def load_state(path, manifest: dict) -> tuple[dict[str, np.ndarray], int, np.nda
     if json.loads(meta.get("spec", "[]")) != spec:
         raise EdgekitError(f"state file '{path}' has a different state layout than this artifact",
                            fix="it was saved with another batch size or model version; start fresh")
+    for s in spec:
+        t = tensors.get(s["name"])
+        if t is None or list(t.shape) != s["shape"] or str(t.dtype) != s["dtype"]:
+            got = "missing" if t is None else f"{tuple(t.shape)} {t.dtype}"
+            raise EdgekitError(f"state file '{path}' tensor '{s['name']}' is {got}",
+                               expected=f"{tuple(s['shape'])} {s['dtype']}", fix="the file is corrupt; start fresh")
     arrays = [tensors[s["name"]] for s in spec]
-    if _payload_sha(arrays) != meta.get("payload_sha256"):
+    extra = [tensors[LAST_OUTPUT]] if LAST_OUTPUT in tensors else []
+    if _payload_sha(arrays + extra, meta.get("position", "")) != meta.get("payload_sha256"):
         raise EdgekitError(f"state file '{path}' is corrupt (checksum mismatch)",
                            fix="use an intact copy or start fresh without --state-in")
     return (dict(zip([s["name"] for s in spec], arrays)), int(meta.get("position", "0")),

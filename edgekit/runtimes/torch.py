@@ -13,7 +13,10 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model, batch: int = 1, threads: int | None = None):
-        if threads:
+        if threads is not None:
+            if threads < 1:
+                from edgekit.errors import EdgekitError
+                raise EdgekitError(f"--threads {threads} is not positive", fix="pass --threads 1 or more")
             torch.set_num_threads(threads)
         self.threads = torch.get_num_threads()
         self.model = model.eval().requires_grad_(False)

@@ -1,0 +1,52 @@
+"""CfC with 64 units and 32 inputs (ncps defaults otherwise: mode "default", one backbone
+layer of 128 units, lecun_tanh), random weights, in edgekit's ncps directory format
+(config.json + model.safetensors, docs/cfc.md).
+
+Shape: backbone (32+64) x 128 = 12.3k, heads ff1/ff2/time_a/time_b 4 x 128 x 64 = 32.8k
+-> ~45.6k parameters (~182 KB fp32 read per step); state h 64 floats (256 B).
+Every step takes an irregular Δt (uniform in [0.5, 1.5]).
+Oracle: the ncps.torch.CfC module stepping one sample at a time with its own hidden state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NAME = "cfc-64"
+SHAPE = "CfC units=64, inputs=32, backbone 1x128 lecun_tanh, mode default (~46k params)"
+INPUTS, UNITS = 32, 64
+
+
+def make(d: Path) -> Path:
+    from edgekit.models.cfc import random_ncps_module, save_ncps_dir
+    p = Path(d) / "cfc64"
+    if not (p / "config.json").exists():
+        save_ncps_dir(random_ncps_module("CfC", INPUTS, UNITS, seed=1), p)
+    return p
+
+
+def oracle(path: Path):
+    import json
+
+    import torch
+    from ncps.torch import CfC
+    from safetensors.torch import load_file
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    model = CfC(cfg["input_size"], cfg["units"], mode=cfg.get("mode", "default")).eval()
+    model.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
+    h = [None]
+
+    @torch.inference_mode()
+    def step(x):
+        feats, dt = x
+        y, h[0] = model(torch.as_tensor(feats).reshape(1, 1, -1), h[0],
+                        timespans=torch.as_tensor(dt, dtype=torch.float32).reshape(1, 1, 1))
+        return y[0, 0]
+    return "ncps.torch.CfC (eager, fp32, own hidden state)", step
+
+
+def inputs(n, rng):
+    import numpy as np
+    xs = rng.standard_normal((n, INPUTS)).astype(np.float32)
+    dts = rng.uniform(0.5, 1.5, n).astype(np.float32)
+    return [(x, np.float32(d)) for x, d in zip(xs, dts)]

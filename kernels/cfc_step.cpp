@@ -1,0 +1,198 @@
+// ExecuTorch kernel for `edgekit::cfc_step.out` — the CfC cell (arXiv:2106.13898, eq. 10;
+// "pure" mode eq. 5) over T >= 1 steps. Schema, reference and validator:
+// edgekit/ops/cfc_step.py.
+//
+//   cfc_step.out(Tensor x, Tensor dt, Tensor h, Tensor w_in, Tensor b_in, Tensor w_bb,
+//                Tensor b_bb, Tensor w_head, Tensor b_head, Tensor p, Tensor cfg, *,
+//                Tensor(a!) y, Tensor(b!) h_out) -> (Tensor(a!), Tensor(b!))
+//
+// Dimensions: B batch, T time, I inputs, U units, Z backbone width, K head width (4U, or U
+// for "pure"). x (B, T, I), dt (B, T, 1), h (B, U), w_in (I+U, Z), b_in (Z), w_bb (Lx, Z, Z),
+// b_bb (Lx, Z), w_head (Z or I+U, K), b_head (K), p (2, U), cfg (4,) = [mode, n_bb,
+// act_scale, act_slope]; y (B, T, U), h_out (B, U); all float32, contiguous, weights (in, out).
+//
+// Per step: z = [x_t, h]; n_bb times z = scale * tanh(slope * (z W + b)); heads = z W_head + b;
+//   gated: g = sigmoid(ta * dt + tb); h = tanh(f1) * (1 - c g) + g * tanh(f2)  (c = mode == 0)
+//   pure:  h = A - A * exp(-dt * (|w_tau| + |f1|)) * f1                       (p = [A; |w_tau|])
+// Matrix-vector products run row-by-row as axpy (z_j += x_i * W[i, :]), which vectorizes
+// over the output. Scratch space is a fixed stack buffer: the step allocates nothing.
+// h_out may be h itself (in-place): [x_t, h] is copied into scratch before h is written.
+#include "edgekit_kernel.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace edgekit {
+namespace kernels {
+namespace {
+
+constexpr int kCfcMaxWidth = 4096;  // max of I+U, Z and K (the scratch buffers' size)
+constexpr const char* kCfcNames[11] = {"x",  "dt",     "h",      "w_in", "b_in", "w_bb",
+                                       "b_bb", "w_head", "b_head", "p",    "cfg"};
+
+// out[j] = b[j] + sum_i in[i] * W[i, j], W (n_in, n_out) row-major.
+inline void affine(const float* __restrict in, int64_t n_in, const float* __restrict W,
+                   const float* __restrict b, int64_t n_out, float* __restrict out) {
+  std::memcpy(out, b, n_out * sizeof(float));
+  for (int64_t i = 0; i < n_in; ++i) {
+    const float xi = in[i];
+    const float* __restrict w = W + i * n_out;
+#pragma omp simd
+    for (int64_t j = 0; j < n_out; ++j) out[j] += xi * w[j];
+  }
+}
+
+inline float sigmoidf(float v) { return 1.f / (1.f + std::exp(-v)); }
+
+void cfc_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& dt, const Tensor& h,
+                  const Tensor& w_in, const Tensor& b_in, const Tensor& w_bb, const Tensor& b_bb,
+                  const Tensor& w_head, const Tensor& b_head, const Tensor& p, const Tensor& cfg,
+                  Tensor& y, Tensor& h_out) {
+  // ---- validate: the same words as edgekit/ops/cfc_step.py `validate` / `check_out` ----
+  const Tensor* ins[11] = {&x, &dt, &h, &w_in, &b_in, &w_bb, &b_bb, &w_head, &b_head, &p, &cfg};
+  for (int i = 0; i < 11; ++i) {
+    ET_KERNEL_CHECK_MSG(ctx, ins[i]->scalar_type() == ScalarType::Float, InvalidArgument, ,
+                        "cfc_step: %s must be float32; got %s", kCfcNames[i],
+                        dtype_name(ins[i]->scalar_type()));
+    ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_default_dim_order(*ins[i]),
+                        InvalidArgument, , "cfc_step: %s must be contiguous", kCfcNames[i]);
+  }
+  ET_KERNEL_CHECK_MSG(ctx, x.dim() == 3, InvalidArgument, ,
+                      "cfc_step: x must be (B, T, I); got %d dims", (int)x.dim());
+  const int64_t B = x.size(0), T = x.size(1), I = x.size(2);
+  ET_KERNEL_CHECK_MSG(ctx, has_shape(cfg, {4}), InvalidArgument, ,
+                      "cfc_step: cfg must be (4,) = [mode, n_bb, act_scale, act_slope]; got %s",
+                      ShapeStr(cfg).c_str());
+  ET_KERNEL_CHECK_MSG(ctx, h.dim() == 2 && h.size(0) == B, InvalidArgument, ,
+                      "cfc_step: h must be (B, U) with B = %d; got %s", (int)B, ShapeStr(h).c_str());
+  const int64_t U = h.size(1);
+  ET_KERNEL_CHECK_MSG(ctx, has_shape(dt, {B, T, 1}), InvalidArgument, ,
+                      "cfc_step: dt must be (B, T, 1) = (%d, %d, 1); got %s", (int)B, (int)T,
+                      ShapeStr(dt).c_str());
+  const float* c = cfg.const_data_ptr<float>();
+  const int mode = (int)c[0], n_bb = (int)c[1];
+  const float scale = c[2], slope = c[3];
+  ET_KERNEL_CHECK_MSG(ctx, (mode == 0 || mode == 1 || mode == 2) && n_bb >= 0, InvalidArgument, ,
+                      "cfc_step: cfg holds mode %d and n_bb %d; expected mode 0, 1 or 2 and n_bb >= 0",
+                      mode, n_bb);
+  const int64_t K = mode == 2 ? U : 4 * U;
+  int64_t Z = 0, d_in = I + U;
+  if (n_bb > 0) {
+    Z = w_in.dim() == 2 ? w_in.size(1) : -1;
+    ET_KERNEL_CHECK_MSG(ctx, has_shape(w_in, {I + U, Z}) && has_shape(b_in, {Z}), InvalidArgument, ,
+                        "cfc_step: w_in must be (I+U, Z) = (%d, Z) and b_in (Z,); got %s and %s",
+                        (int)(I + U), ShapeStr(w_in).c_str(), ShapeStr(b_in).c_str());
+    const int64_t Lx = w_bb.dim() == 3 ? w_bb.size(0) : -1;
+    ET_KERNEL_CHECK_MSG(ctx, Lx >= n_bb - 1 && has_shape(w_bb, {Lx, Z, Z}) && has_shape(b_bb, {Lx, Z}),
+                        InvalidArgument, ,
+                        "cfc_step: w_bb must be (Lx, Z, Z) and b_bb (Lx, Z) with Lx >= %d, Z = %d; "
+                        "got %s and %s", n_bb - 1, (int)Z, ShapeStr(w_bb).c_str(),
+                        ShapeStr(b_bb).c_str());
+    d_in = Z;
+  }
+  ET_KERNEL_CHECK_MSG(ctx, has_shape(w_head, {d_in, K}) && has_shape(b_head, {K}), InvalidArgument, ,
+                      "cfc_step: w_head must be (%d, %d) and b_head (%d,); got %s and %s", (int)d_in,
+                      (int)K, (int)K, ShapeStr(w_head).c_str(), ShapeStr(b_head).c_str());
+  ET_KERNEL_CHECK_MSG(ctx, has_shape(p, {2, U}), InvalidArgument, ,
+                      "cfc_step: p must be (2, U) = (2, %d); got %s", (int)U, ShapeStr(p).c_str());
+  ET_KERNEL_CHECK_MSG(ctx, I + U <= kCfcMaxWidth && Z <= kCfcMaxWidth && K <= kCfcMaxWidth,
+                      InvalidArgument, , "cfc_step: widths I+U = %d, Z = %d, K = %d exceed %d",
+                      (int)(I + U), (int)Z, (int)K, kCfcMaxWidth);
+
+  const SizesType y_sizes[3] = {(SizesType)B, (SizesType)T, (SizesType)U};
+  ET_KERNEL_CHECK_MSG(
+      ctx,
+      y.scalar_type() == ScalarType::Float &&
+          executorch::runtime::resize_tensor(y, {y_sizes, 3}) == executorch::runtime::Error::Ok,
+      InvalidArgument, , "cfc_step: y must be (B, T, U) = (%d, %d, %d) float32; got %s %s", (int)B,
+      (int)T, (int)U, ShapeStr(y).c_str(), dtype_name(y.scalar_type()));
+  ET_KERNEL_CHECK_MSG(
+      ctx,
+      h_out.scalar_type() == ScalarType::Float &&
+          executorch::runtime::resize_tensor(h_out, h.sizes()) == executorch::runtime::Error::Ok,
+      InvalidArgument, , "cfc_step: h_out must be (B, U) = (%d, %d) float32; got %s %s", (int)B,
+      (int)U, ShapeStr(h_out).c_str(), dtype_name(h_out.scalar_type()));
+  for (int i = 0; i < 11; ++i) {
+    ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, *ins[i]), InvalidArgument, ,
+                        "cfc_step: y must not alias input %s", kCfcNames[i]);
+  }
+  for (int i = 0; i < 11; ++i) {
+    if (i == 2) continue;
+    ET_KERNEL_CHECK_MSG(ctx, !overlaps(h_out, *ins[i]), InvalidArgument, ,
+                        "cfc_step: h_out must not alias input %s", kCfcNames[i]);
+  }
+  ET_KERNEL_CHECK_MSG(ctx, !overlaps(h_out, h) || same_data(h_out, h), InvalidArgument, ,
+                      "cfc_step: h_out must be h itself or not overlap it");
+  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, h_out), InvalidArgument, ,
+                      "cfc_step: y must not alias h_out");
+
+  // ---- compute ----
+  float zbuf[kCfcMaxWidth], zb2[kCfcMaxWidth], heads[kCfcMaxWidth];
+  const float* X = x.const_data_ptr<float>();
+  const float* DT = dt.const_data_ptr<float>();
+  const float* H0 = h.const_data_ptr<float>();
+  float* HO = h_out.mutable_data_ptr<float>();
+  float* Y = y.mutable_data_ptr<float>();
+  const float* A = p.const_data_ptr<float>();
+  const float* tau = A + U;
+  const float gate_c = mode == 0 ? 1.f : 0.f;
+  for (int64_t bi = 0; bi < B; ++bi) {
+    const float* hprev = H0 + bi * U;          // step 0 reads h, later steps h_out
+    float* hcur = HO + bi * U;
+    for (int64_t t = 0; t < T; ++t) {
+      std::memcpy(zbuf, X + (bi * T + t) * I, I * sizeof(float));
+      std::memcpy(zbuf + I, hprev, U * sizeof(float));   // before h_out (maybe == h) is written
+      const float* z = zbuf;
+      if (n_bb > 0) {
+        affine(zbuf, I + U, w_in.const_data_ptr<float>(), b_in.const_data_ptr<float>(), Z, zb2);
+        for (int64_t j = 0; j < Z; ++j) zb2[j] = scale * std::tanh(slope * zb2[j]);
+        for (int l = 0; l < n_bb - 1; ++l) {
+          affine(zb2, Z, w_bb.const_data_ptr<float>() + l * Z * Z,
+                 b_bb.const_data_ptr<float>() + l * Z, Z, zbuf);
+          for (int64_t j = 0; j < Z; ++j) zb2[j] = scale * std::tanh(slope * zbuf[j]);
+        }
+        z = zb2;
+      }
+      affine(z, d_in, w_head.const_data_ptr<float>(), b_head.const_data_ptr<float>(), K, heads);
+      const float d = DT[bi * T + t];
+      float* yt = Y + (bi * T + t) * U;
+      if (mode == 2) {
+        for (int64_t j = 0; j < U; ++j) {
+          const float f1 = heads[j];
+          yt[j] = A[j] - A[j] * std::exp(-(d * (tau[j] + std::fabs(f1)))) * f1;
+        }
+      } else {
+        const float *f1 = heads, *f2 = heads + U, *ta = heads + 2 * U, *tb = heads + 3 * U;
+        for (int64_t j = 0; j < U; ++j) {
+          const float g = sigmoidf(ta[j] * d + tb[j]);
+          yt[j] = std::tanh(f1[j]) * (1.f - gate_c * g) + g * std::tanh(f2[j]);
+        }
+      }
+      std::memcpy(hcur, yt, U * sizeof(float));
+      hprev = hcur;
+    }
+    if (T == 0 && !same_data(h_out, h)) std::memcpy(hcur, H0 + bi * U, U * sizeof(float));
+  }
+}
+
+// Boxed entry point. Stack: the 11 inputs, y, h_out, then the TensorList the emitter
+// appends for the returned (y, h_out) — ignored.
+void cfc_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
+  ET_KERNEL_CHECK_MSG(ctx, stack.size() >= 13, InvalidProgram, ,
+                      "cfc_step: expected at least 13 arguments, got %zu", stack.size());
+  for (size_t i = 0; i < 13; ++i) {
+    ET_KERNEL_CHECK_MSG(ctx, stack[i]->isTensor(), InvalidProgram, ,
+                        "cfc_step: argument %zu must be a Tensor", i);
+  }
+  cfc_step_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
+               stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor(),
+               stack[6]->toTensor(), stack[7]->toTensor(), stack[8]->toTensor(),
+               stack[9]->toTensor(), stack[10]->toTensor(), stack[11]->toTensor(),
+               stack[12]->toTensor());
+}
+
+}  // namespace
+}  // namespace kernels
+}  // namespace edgekit
+
+EDGEKIT_OUT_KERNEL("cfc_step.out", edgekit::kernels::cfc_step_out_boxed);

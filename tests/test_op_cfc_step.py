@@ -1,0 +1,180 @@
+"""STYLE.md §5 battery for `edgekit::cfc_step`, over T in {1, small, long} and the three
+modes (with and without a backbone): native kernels (ExecuTorch C++, ONNX function body
+in ORT) vs the plain reference; split-and-carry equals one call; prefill then single
+steps equals a full forward; bad shapes and aliased outputs rejected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import edgekit.ops  # noqa: F401
+from edgekit.ops.cfc_step import _ARGS, make_cfg, reference
+
+BATTERY_OPS = ("cfc_step",)  # read by test_registry.py
+B, I, U, Z = 2, 5, 8, 12
+TS = [1, 5, 40]
+VARIANTS = [("default", 1), ("no_gate", 3), ("pure", 0)]   # (mode, backbone layers)
+
+
+def inputs(T, mode="default", n_bb=1, seed=0, B=B):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g) * 0.25  # noqa: E731  (contractive: rounding does not grow)
+    K = U if mode == "pure" else 4 * U
+    Lx = max(n_bb - 1, 1)
+    d_in = Z if n_bb > 0 else I + U
+    return [r(B, T, I), 0.2 + 1.8 * torch.rand(B, T, 1, generator=g), r(B, U), r(I + U, Z), r(Z),
+            r(Lx, Z, Z), r(Lx, Z), r(d_in, K), r(K), r(2, U).abs(), make_cfg(mode, n_bb, "lecun_tanh")]
+
+
+class OpOnly(torch.nn.Module):
+    def forward(self, *args):
+        return torch.ops.edgekit.cfc_step(*args)
+
+
+def close(a, b, tol=1e-5):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6)) < tol
+
+
+@pytest.fixture(scope="module")
+def et_runner(tmp_path_factory):
+    """Export the op alone to .pte per input shape and run it with the C++ kernel."""
+    from executorch.exir import EdgeCompileConfig, to_edge
+    from executorch.runtime import Runtime
+    from edgekit.kernels import load_kernels
+    load_kernels()
+    d = tmp_path_factory.mktemp("op")
+    cache = {}
+
+    def run(*args):
+        key = tuple(tuple(a.shape) for a in args)
+        if key not in cache:
+            ep = torch.export.export(OpOnly(), tuple(args), strict=False)
+            prog = to_edge(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
+            p = d / f"op_{len(cache)}.pte"
+            p.write_bytes(prog.buffer)
+            cache[key] = Runtime.get().load_program(p).load_method("forward")
+        return [t.clone() for t in cache[key].execute(list(args))]
+    return run
+
+
+def ort_run(*args):
+    """Run the op's ONNX function body (what stock ONNX Runtime executes)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    from edgekit.ops import REGISTRY
+    info = REGISTRY["cfc_step"]
+    vi = lambda n, d: helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * d)  # noqa: E731
+    g = helper.make_graph([helper.make_node(info.onnx_op_type, list(_ARGS), ["y", "h_out"], domain="edgekit")],
+                          "op", [vi(n, a.dim()) for n, a in zip(_ARGS, args)], [vi("y", 3), vi("h_out", 2)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("edgekit", 1)],
+                          functions=[info.onnx_function_proto()], ir_version=10)
+    onnx.checker.check_model(m, full_check=True)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {n: a.numpy() for n, a in zip(_ARGS, args)})
+
+
+RUNNERS = ("torch", "executorch", "onnxruntime")
+
+
+def _runner(name, et_runner):
+    return {"torch": torch.ops.edgekit.cfc_step, "executorch": et_runner, "onnxruntime": ort_run}[name]
+
+
+@pytest.mark.parametrize("mode,n_bb", VARIANTS)
+@pytest.mark.parametrize("T", TS)
+def test_native_matches_reference(T, mode, n_bb, et_runner):
+    args = inputs(T, mode, n_bb)
+    y_ref, h_ref = reference(*args)
+    for name in RUNNERS:
+        y, h = _runner(name, et_runner)(*args)
+        assert close(y, y_ref) and close(h, h_ref), name
+
+
+def test_reference_matches_ncps_cell():
+    """One step of the reference equals ncps' CfCCell on the same weights (all modes)."""
+    from ncps.torch import CfCCell
+    for mode in ("default", "no_gate", "pure"):
+        torch.manual_seed(0)
+        cell = CfCCell(I, U, mode, backbone_units=Z, backbone_layers=1).eval()
+        x, h, ts = torch.randn(B, I), torch.randn(B, U), 0.7
+        with torch.no_grad():
+            ref, _ = cell(x, h, ts)
+            heads = ("ff1",) if mode == "pure" else ("ff1", "ff2", "time_a", "time_b")
+            w = torch.cat([getattr(cell, n).weight for n in heads]).t().contiguous()
+            b = torch.cat([getattr(cell, n).bias for n in heads])
+            p = torch.cat([cell.A, cell.w_tau.abs()]) if mode == "pure" else torch.zeros(2, U)
+            lin = cell.backbone[0]
+            y, _ = reference(x[:, None], torch.full((B, 1, 1), ts), h, lin.weight.t().contiguous(), lin.bias,
+                             torch.zeros(1, Z, Z), torch.zeros(1, Z), w, b, p, make_cfg(mode, 1, "lecun_tanh"))
+        assert close(y[:, 0], ref, 1e-6), mode
+
+
+@pytest.mark.parametrize("mode,n_bb", VARIANTS)
+@pytest.mark.parametrize("T", TS)
+def test_split_and_carry_equals_one_call(T, mode, n_bb, et_runner):
+    x, dt, h0, *w = inputs(T + 3, mode, n_bb, seed=1)
+    cut = (T + 3) // 2
+    for name in RUNNERS:
+        run = _runner(name, et_runner)
+        y_all, h_all = run(x, dt, h0, *w)
+        y1, h1 = run(x[:, :cut].contiguous(), dt[:, :cut].contiguous(), h0, *w)
+        y2, h2 = run(x[:, cut:].contiguous(), dt[:, cut:].contiguous(), torch.as_tensor(np.asarray(h1)), *w)
+        assert close(np.concatenate([y1, y2], axis=1), y_all) and close(h2, h_all), name
+
+
+@pytest.mark.parametrize("mode,n_bb", VARIANTS)
+@pytest.mark.parametrize("T", TS)
+def test_prefill_then_single_steps_equals_full(T, mode, n_bb, et_runner):
+    x, dt, h0, *w = inputs(T + 4, mode, n_bb, seed=2)
+    y_all, h_all = torch.ops.edgekit.cfc_step(x, dt, h0, *w)
+    for name in RUNNERS:
+        run = _runner(name, et_runner)
+        y, h = run(x[:, :T].contiguous(), dt[:, :T].contiguous(), h0, *w)
+        ys = [np.asarray(y)]
+        for t in range(T, T + 4):
+            y, h = run(x[:, t:t + 1].contiguous(), dt[:, t:t + 1].contiguous(), torch.as_tensor(np.asarray(h)), *w)
+            ys.append(np.asarray(y))
+        assert close(np.concatenate(ys, axis=1), y_all) and close(h, h_all), name
+
+
+def test_bad_shapes_rejected():
+    args = inputs(2)
+    bad = lambda i, t: [t if j == i else a for j, a in enumerate(args)]  # noqa: E731
+    with pytest.raises(ValueError, match=r"cfc_step: h must be \(B, U\)"):
+        torch.ops.edgekit.cfc_step(*bad(2, torch.zeros(3, U)))
+    with pytest.raises(ValueError, match=r"cfc_step: dt must be \(B, T, 1\)"):
+        torch.ops.edgekit.cfc_step(*bad(1, torch.ones(B, 2)))
+    with pytest.raises(ValueError, match="cfc_step: w_head must be"):
+        torch.ops.edgekit.cfc_step(*bad(7, torch.zeros(Z, 3 * U)))
+    with pytest.raises(ValueError, match="float32"):
+        torch.ops.edgekit.cfc_step(*bad(0, args[0].double()))
+    with pytest.raises(ValueError, match="cfc_step: cfg holds mode 7"):
+        torch.ops.edgekit.cfc_step(*bad(10, torch.tensor([7.0, 1.0, 1.0, 1.0])))
+
+
+def test_bad_shapes_rejected_by_cpp_kernel(et_runner):
+    """The C++ kernel checks shapes itself: a mismatched h fails, it does not crash."""
+    args = inputs(1)
+    et_runner(*args)
+    bad = list(args)
+    bad[2] = torch.zeros(B, U // 2)
+    with pytest.raises(Exception):
+        et_runner(*bad)
+
+
+def test_aliased_outputs_rejected_and_in_place_state_allowed():
+    args = inputs(3)
+    x, h = args[0], args[2]
+    y = torch.empty(B, 3, U)
+    with pytest.raises(ValueError, match="y must not alias input x"):
+        torch.ops.edgekit.cfc_step.out(*args, y=x, h_out=torch.empty_like(h))
+    with pytest.raises(ValueError, match="h_out must not alias input b_head"):
+        torch.ops.edgekit.cfc_step.out(*args, y=y, h_out=args[8])
+    y_ref, h_ref = reference(*args)
+    live = [a.clone() if i == 2 else a for i, a in enumerate(args)]
+    torch.ops.edgekit.cfc_step.out(*live, y=y, h_out=live[2])
+    assert close(y, y_ref) and close(live[2], h_ref)
