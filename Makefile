@@ -8,9 +8,15 @@ LAVAVENV := .venv-lava
 PY       := $(VENV)/bin/python
 KERNELS  := build/kernels/libedgekit_et_kernels.so
 
-.PHONY: setup demo test bench clean kernels
+.PHONY: setup preflight demo test bench clean kernels
 
-setup: $(VENV)/.installed $(LAVAVENV)/.installed $(KERNELS)
+setup: preflight $(VENV)/.installed $(LAVAVENV)/.installed $(KERNELS)
+
+# What setup needs from the machine, each missing piece named with its fix.
+preflight:
+	@command -v $(PY311) >/dev/null || { echo "make: $(PY311) not found — install Python 3.11 or run: make PY311=/path/to/python3.11"; exit 1; }
+	@test -x $(PY310) || { echo "make: Python 3.10 for Lava not found at $(PY310) — pyenv install 3.10.13, or run: make PY310=/path/to/python3.10"; exit 1; }
+	@command -v g++ >/dev/null || { echo "make: g++ not found — it builds the ExecuTorch kernels (apt-get install g++)"; exit 1; }
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PY311) -m venv $(VENV)

@@ -13,14 +13,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgekit.models.rwkv7 import write_random_checkpoint  # noqa: E402
+from edgekit.cli.demo import DEMO_RWKV7, make_demo_model  # noqa: E402,F401
 
-DEMO = dict(vocab_size=65536, n_embd=256, n_layer=2, head_size=64, seed=20261122)
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "build" / "models" / "rwkv7-demo.pth"
 
 
 def main(out: Path = DEFAULT_OUT) -> Path:
-    return write_random_checkpoint(out, **DEMO)
+    return make_demo_model(out)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import time
 from pathlib import Path
@@ -20,15 +19,17 @@ from rich.table import Table
 
 from edgekit.cli import app
 
-REPO = Path(__file__).resolve().parent.parent.parent
 PROMPT = "The Eiffel Tower is in"
 
 
-def _demo_model(path: Path) -> Path:
-    spec = importlib.util.spec_from_file_location("make_demo_model", REPO / "scripts" / "make_demo_model.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main(path)
+# The demo RWKV-7: World vocabulary size, C=256, 2 layers, head size 64; random weights
+# from a fixed seed, written in BlinkDL's .pth format (scripts/make_demo_model.py wraps this).
+DEMO_RWKV7 = dict(vocab_size=65536, n_embd=256, n_layer=2, head_size=64, seed=20261122)
+
+
+def make_demo_model(path: Path) -> Path:
+    from edgekit.models.rwkv7 import write_random_checkpoint
+    return write_random_checkpoint(path, **DEMO_RWKV7)
 
 
 def _stream(sess, prompt_ids, n):
@@ -60,7 +61,7 @@ def demo_cmd(
 
     con = Console()
     con.rule("[bold]edgekit demo: RWKV-7 → ONNX + ExecuTorch, streamed")
-    ckpt = _demo_model(out / "rwkv7-demo.pth")
+    ckpt = make_demo_model(out / "rwkv7-demo.pth")
     con.print(f"demo model: {ckpt} (random weights, BlinkDL format, vocab 65536, C=256, L=2)")
     manifest = export_to_dir(ckpt, out / "rwkv7", ("onnx", "pte"), "fused", "buffers", 1, con)
     for fmt, e in manifest["artifacts"].items():
