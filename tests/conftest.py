@@ -33,6 +33,7 @@ def rwkv7_oracle(rwkv7_ckpt):
 
 
 _EXPORTS: dict = {}
+PREFILL = 16   # exports carry a prefill graph over chunks of 16 tokens (sequence form)
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +45,7 @@ def rwkv7_export(rwkv7_ckpt, tmp_path_factory):
         key = (ops, state_style)
         if key not in _EXPORTS:
             out = tmp_path_factory.mktemp(f"export-{ops}-{state_style}")
-            export_to_dir(rwkv7_ckpt, out, ("onnx", "pte"), ops, state_style, 1, quiet=True)
+            export_to_dir(rwkv7_ckpt, out, ("onnx", "pte"), ops, state_style, 1, quiet=True, prefill=PREFILL)
             _EXPORTS[key] = out
         return _EXPORTS[key]
     return get

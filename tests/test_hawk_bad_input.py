@@ -9,21 +9,8 @@ import shutil
 import pytest
 from safetensors.torch import load_file, save_file
 
-from conftest import run_cli
-
-
-def assert_clean_failure(r, *needles):
-    """As tests/test_bad_input.py asserts: one `edgekit: error:` line, no traceback."""
-    assert r.returncode != 0
-    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("edgekit: error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-
-
-def assert_no_output(outdir):
-    assert not outdir.exists() or not any(outdir.iterdir()), list(outdir.iterdir())
+from edgekit_testutil import run_cli
+from test_rwkv7_bad_input import assert_clean_failure, assert_no_output
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
 from edgekit.models.hawk import RecurrentGemma, write_random_hf_dir
 from edgekit.runtimes.session import StreamingSession
+from edgekit_testutil import run_cli
 
 PARITY_ARCHS = ("recurrent_gemma",)     # read by test_registry.py
 TOL = 1e-4

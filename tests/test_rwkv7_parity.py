@@ -65,6 +65,20 @@ def test_exported_steps_match_oracle(rwkv7_export, oracle_steps, ops, fmt, style
     assert _rel(got, ref) <= TOL
 
 
+@pytest.mark.parametrize("ops", ["fused", "decomposed"])
+@pytest.mark.parametrize("fmt", ["onnx", "pte"])
+def test_exported_sequence_form_matches_oracle(rwkv7_export, rwkv7_oracle, ops, fmt):
+    """The exported prefill graph (sequence form over chunks of 16) and the step graph
+    for the remainder: 70 tokens = 4 chunks + 6 steps, against the package's sequence form."""
+    toks = _tokens(70, seed=1)
+    ref, _ = rwkv7_oracle.forward(toks, None, full_output=True)
+    sess = StreamingSession(rwkv7_export(ops) / f"model.{fmt}")
+    assert sess.prefill is not None and sess.prefill_len == 16
+    got = sess.forward_seq(toks)
+    assert got.shape == tuple(ref.shape)
+    assert _rel(got, ref.numpy()) <= TOL
+
+
 def test_world_tokenizer_matches_package():
     import os
     import rwkv

@@ -15,14 +15,14 @@ FORMAT_CHOICES = {"onnx": ("onnx",), "pte": ("pte",), "both": ("onnx", "pte")}
 
 
 def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: Console | None = None,
-                  quiet: bool = False) -> dict:
+                  quiet: bool = False, prefill: int = 0) -> dict:
     """`edgekit.export.export` with a progress bar (export itself is atomic per OUTDIR)."""
     from edgekit.export import export
     name = Path(str(src)).name if isinstance(src, (str, Path)) else type(src).__name__
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
                   console=console or Console(stderr=True), transient=True, disable=quiet) as bar:
         task = bar.add_task(f"export {name}", total=None)
-        return export(src, outdir, formats=formats, ops=ops, batch=batch, state_style=state_style,
+        return export(src, outdir, formats=formats, ops=ops, batch=batch, state_style=state_style, prefill=prefill,
                       progress=lambda msg: bar.update(task, description=f"{msg} ({name})"))
 
 
@@ -35,6 +35,8 @@ def export_cmd(
     state_style: str = typer.Option("buffers", "--state-style",
                                     help="pte only: buffers (state kept in place, default) | io"),
     batch: int = typer.Option(1, "--batch", help="batch size of the exported step graph"),
+    prefill: int = typer.Option(0, "--prefill", help="also export the sequence form over chunks of T "
+                                "tokens (prefill.onnx / prefill.pte) for fast prompt ingestion; 0 = none"),
     quant: str = typer.Option("none", "--quant", help="none (bitnet|int8|int4 are not built yet)"),
 ) -> None:
     """Export a model as a single-step stateful graph, plus edgekit.json."""
@@ -44,7 +46,7 @@ def export_cmd(
         raise EdgekitError(f"--quant {quant} is not available yet", expected="none",
                            fix="export without --quant; quantized export is on the roadmap")
     console = Console(stderr=True)
-    manifest = export_to_dir(src, out, FORMAT_CHOICES[format], ops, state_style, batch, console)
+    manifest = export_to_dir(src, out, FORMAT_CHOICES[format], ops, state_style, batch, console, prefill=prefill)
     for fmt, entry in manifest["artifacts"].items():
         typer.echo(f"wrote {out / entry['file']} ({entry['bytes'] / 1e6:.1f} MB, ops: {manifest['ops']}"
                    + (f", state: {entry['state_style']}" if fmt == "pte" else "") + ")")

@@ -10,6 +10,7 @@ from edgekit.export.manifest import FILENAME, new_manifest, write_manifest
 from edgekit.models.base import RecurrentModel, load_model
 
 FORMATS = {"onnx": "model.onnx", "pte": "model.pte"}
+PREFILL = {"onnx": "prefill.onnx", "pte": "prefill.pte"}   # optional sequence-form graphs
 
 
 def _tokenizer_for(model) -> str | None:
@@ -60,7 +61,8 @@ def _check_args(formats, ops, batch, state_style) -> str:
 
 
 def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: int = 1,
-           state_style: str | None = None, progress: Callable[[str], None] | None = None) -> dict:
+           state_style: str | None = None, progress: Callable[[str], None] | None = None,
+           prefill: int = 0) -> dict:
     """Export src (a checkpoint path, a RecurrentModel, or a module an architecture
     converts) to outdir. Returns the manifest.
 
@@ -72,6 +74,8 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
     import shutil
     import tempfile
     state_style = _check_args(formats, ops, batch, state_style)
+    if prefill < 0:
+        raise EdgekitError(f"--prefill {prefill} is negative", fix="pass --prefill 0 (none) or a chunk length like 16")
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise EdgekitError(f"output '{outdir}' is a file", expected="a directory",
@@ -84,10 +88,11 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
     outdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".edgekit-export-", dir=outdir))
     try:
-        manifest = _export_into(model, tmp, formats, ops, batch, state_style, note)
+        manifest = _export_into(model, tmp, formats, ops, batch, state_style, note, prefill)
         files = [e[k] for e in manifest["artifacts"].values() for k in ("file", "external_data") if e.get(k)]
         files += [manifest["tokenizer_file"]] if manifest.get("tokenizer_file") else []
-        stale = {"model.onnx", "model.onnx.data", "model.pte"} - set(files)
+        stale = {"model.onnx", "model.onnx.data", "model.pte", "prefill.onnx", "prefill.onnx.data",
+                 "prefill.pte"} - set(files)
         for name in stale:
             if (outdir / name).exists():
                 (outdir / name).unlink()
@@ -105,7 +110,7 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _export_into(model, outdir: Path, formats, ops, batch, state_style, note) -> dict:
+def _export_into(model, outdir: Path, formats, ops, batch, state_style, note, prefill: int = 0) -> dict:
     from edgekit.export.executorch import export_pte
     from edgekit.export.onnx import export_onnx
 
@@ -121,6 +126,12 @@ def _export_into(model, outdir: Path, formats, ops, batch, state_style, note) ->
         else:
             manifest["artifacts"]["pte"] = export_pte(model, outdir / FORMATS["pte"], batch=batch,
                                                       state_style=state_style)
+        if prefill:
+            note(f"exporting {fmt} prefill (T={prefill})")
+            fn = export_onnx if fmt == "onnx" else export_pte
+            kw = {"metadata": meta} if fmt == "onnx" else {}
+            manifest["artifacts"][f"{fmt}_prefill"] = fn(model, outdir / PREFILL[fmt], batch=batch,
+                                                         seq_len=prefill, **kw)
     tok = getattr(model, "tokenizer_file", None)
     if tok:
         import shutil

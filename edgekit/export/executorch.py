@@ -23,23 +23,30 @@ from pathlib import Path
 import torch
 
 from edgekit._io import atomic_write_bytes, sha256_file
-from edgekit.export.wrappers import StepBuffers, StepIO, buffer_name, example_inputs, output_name
+from edgekit.export.wrappers import (SeqIO, StepBuffers, StepIO, buffer_name, example_inputs,
+                                     graph_input_spec, output_name)
 from edgekit.ops import DOMAIN, REGISTRY
 
 STATE_STYLES = ("buffers", "io")
 DEFAULT_STATE_STYLE = "buffers"
 
 
-def export_pte(model, path: Path, *, batch: int = 1, state_style: str = DEFAULT_STATE_STYLE) -> dict:
+def export_pte(model, path: Path, *, batch: int = 1, state_style: str = DEFAULT_STATE_STYLE,
+               seq_len: int | None = None) -> dict:
+    """Export `model.step` (or, with seq_len, a prefill graph over seq_len steps, state
+    as I/O) to `path`; returns the manifest's artifact entry."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
 
     path = Path(path)
     spec = model.state_spec(batch)
-    xs = example_inputs(model, batch)
-    in_spec = model.input_spec(batch)
+    xs = example_inputs(model, batch, seq_len)
+    in_spec = graph_input_spec(model, batch, seq_len)
     out_name = model.output_name
-    if state_style == "buffers":
+    if seq_len:
+        state_style = "io"
+        step, args = SeqIO(model, batch), (*xs, *model.init_state(batch).values())
+    elif state_style == "buffers":
         step, args = StepBuffers(model, batch), xs
     else:
         step, args = StepIO(model, batch), (*xs, *model.init_state(batch).values())
@@ -78,7 +85,7 @@ def export_pte(model, path: Path, *, batch: int = 1, state_style: str = DEFAULT_
         outputs += [{**s.to_json(), "name": output_name(s.name)} for s in spec]
     return {
         "file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path),
-        "inputs": inputs, "outputs": outputs, "state_style": state_style,
+        "inputs": inputs, "outputs": outputs, "state_style": state_style, "seq_len": seq_len,
         "state_buffers": {s.name: buffer_name(s.name) for s in spec} if state_style == "buffers" else None,
         "kernel_library": "libedgekit_et_kernels.so" if edgekit_ops else None,
         "ops_used": {"edgekit": edgekit_ops, "stock": stock},

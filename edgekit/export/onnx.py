@@ -23,7 +23,7 @@ import torch
 
 from edgekit._io import sha256_file
 from edgekit.errors import EdgekitError
-from edgekit.export.wrappers import StepIO, example_inputs, output_name
+from edgekit.export.wrappers import SeqIO, StepIO, example_inputs, graph_input_spec, output_name
 from edgekit.ops import DOMAIN, ONNX_OPSET, REGISTRY
 
 OPSET = 20                       # ONNX opset; the op function bodies use the same one
@@ -36,14 +36,15 @@ def _translation_table() -> dict:
 
 
 def export_onnx(model, path: Path, *, batch: int = 1, metadata: dict | None = None,
-                external_data: bool | None = None) -> dict:
-    """Export `model.step` to `path`; returns the manifest's artifact entry."""
+                external_data: bool | None = None, seq_len: int | None = None) -> dict:
+    """Export `model.step` (or, with seq_len, the sequence form over a fixed chunk of
+    seq_len steps: a prefill graph) to `path`; returns the manifest's artifact entry."""
     path = Path(path)
     spec = model.state_spec(batch)
-    step = StepIO(model, batch).eval()
-    xs = example_inputs(model, batch)
+    step = (SeqIO if seq_len else StepIO)(model, batch).eval()
+    xs = example_inputs(model, batch, seq_len)
     state = list(model.init_state(batch).values())
-    in_spec = model.input_spec(batch)
+    in_spec = graph_input_spec(model, batch, seq_len)
     out_name = model.output_name
     input_names = [s.name for s in in_spec] + [s.name for s in spec]
     output_names = [out_name] + [output_name(s.name) for s in spec]
@@ -102,6 +103,7 @@ def export_onnx(model, path: Path, *, batch: int = 1, metadata: dict | None = No
         "inputs": [s.to_json() for s in in_spec] + [s.to_json() for s in spec],
         "outputs": [entry(out_name, y)] + [{**s.to_json(), "name": output_name(s.name)} for s in spec],
         "state_style": "io",
+        "seq_len": seq_len,
         "opset": OPSET,
         "ops_used": {"edgekit": sorted({t for d, t in used if d == DOMAIN}),
                      "stock": sorted({t for d, t in used if d != DOMAIN})},

@@ -57,7 +57,32 @@ class StepBuffers(nn.Module):
         return y
 
 
-def example_inputs(model: RecurrentModel, batch: int = 1) -> tuple[torch.Tensor, ...]:
+class SeqIO(nn.Module):
+    """The sequence form (prefill) over a fixed chunk of T steps, state as I/O:
+    ``(x[B, T], *state) -> (y[B, T, ...], *state')``."""
+
+    def __init__(self, model: RecurrentModel, batch: int = 1):
+        super().__init__()
+        self.model = model
+        self.n_in = len(model.input_spec(batch))
+        self.names = [s.name for s in model.state_spec(batch)]
+
+    def forward(self, *args):
+        xs, state = args[:self.n_in], args[self.n_in:]
+        y, new = self.model(_pack(xs), dict(zip(self.names, state)))
+        return (y, *[new[n] for n in self.names])
+
+
+def graph_input_spec(model: RecurrentModel, batch: int = 1, seq_len: int | None = None):
+    """The step's inputs, or for a prefill graph the same with a T axis after the batch."""
+    from edgekit.models.base import StateSpec
+    spec = model.input_spec(batch)
+    if seq_len is None:
+        return spec
+    return [StateSpec(s.name, (s.shape[0], seq_len, *s.shape[1:]), s.dtype) for s in spec]
+
+
+def example_inputs(model: RecurrentModel, batch: int = 1, seq_len: int | None = None) -> tuple[torch.Tensor, ...]:
     """Trace inputs: zeros, except inputs named dt (elapsed time), which are ones."""
     return tuple((torch.ones if s.name == "dt" else torch.zeros)(s.shape, dtype=s.dtype)
-                 for s in model.input_spec(batch))
+                 for s in graph_input_spec(model, batch, seq_len))

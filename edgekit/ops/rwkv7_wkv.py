@@ -119,12 +119,15 @@ def Rwkv7Wkv(r: FLOAT, w: FLOAT, k: FLOAT, v: FLOAT, a: FLOAT, b: FLOAT,
     T = op.Shape(r, start=1, end=2)
     if op.Equal(T, op.Constant(value_ints=[1])):
         # Single step (decode): straight-line body, no loop.
-        r1 = op.Squeeze(r, ax1)                                         # (B, H, N)
-        w1 = op.Unsqueeze(op.Squeeze(w, ax1), ax2)                      # (B, H, 1, N)
-        k1 = op.Unsqueeze(op.Squeeze(k, ax1), ax2)
-        b1 = op.Unsqueeze(op.Squeeze(b, ax1), ax2)
-        v1 = op.Unsqueeze(op.Squeeze(v, ax1), axl)                      # (B, H, N, 1)
-        a1 = op.Unsqueeze(op.Squeeze(a, ax1), axl)
+        # Gather(t=0), not Squeeze: ORT infers both If branches at the graph's static T,
+        # and Squeeze of a T=16 axis fails inference even though that branch never runs.
+        t0 = op.Constant(value_int=0)
+        r1 = op.Gather(r, t0, axis=1)                                   # (B, H, N)
+        w1 = op.Unsqueeze(op.Gather(w, t0, axis=1), ax2)                # (B, H, 1, N)
+        k1 = op.Unsqueeze(op.Gather(k, t0, axis=1), ax2)
+        b1 = op.Unsqueeze(op.Gather(b, t0, axis=1), ax2)
+        v1 = op.Unsqueeze(op.Gather(v, t0, axis=1), axl)                # (B, H, N, 1)
+        a1 = op.Unsqueeze(op.Gather(a, t0, axis=1), axl)
         sa = op.MatMul(state, a1)                                       # (B, H, N, 1)
         S = op.Add(op.Add(op.Mul(state, w1), op.Mul(sa, b1)), op.Mul(v1, k1))
         y1 = op.MatMul(S, op.Unsqueeze(r1, axl))                        # (B, H, N, 1)

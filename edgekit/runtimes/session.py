@@ -61,6 +61,9 @@ class StreamingSession:
         self.position = 0
         self.last_y: np.ndarray | None = None
 
+    prefill = None          # a backend running the sequence form over chunks of prefill_len
+    prefill_len = 0
+
     # -- construction ------------------------------------------------------------------
     def _init_torch(self, path: Path, threads):
         from edgekit.export import _tokenizer_for
@@ -94,6 +97,12 @@ class StreamingSession:
                                expected=f"{entry['bytes']} bytes (per {mpath.name})",
                                fix="the file is truncated or was replaced; export it again")
         self.artifact_path, self.format, self.base_dir = path, fmt, mpath.parent
+        n_in = len(self.manifest["inputs"])
+        pentry = arts.get(f"{fmt}_prefill")
+        if pentry and (mpath.parent / pentry["file"]).is_file():
+            cls = _backend_class(fmt)
+            self.prefill = cls(mpath.parent / pentry["file"], pentry, n_in, threads)
+            self.prefill_len = pentry["seq_len"]
         if fmt == "onnx":
             if backend not in (None, "onnxruntime"):
                 raise EdgekitError(f"backend '{backend}' cannot run {path.name}", fix="use --backend onnxruntime")
@@ -121,6 +130,12 @@ class StreamingSession:
         the manifest's input order (CfC: (features, dt)). Returns y for batch 1 squeezed
         of its batch dim. The array may be a view into a buffer the next step reuses
         (ONNX Runtime writes outputs in place): copy it to keep it."""
+        y = self.backend.step(self._check_inputs(x))
+        self.position += 1
+        self.last_y = y
+        return y[0] if self.manifest["batch"] == 1 else y
+
+    def _check_inputs(self, x) -> list[np.ndarray]:
         specs = self.manifest["inputs"]
         xs = [x] if len(specs) == 1 else list(x)
         if len(xs) != len(specs):
@@ -138,17 +153,39 @@ class StreamingSession:
                 raise EdgekitError(f"input '{spec['name']}' has {arr.size} values",
                                    expected=f"shape {tuple(spec['shape'])}", fix="check the number of features")
             arrs.append(arr.astype(spec["dtype"]).reshape(spec["shape"]))
-        y = self.backend.step(arrs)
-        self.position += 1
-        self.last_y = y
-        return y[0] if self.manifest["batch"] == 1 else y
+        return arrs
 
     def feed(self, xs: Iterable) -> np.ndarray | None:
-        """Step through a sequence (a prompt); returns the last step's output."""
-        y = None
-        for x in xs:
+        """Consume a sequence (a prompt); returns the last step's output."""
+        ys = self.forward_seq(xs, keep=False)
+        return None if ys is None else ys[-1]
+
+    def forward_seq(self, xs: Iterable, keep: bool = True):
+        """The sequence form: outputs for every step of xs (T, ...) (batch 1), or with
+        keep=False only the last. Whole chunks of prefill_len go through the exported
+        prefill graph when there is one (export --prefill T), the rest step by step."""
+        xs = list(xs)
+        ys, i = [], 0
+        if self.prefill is not None and len(self.manifest["inputs"]) == 1 and self.manifest["batch"] == 1:
+            T = self.prefill_len
+            while len(xs) - i >= T:
+                chunk = [self._check_inputs(x)[0] for x in xs[i:i + T]]
+                arr = np.concatenate(chunk).reshape(1, T, *chunk[0].shape[1:])
+                self.prefill.set_state(self.backend.get_state())
+                y = self.prefill.step([arr])                       # (1, T, ...)
+                self.backend.set_state(self.prefill.get_state())
+                self.last_y = np.array(y[:, -1])
+                self.position += T
+                i += T
+                if keep:
+                    ys.extend(np.array(y[0]))
+        for x in xs[i:]:
             y = self.step(x)
-        return y
+            if keep:
+                ys.append(np.array(y))
+        if not xs:
+            return None
+        return np.stack(ys) if keep else [self.last_y[0]]
 
     def generate(self, n: int, *, prompt: Iterable[int] = (), top_p: float | None = None,
                  temperature: float = 1.0, seed: int | None = None,
@@ -192,6 +229,14 @@ class StreamingSession:
         self.backend.set_state(state)
         self.position = position
         self.last_y = last
+
+
+def _backend_class(fmt: str):
+    if fmt == "onnx":
+        from edgekit.runtimes.ort import OrtBackend
+        return OrtBackend
+    from edgekit.runtimes.executorch import ExecuTorchBackend
+    return ExecuTorchBackend
 
 
 def _sample_top_p(logits: np.ndarray, top_p: float, temperature: float, rng) -> int:
