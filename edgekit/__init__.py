@@ -7,7 +7,13 @@ streaming sessions, and a Loihi-style fixed-point path for LIF spiking networks.
 __version__ = "0.1.0"
 
 
-def export(src, outdir, **kwargs):
-    """Python API of `edgekit export`: src is a checkpoint path or a RecurrentModel."""
-    from edgekit.export import export as _export
-    return _export(src, outdir, **kwargs)
+# The Python API of `edgekit export`: `edgekit.export(src, outdir, ...)` (src: a checkpoint
+# path, a RecurrentModel, or a live ncps CfC/LTC module). `edgekit.export` is a callable
+# subpackage (see edgekit/export/__init__.py), so this works before and after any import.
+
+
+def __getattr__(name):   # lazy: `import edgekit` stays light (no torch) until export is used
+    if name == "export":
+        import importlib
+        return importlib.import_module("edgekit.export")
+    raise AttributeError(name)

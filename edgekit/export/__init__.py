@@ -139,3 +139,14 @@ def _export_into(model, outdir: Path, formats, ops, batch, state_style, note, pr
         manifest["tokenizer_file"] = Path(tok).name
     write_manifest(outdir, manifest)
     return manifest
+
+
+class _CallableModule(__import__("types").ModuleType):
+    """`edgekit.export(src, outdir, ...)` works as the issue's Python API promises: the
+    package `edgekit.export` is itself callable and forwards to `export`."""
+
+    def __call__(self, *args, **kwargs):
+        return export(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule
