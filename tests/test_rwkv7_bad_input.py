@@ -176,3 +176,34 @@ def test_malformed_tensors(tmp_path, small_sd, mutate, needle):
     r = run_cli("export", tmp_path / "m.pth", "-o", tmp_path / "out")
     assert_clean_failure(r, needle)
     assert_no_output(tmp_path / "out")
+
+
+def test_state_out_checked_before_streaming(tmp_path, rwkv7_export):
+    onnx_path = rwkv7_export("fused") / "model.onnx"
+    r = run_cli("run", onnx_path, "--tokens", "1", "--steps", "1", "--state-out", tmp_path)
+    assert_clean_failure(r, "--state-out", "is a directory")
+    r = run_cli("run", onnx_path, "--tokens", "1", "--steps", "1", "--state-out", tmp_path / "no" / "such" / "s")
+    assert_clean_failure(r, "--state-out", "does not exist")
+
+
+def test_ctrl_c_saves_state_at_a_token_boundary(tmp_path, rwkv7_export):
+    """SIGINT during a long stream: exit 130, the state so far saved and loadable."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from edgekit_testutil import REPO
+    from edgekit.runtimes.session import StreamingSession
+    onnx_path = rwkv7_export("fused") / "model.onnx"
+    p = subprocess.Popen([sys.executable, "-m", "edgekit", "run", str(onnx_path), "--tokens", "1,2",
+                          "--steps", "1000000", "--state-out", str(tmp_path / "s")],
+                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdout.read(1)                     # streaming has started (the first token is printed)
+    time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "interrupted after" in err and "state saved" in err
+    sess = StreamingSession(onnx_path)
+    sess.load_state(tmp_path / "s")
+    assert sess.position >= 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -147,6 +148,7 @@ def run_cmd(
         raise EdgekitError("--prompt and --tokens both given", fix="pass one of them")
     if steps is not None and steps < 0:
         raise EdgekitError(f"--steps {steps} is negative", fix="pass --steps 0 or more")
+    check_writable(state_out, "--state-out")
     # The input kind is checked before the runtime loads (which may log to stderr).
     sess = None
     manifest = _peek_manifest(artifact)
@@ -197,7 +199,28 @@ def run_cmd(
             sys.stdout.write(f"{t} ")
         sys.stdout.flush()
 
-    out = sess.generate(steps, prompt=ids, top_p=top_p, temperature=temperature, seed=seed, on_token=show)
+    # Ctrl-C stops at a token boundary: the stream so far is printed and, with --state-out,
+    # its state saved, so an hours-long stream is never lost to an interrupt.
+    out: list[int] = []
+    stop = {"now": False}
+
+    def on_sigint(signum, frame):
+        stop["now"] = True
+
+    def on_token(t: int) -> None:
+        out.append(t)
+        show(t)
+        if stop["now"]:
+            raise _Interrupted
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    interrupted = False
+    try:
+        sess.generate(steps, prompt=ids, top_p=top_p, temperature=temperature, seed=seed, on_token=on_token)
+    except _Interrupted:
+        interrupted = True
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if state_out is not None:
         sess.save_state(state_out)
     text = tok.decode(out) if tok is not None else None
@@ -205,3 +228,26 @@ def run_cmd(
         print(json.dumps({"tokens": out, "text": text}))
     else:
         sys.stdout.write(dec.decode(b"", final=True) + "\n")
+    if interrupted:
+        print(f"edgekit: interrupted after {len(out)} tokens" +
+              (f"; state saved to {state_out}" if state_out is not None else ""), file=sys.stderr)
+        raise SystemExit(130)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def check_writable(path: Path | None, flag: str) -> None:
+    """Fail before hours of streaming, not after: the folder must exist and be writable."""
+    import os
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise EdgekitError(f"{flag} '{path}' is a directory", expected="a file path",
+                           fix=f"pass {flag} with a file name, e.g. {path / 'state.safetensors'}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise EdgekitError(f"{flag} '{path}': folder '{parent}' does not exist or is not writable",
+                           fix="create the folder or choose another path")
