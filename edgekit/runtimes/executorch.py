@@ -18,8 +18,10 @@ from edgekit.runtimes.base import Backend
 
 
 def set_threads(n: int) -> None:
+    from edgekit._io import native_stderr_captured
     from executorch.extension.pybindings import portable_lib
-    portable_lib._unsafe_reset_threadpool(n)
+    with native_stderr_captured():           # the threadpool logs its reset to stderr
+        portable_lib._unsafe_reset_threadpool(n)
 
 
 def thread_count() -> int | None:
