@@ -69,12 +69,12 @@ def load_cases(names: list[str] | None):
     return mods
 
 
-def variants(model_path: Path, work: Path, console):
+def variants(model_path: Path, work: Path, console, styles=("buffers", "io")):
     """(label, artifact) for every export variant, exporting what is missing."""
     from edgekit.cli.export import export_to_dir
     out = []
     for ops in ("fused", "decomposed"):
-        for style in ("buffers", "io"):
+        for style in styles:
             d = work / f"{ops}-{style}"
             fmts = ("onnx", "pte") if style == "buffers" else ("pte",)
             if not (d / "edgekit.json").exists():
@@ -86,7 +86,8 @@ def variants(model_path: Path, work: Path, console):
     return out
 
 
-def time_case(case, steps: int, rounds: int, work: Path, console, skip_oracle=False) -> dict:
+def time_case(case, steps: int, rounds: int, work: Path, console, skip_oracle=False,
+              styles=("buffers", "io")) -> dict:
     from edgekit.models import load_model
     from edgekit.runtimes.session import StreamingSession
     work.mkdir(parents=True, exist_ok=True)
@@ -96,7 +97,7 @@ def time_case(case, steps: int, rounds: int, work: Path, console, skip_oracle=Fa
     del model
     gc.collect()
     runners = [("torch eager (edgekit model)", StreamingSession(path))]
-    for label, art in variants(path, work, console):
+    for label, art in variants(path, work, console, styles):
         runners.append((label, StreamingSession(art)))
     if not skip_oracle and (o := case.oracle(path)) is not None:
         label, fn = o
@@ -157,13 +158,16 @@ def main(argv=None):
     ap.add_argument("--work", type=Path, default=REPO / "build" / "bench")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--no-oracle", action="store_true")
+    ap.add_argument("--buffers-only", action="store_true",
+                    help="skip the .pte state=io exports (halves export time)")
     args = ap.parse_args(argv)
     console = Console()
     os.environ.setdefault("RWKV_V7_ON", "1")
     results = []
     for case in load_cases(args.cases.split(",") if args.cases else None):
         console.rule(case.NAME)
-        res = time_case(case, args.steps, args.rounds, args.work / case.NAME, console, args.no_oracle)
+        res = time_case(case, args.steps, args.rounds, args.work / case.NAME, console, args.no_oracle,
+                        ("buffers",) if args.buffers_only else ("buffers", "io"))
         print_case(res, console)
         results.append(res)
         gc.collect()
