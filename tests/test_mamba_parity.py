@@ -140,10 +140,26 @@ def test_exported_steps_match_oracle(exported, oracle_steps, name, ops):
     out = exported(name, ops)
     manifest = json.loads((out / "edgekit.json").read_text())
     op = {"mamba": "mamba_step", "mamba2": "ssd_step"}[CONFIGS[name][0]]
-    assert manifest["artifacts"]["pte"]["ops_used"]["edgekit"] == ([f"edgekit::{op}"] if ops == "fused" else [])
+    want = sorted(["edgekit::causal_conv1d", f"edgekit::{op}"]) if ops == "fused" else []
+    assert manifest["artifacts"]["pte"]["ops_used"]["edgekit"] == want
     for fmt in ("onnx", "pte"):
         sess = StreamingSession(out / f"model.{fmt}")
         got = np.stack([sess.step(t).copy() for t in _tokens()])
+        assert _rel(got, ref) <= TOL, fmt
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_prefill_graph_matches_oracle(model_dir, oracle_steps, tmp_path, name):
+    """`export --prefill 8`: the sequence graph (the ops' general ONNX bodies, Loop over T)
+    loads in ONNX Runtime and ExecuTorch, and 64 tokens in chunks of 8 give the oracle's
+    logits and the same state as 64 single steps."""
+    from edgekit.cli.export import export_to_dir
+    ref, _ = oracle_steps(name)
+    export_to_dir(model_dir(name), tmp_path, ("onnx", "pte"), "fused", "buffers", 1, quiet=True, prefill=8)
+    for fmt in ("onnx", "pte"):
+        sess = StreamingSession(tmp_path / f"model.{fmt}")
+        assert sess.prefill is not None and sess.prefill_len == 8, fmt
+        got = np.asarray(sess.forward_seq(_tokens()))
         assert _rel(got, ref) <= TOL, fmt
 
 

@@ -1,7 +1,7 @@
 """STYLE.md §5 battery for `edgekit::mamba_step`, over T in {1, small, long}: native kernels
 (ExecuTorch C++, ONNX function body in ORT) vs the plain reference; split-and-carry equals
 one call; prefill then single steps equals a full forward; bad shapes and aliased outputs
-rejected. `OpRunners` is shared with test_op_ssd_step.py."""
+rejected. `OpRunners` is shared with test_op_ssd_step.py and test_op_causal_conv1d.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import edgekit.ops  # noqa: F401
 from edgekit.ops.mamba_step import reference
 
 BATTERY_OPS = ("mamba_step",)  # read by test_registry.py
-NAMES = ["x", "dt", "A", "Bm", "C", "D", "state"]
 B, D, N = 2, 24, 16
 TS = [1, 5, 40]
 
@@ -38,7 +37,8 @@ def close(a, b, tol=1e-5):
 
 class OpRunners:
     """Run one edgekit op alone: in ExecuTorch (an exported tiny graph, the C++ kernel) and in
-    ONNX Runtime (a one-node model carrying the op's function body)."""
+    ONNX Runtime (a one-node model carrying the op's function body: at T = 1 the step body,
+    as an exported step graph carries it, when the op has one)."""
 
     def __init__(self, name: str, tmp_dir):
         from edgekit.kernels import load_kernels
@@ -69,15 +69,17 @@ class OpRunners:
         import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper
+        fn = self.info.onnx_function_proto(step=args[0].shape[1] == 1)
+        names = list(fn.input)
         vi = lambda n, r: helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * r)  # noqa: E731
-        g = helper.make_graph([helper.make_node(self.info.onnx_op_type, NAMES, ["y", "s"], domain="edgekit")],
-                              "op", [vi(n, a.dim()) for n, a in zip(NAMES, args)],
+        g = helper.make_graph([helper.make_node(self.info.onnx_op_type, names, ["y", "s"], domain="edgekit")],
+                              "op", [vi(n, a.dim()) for n, a in zip(names, args)],
                               [vi("y", args[0].dim()), vi("s", args[-1].dim())])
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("edgekit", 1)],
-                              functions=[self.info.onnx_function_proto()], ir_version=10)
+                              functions=[fn], ir_version=10)
         onnx.checker.check_model(m, full_check=True)
         sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-        return sess.run(None, {n: a.numpy() for n, a in zip(NAMES, args)})
+        return sess.run(None, {n: a.numpy() for n, a in zip(names, args)})
 
     def all(self):
         return {"torch": self.info.torch_op, "executorch": self.et, "onnxruntime": self.ort}

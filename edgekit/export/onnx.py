@@ -30,9 +30,23 @@ OPSET = 20                       # ONNX opset; the op function bodies use the sa
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000   # bytes of initializers; stay clear of 2 GiB
 
 
+def _softplus(self, beta: float = 1.0, threshold: float = 20.0):
+    """aten.softplus as ONE `Softplus` node when beta = 1 (torchlib writes Softplus, Greater
+    and Where). Exact in float32: above the threshold torch returns x itself, and Softplus
+    gives x + log1p(exp(-x)), which rounds to x for every x > 16 (the term is < ulp(x) / 2)."""
+    from onnxscript import opset20 as op
+    if beta == 1.0 and threshold >= 16.0:
+        return op.Softplus(self)
+    scaled = op.Mul(self, op.CastLike(beta, self))
+    soft = op.Div(op.Softplus(scaled), op.CastLike(beta, self))
+    return op.Where(op.Greater(scaled, op.CastLike(threshold, self)), self, soft)
+
+
 def _translation_table() -> dict:
     from edgekit.ops import _onnx_node_ops
-    return {info.torch_op.default: _onnx_node_ops[info.name] for info in REGISTRY.values()}
+    table = {info.torch_op.default: _onnx_node_ops[info.name] for info in REGISTRY.values()}
+    table[torch.ops.aten.softplus.default] = _softplus
+    return table
 
 
 def export_onnx(model, path: Path, *, batch: int = 1, metadata: dict | None = None,
@@ -60,7 +74,7 @@ def export_onnx(model, path: Path, *, batch: int = 1, metadata: dict | None = No
     used = Counter((n.domain or "ai.onnx", n.op_type) for n in proto.graph.node)
     for info in REGISTRY.values():
         if (DOMAIN, info.onnx_op_type) in used:
-            proto.functions.append(info.onnx_function_proto())
+            proto.functions.append(info.onnx_function_proto(step=seq_len is None))
     if not any(o.domain == DOMAIN for o in proto.opset_import) and any(d == DOMAIN for d, _ in used):
         proto.opset_import.append(onnx.helper.make_opsetid(DOMAIN, ONNX_OPSET))
     for k, v in (metadata or {}).items():

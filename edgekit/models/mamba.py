@@ -26,10 +26,11 @@ The conv state is transformers' layout (the newest input is column K-1), so a st
 be compared with, or moved to and from, its cache. The step form is the sequence form at
 T = 1 (static shapes; no data-dependent control flow).
 
-Conversion-time transforms (STYLE.md §9): A = -exp(A_log) once; every RMSNorm weight that
-feeds a linear layer is folded into it (block norm -> in_proj, norm_f -> lm_head, Mamba-2's
-gated-norm weight -> out_proj); linear weights are stored (in, out); the conv weight
-(E, 1, K) is stored (K, E); a tied lm_head becomes its own (D, V) matrix.
+Conversion-time transforms (STYLE.md §9): A = -exp(A_log) once; linear weights are stored
+(in, out); the conv weight (E, 1, K) is stored (E, K); a tied lm_head becomes its own (D, V)
+matrix. RMSNorm weights are NOT folded into the next linear layer: the explicit
+x / sqrt(mean(x²) + eps) · w form is what ONNX Runtime fuses into one node (a folded norm
+stays six nodes, ~40 µs per layer more at decode; models/layers.py).
 
 Quirks of the oracle, checked here: residual_in_fp32 is moot (everything runs in fp32);
 Mamba-2's gated RMSNorm normalizes over groups of E / G channels (not all E); B and C are
@@ -53,7 +54,8 @@ import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
 from edgekit.models import hf
 from edgekit.models.base import RecurrentModel, StateSpec, register_arch
-from edgekit.ops import mamba_step, ssd_step
+from edgekit.models.layers import RMSNorm, rms_norm
+from edgekit.ops import causal_conv1d, mamba_step, ssd_step
 
 PREFIX = "backbone."
 
@@ -287,32 +289,10 @@ class _Linear(nn.Module):
         return y if self.bias is None else y + self.bias
 
     @torch.no_grad()
-    def load(self, w_out_in: torch.Tensor, bias: torch.Tensor | None = None,
-             in_scale: torch.Tensor | None = None) -> None:
-        """in_scale: a per-input-channel factor folded in (an RMSNorm weight before it)."""
-        w = w_out_in.t()
-        self.weight.copy_(w if in_scale is None else w * in_scale[:, None])
+    def load(self, w_out_in: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        self.weight.copy_(w_out_in.t())
         if self.bias is not None:
             self.bias.copy_(bias)
-
-
-def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm without its weight (folded into the next linear layer)."""
-    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)
-
-
-def _causal_conv(x: torch.Tensor, state: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None):
-    """Depthwise causal conv over time with carried inputs; x (B, T, C), state (B, C, K),
-    w (K, C). out_t = b + Σ_k w[k] · u_{t-K+1+k}, u the inputs with the state's K-1 newest
-    in front. Returns (out (B, T, C), new state (B, C, K) = the last K inputs)."""
-    T, K = x.shape[1], w.shape[0]
-    xs = torch.cat([state.transpose(1, 2)[:, 1:], x], dim=1)            # (B, K-1+T, C)
-    out = xs[:, 0:T] * w[0]
-    for k in range(1, K):
-        out = out + xs[:, k:k + T] * w[k]
-    if b is not None:
-        out = out + b
-    return out, xs[:, T - 1:].transpose(1, 2)                           # (B, C, K)
 
 
 class _Mixer(nn.Module):
@@ -322,8 +302,8 @@ class _Mixer(nn.Module):
         super().__init__()
         E, N, K = c.d_inner, c.d_state, c.d_conv
         self.in_proj = _Linear(c.d_model, 2 * E, c.use_bias)
-        self.conv_w = nn.Parameter(torch.zeros(K, E))
-        self.conv_b = nn.Parameter(torch.zeros(E)) if c.use_conv_bias else None
+        self.conv_w = nn.Parameter(torch.zeros(E, K))
+        self.conv_b = nn.Parameter(torch.zeros(E))          # zeros without use_conv_bias
         self.x_proj = _Linear(E, c.dt_rank + 2 * N)
         self.dt_proj = _Linear(c.dt_rank, E, bias=True)
         self.A = nn.Parameter(torch.zeros(E, N))          # -exp(A_log)
@@ -338,12 +318,13 @@ class _Mixer2(nn.Module):
         super().__init__()
         E, H, K, X = c.d_inner, c.n_heads, c.d_conv, c.conv_dim
         self.in_proj = _Linear(c.d_model, E + X + H, c.use_bias)
-        self.conv_w = nn.Parameter(torch.zeros(K, X))
-        self.conv_b = nn.Parameter(torch.zeros(X)) if c.use_conv_bias else None
+        self.conv_w = nn.Parameter(torch.zeros(X, K))
+        self.conv_b = nn.Parameter(torch.zeros(X))          # zeros without use_conv_bias
         self.dt_bias = nn.Parameter(torch.zeros(H))
         self.A = nn.Parameter(torch.zeros(H))              # -exp(A_log)
         self.D = nn.Parameter(torch.zeros(H))
-        self.out_proj = _Linear(E, c.d_model, c.use_bias)   # gated-norm weight folded in
+        self.norm_w = nn.Parameter(torch.ones(E))           # the gated RMSNorm's weight
+        self.out_proj = _Linear(E, c.d_model, c.use_bias)
 
 
 class _MambaBase(RecurrentModel):
@@ -355,8 +336,10 @@ class _MambaBase(RecurrentModel):
         super().__init__()
         self.cfg = cfg
         self.emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.norms = nn.ModuleList(RMSNorm(cfg.d_model, cfg.norm_eps) for _ in range(cfg.n_layer))
         self.mixers = nn.ModuleList(self._mixer(cfg) for _ in range(cfg.n_layer))
-        self.head = _Linear(cfg.d_model, cfg.vocab_size)   # norm_f weight folded in
+        self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.head = _Linear(cfg.d_model, cfg.vocab_size)
         self.tokenizer_file: Path | None = None
 
     def config_dict(self) -> dict:
@@ -373,12 +356,19 @@ class _MambaBase(RecurrentModel):
             state = self.init_state(x.shape[0])
         new_state = {}
         h = self.emb(x)                                                      # (B, T, D)
-        for i, mix in enumerate(self.mixers):
+        for i, (norm, mix) in enumerate(zip(self.norms, self.mixers)):
             p = f"layers.{i}."
             y, new_state[p + "conv"], new_state[p + "ssm"] = self._mix(
-                mix, _rms(h, self.cfg.norm_eps), state[p + "conv"], state[p + "ssm"])
+                mix, norm(h), state[p + "conv"], state[p + "ssm"])
             h = h + y
-        return self.head(_rms(h, self.cfg.norm_eps)), new_state
+        return self.head(self.norm_f(h)), new_state
+
+    def _conv(self, x, w, b, state):
+        """The causal conv with its state: one `causal_conv1d` op (fused), or its stock-op
+        form (decomposed)."""
+        if self.ops == "fused":
+            return torch.ops.edgekit.causal_conv1d(x, w, b, state)
+        return causal_conv1d.reference(x, w, b, state)
 
     # -- loading -----------------------------------------------------------------------
     @classmethod
@@ -429,14 +419,15 @@ class _MambaBase(RecurrentModel):
     @torch.no_grad()
     def _load(self, cfg, w: dict[str, torch.Tensor], emb: torch.Tensor, head: torch.Tensor) -> None:
         self.emb.weight.copy_(emb)
-        self.head.load(head, in_scale=w[f"{PREFIX}norm_f.weight"])
+        self.head.load(head)
+        self.norm_f.weight.copy_(w[f"{PREFIX}norm_f.weight"])
         for i, mix in enumerate(self.mixers):
             m = f"{PREFIX}layers.{i}.mixer."
             get = lambda n: w.get(m + n)  # noqa: E731
-            mix.in_proj.load(get("in_proj.weight"), get("in_proj.bias"),
-                             in_scale=w[f"{PREFIX}layers.{i}.norm.weight"])
-            mix.conv_w.copy_(get("conv1d.weight")[:, 0].t())
-            if mix.conv_b is not None:
+            self.norms[i].weight.copy_(w[f"{PREFIX}layers.{i}.norm.weight"])
+            mix.in_proj.load(get("in_proj.weight"), get("in_proj.bias"))
+            mix.conv_w.copy_(get("conv1d.weight")[:, 0])
+            if self.cfg.use_conv_bias:
                 mix.conv_b.copy_(get("conv1d.bias"))
             mix.A.copy_(-torch.exp(get("A_log")))
             mix.D.copy_(get("D"))
@@ -467,7 +458,7 @@ class Mamba(_MambaBase):
         """u (B, T, D) normed -> (B, T, D). Mamba block, Fig. 3 / Alg. 2 of the paper."""
         c = self.cfg
         x, z = mix.in_proj(u).split(c.d_inner, dim=-1)                       # 2 x (B, T, E)
-        x, conv = _causal_conv(x, conv, mix.conv_w, mix.conv_b)
+        x, conv = self._conv(x, mix.conv_w, mix.conv_b, conv)
         x = F.silu(x)
         ts, Bm, C = mix.x_proj(x).split([c.dt_rank, c.d_state, c.d_state], dim=-1)
         dt = F.softplus(mix.dt_proj(ts))                                     # Δ (B, T, E)
@@ -510,7 +501,7 @@ class Mamba2(_MambaBase):
         Bsz, T, _ = u.shape
         E, G, N, H, P = c.d_inner, c.n_groups, c.d_state, c.n_heads, c.head_dim
         z, xBC, dt = mix.in_proj(u).split([E, c.conv_dim, H], dim=-1)
-        xBC, conv = _causal_conv(xBC, conv, mix.conv_w, mix.conv_b)
+        xBC, conv = self._conv(xBC, mix.conv_w, mix.conv_b, conv)
         x, Bm, C = F.silu(xBC).split([E, G * N, G * N], dim=-1)
         dt = F.softplus(dt + mix.dt_bias)                                    # Δ (B, T, H)
         lo, hi = c.dt_limit
@@ -521,15 +512,20 @@ class Mamba2(_MambaBase):
             y, ssm = torch.ops.edgekit.ssd_step(*args)
         else:
             y, ssm = ssd_step.reference(*args)
-        # Gated RMSNorm over groups of E / G channels: norm(y · silu(z)); weight in out_proj.
-        y = (y.reshape(Bsz, T, E) * F.silu(z)).reshape(Bsz, T, G, E // G)
-        y = _rms(y, c.norm_eps).reshape(Bsz, T, E)
+        # Gated RMSNorm over groups of E / G channels: norm(y · silu(z)) · w.
+        y = y.reshape(Bsz, T, E) * F.silu(z)
+        if G == 1:
+            y = rms_norm(y, mix.norm_w, c.norm_eps)
+        else:
+            y = rms_norm(y.reshape(Bsz, T, G, E // G), mix.norm_w.reshape(G, E // G), c.norm_eps)
+            y = y.reshape(Bsz, T, E)
         return mix.out_proj(y), conv, ssm
 
     @staticmethod
     def _load_mixer(mix: _Mixer2, get) -> None:
         mix.dt_bias.copy_(get("dt_bias"))
-        mix.out_proj.load(get("out_proj.weight"), get("out_proj.bias"), in_scale=get("norm.weight"))
+        mix.norm_w.copy_(get("norm.weight"))
+        mix.out_proj.load(get("out_proj.weight"), get("out_proj.bias"))
 
 
 # ---- random-weight checkpoints (tests, benchmarks) -----------------------------------

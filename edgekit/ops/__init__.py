@@ -29,6 +29,11 @@ class OpInfo:
     onnx_function: object     # onnxscript OnnxFunction (domain edgekit)
     cpp_kernel: str           # symbol registered with EXECUTORCH_LIBRARY, e.g. "rwkv7_wkv.out"
     validate: Callable        # raises ValueError with the same words as the C++ kernel
+    # Optional second body for graphs whose T is statically 1 (the exported step graph):
+    # straight-line, no Loop/If. Stored under onnx_function's name, with the same inputs and
+    # outputs; onnx_function stays correct for every T (prefill graphs, the battery at T > 1). Decode is bound by per-node
+    # overhead once the weights are read, so the step body is written for the fewest nodes.
+    onnx_step_function: object | None = None
 
     @property
     def torch_op(self):
@@ -42,8 +47,13 @@ class OpInfo:
     def onnx_op_type(self) -> str:
         return self.onnx_function.name
 
-    def onnx_function_proto(self):
-        return self.onnx_function.to_function_proto()
+    def onnx_function_proto(self, step: bool = False):
+        """The function body to store in a model; step=True: the graph's T is 1."""
+        if not (step and self.onnx_step_function is not None):
+            return self.onnx_function.to_function_proto()
+        proto = self.onnx_step_function.to_function_proto()
+        proto.name = self.onnx_function.name            # the node's op type
+        return proto
 
     def onnx_node(self, *inputs):
         """Emit one `edgekit::<OpType>` node (used by the ONNX exporter's translation table)."""
@@ -68,6 +78,11 @@ def register(info: OpInfo) -> OpInfo:
     if info.name in REGISTRY:
         raise RuntimeError(f"op {info.qualname} registered twice")
     fp = info.onnx_function.to_function_proto()
+    if info.onnx_step_function is not None:
+        sp = info.onnx_step_function.to_function_proto()
+        sig = lambda p: (p.domain, list(p.input), len(p.output))  # noqa: E731  (outputs bind by position)
+        if sig(sp) != sig(fp):
+            raise RuntimeError(f"op {info.qualname}: step body signature {sig(sp)} != general {sig(fp)}")
     formal = onnx.defs.OpSchema.FormalParameter
     schema = onnx.defs.OpSchema(
         fp.name, DOMAIN, ONNX_OPSET, doc=f"edgekit custom op {info.qualname}",
@@ -83,6 +98,6 @@ def register(info: OpInfo) -> OpInfo:
 
 
 from edgekit.ops import rwkv7_wkv  # noqa: E402,F401  (registers itself)
-from edgekit.ops import mamba_step, ssd_step  # noqa: E402,F401  (register themselves)
+from edgekit.ops import mamba_step, ssd_step, causal_conv1d  # noqa: E402,F401  (register themselves)
 from edgekit.ops import cfc_step, ltc_step  # noqa: E402,F401  (register themselves)
 from edgekit.ops import rglru_step  # noqa: E402,F401  (registers itself)

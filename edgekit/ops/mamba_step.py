@@ -62,6 +62,11 @@ def validate(x, dt, A, Bm, C, D, state) -> None:
 def reference(x, dt, A, Bm, C, D, state):
     """Plain loop over T, straight from the equations above. Also the decomposed export path."""
     validate(x, dt, A, Bm, C, D, state)
+    B_, T, D_ = x.shape
+    if T == 1:   # decode: straight-line, reshapes instead of per-t indexing (fewer graph nodes)
+        d = dt.reshape(B_, D_, 1)
+        h = torch.exp(d * A) * state + (d * x.reshape(B_, D_, 1)) * Bm.reshape(B_, 1, -1)
+        return (h @ C.reshape(B_, -1, 1)).reshape(B_, 1, D_) + D * x, h
     h = state
     ys = []
     for t in range(x.shape[1]):
@@ -118,34 +123,39 @@ _opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
 @onnxscript.script(_opset, default_opset=op)
 def MambaStep(x: FLOAT, dt: FLOAT, A: FLOAT, Bm: FLOAT, C: FLOAT, D: FLOAT,
               state: FLOAT) -> tuple[FLOAT, FLOAT]:
+    """Any T: the update in an ONNX Loop over t."""
     ax1 = op.Constant(value_ints=[1])
     axl = op.Constant(value_ints=[-1])
     T = op.Shape(x, start=1, end=2)
-    if op.Equal(T, op.Constant(value_ints=[1])):
-        # Single step (decode): straight-line body, no loop.
-        x1 = op.Squeeze(x, ax1)                                         # (B, D)
-        d1 = op.Unsqueeze(op.Squeeze(dt, ax1), axl)                     # (B, D, 1)
-        c1 = op.Unsqueeze(op.Squeeze(C, ax1), axl)                      # (B, N, 1)
-        S = op.Add(op.Mul(op.Exp(op.Mul(d1, A)), state),
-                   op.Mul(op.Mul(d1, op.Unsqueeze(x1, axl)), Bm))      # Bm is (B, 1, N)
-        y1 = op.Add(op.Squeeze(op.MatMul(S, c1), axl), op.Mul(D, x1))   # (B, D)
-        y = op.Unsqueeze(y1, ax1)                                       # (B, 1, D)
-    else:
-        # T > 1 (prefill): the same update in an ONNX Loop over t.
-        S = state
-        y = op.Slice(x, op.Constant(value_ints=[0]), op.Constant(value_ints=[0]), ax1)  # (B, 0, D)
-        for t in range(op.Squeeze(T)):
-            t1 = op.Unsqueeze(t, op.Constant(value_ints=[0]))
-            t2 = op.Add(t1, op.Constant(value_ints=[1]))
-            xt = op.Squeeze(op.Slice(x, t1, t2, ax1), ax1)
-            dtt = op.Unsqueeze(op.Squeeze(op.Slice(dt, t1, t2, ax1), ax1), axl)
-            bt = op.Slice(Bm, t1, t2, ax1)
-            ct = op.Unsqueeze(op.Squeeze(op.Slice(C, t1, t2, ax1), ax1), axl)
-            S = op.Add(op.Mul(op.Exp(op.Mul(dtt, A)), S), op.Mul(op.Mul(dtt, op.Unsqueeze(xt, axl)), bt))
-            yt = op.Add(op.Squeeze(op.MatMul(S, ct), axl), op.Mul(D, xt))
-            y = op.Concat(y, op.Unsqueeze(yt, ax1), axis=1)
+    S = state
+    y = op.Slice(x, op.Constant(value_ints=[0]), op.Constant(value_ints=[0]), ax1)  # (B, 0, D)
+    for t in range(op.Squeeze(T)):
+        t1 = op.Unsqueeze(t, op.Constant(value_ints=[0]))
+        t2 = op.Add(t1, op.Constant(value_ints=[1]))
+        xt = op.Squeeze(op.Slice(x, t1, t2, ax1), ax1)
+        dtt = op.Unsqueeze(op.Squeeze(op.Slice(dt, t1, t2, ax1), ax1), axl)
+        bt = op.Slice(Bm, t1, t2, ax1)
+        ct = op.Unsqueeze(op.Squeeze(op.Slice(C, t1, t2, ax1), ax1), axl)
+        S = op.Add(op.Mul(op.Exp(op.Mul(dtt, A)), S), op.Mul(op.Mul(dtt, op.Unsqueeze(xt, axl)), bt))
+        yt = op.Add(op.Squeeze(op.MatMul(S, ct), axl), op.Mul(D, xt))
+        y = op.Concat(y, op.Unsqueeze(yt, ax1), axis=1)
     return y, S
 
 
-INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=MambaStep,
+@onnxscript.script(_opset, default_opset=op)
+def MambaStepT1(x: FLOAT, dt: FLOAT, A: FLOAT, Bm: FLOAT, C: FLOAT, D: FLOAT,
+                state: FLOAT) -> tuple[FLOAT, FLOAT]:
+    """T = 1 (the step graph): straight-line, channels as rows (B, D, 1), so the outer
+    product with Bm (B, 1, N) is a broadcast and the contraction with C a MatMul."""
+    xc = op.Transpose(x, perm=[0, 2, 1])
+    dc = op.Transpose(dt, perm=[0, 2, 1])
+    S = op.Add(op.Mul(op.Exp(op.Mul(dc, A)), state), op.Mul(op.Mul(dc, xc), Bm))
+    yc = op.Add(op.MatMul(S, op.Transpose(C, perm=[0, 2, 1])),
+                op.Mul(op.Unsqueeze(D, op.Constant(value_ints=[-1])), xc))
+    y = op.Transpose(yc, perm=[0, 2, 1])
+    return y, S
+
+
+
+INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=MambaStep, onnx_step_function=MambaStepT1,
                        cpp_kernel=f"{NAME}.out", validate=validate))

@@ -63,7 +63,19 @@ def validate(x, dt, A, Bm, C, D, state) -> None:
 def reference(x, dt, A, Bm, C, D, state):
     """Plain loop over T, straight from the equations above. Also the decomposed export path."""
     validate(x, dt, A, Bm, C, D, state)
-    rep = x.shape[2] // Bm.shape[2]
+    B_, T, H, P = x.shape
+    G, N = Bm.shape[2], Bm.shape[3]
+    if T == 1:
+        # decode: heads grouped as (B, G, H/G, ...) so each group's B and C broadcast over
+        # its heads, with no repeat; reshapes only (fewer graph nodes than the loop form)
+        R = H // G
+        d = dt.reshape(B_, G, R, 1, 1)
+        xg = x.reshape(B_, G, R, P, 1)
+        S = (torch.exp(d * A.reshape(G, R, 1, 1)) * state.reshape(B_, G, R, P, N)
+             + (d * xg) * Bm.reshape(B_, G, 1, 1, N))
+        y = S @ C.reshape(B_, G, 1, N, 1) + D.reshape(G, R, 1, 1) * xg            # (B, G, R, P, 1)
+        return y.reshape(B_, 1, H, P), S.reshape(B_, H, P, N)
+    rep = H // G
     Bh = Bm.repeat_interleave(rep, dim=2)                               # (B, T, H, N)
     Ch = C.repeat_interleave(rep, dim=2)
     S = state
@@ -102,6 +114,7 @@ _opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
 @onnxscript.script(_opset, default_opset=op)
 def SsdStep(x: FLOAT, dt: FLOAT, A: FLOAT, Bm: FLOAT, C: FLOAT, D: FLOAT,
             state: FLOAT) -> tuple[FLOAT, FLOAT]:
+    """Any T: the update in an ONNX Loop over t."""
     ax1 = op.Constant(value_ints=[1])
     ax3 = op.Constant(value_ints=[3])
     axl = op.Constant(value_ints=[-1])
@@ -114,32 +127,46 @@ def SsdStep(x: FLOAT, dt: FLOAT, A: FLOAT, Bm: FLOAT, C: FLOAT, D: FLOAT,
     Ahh = op.Unsqueeze(A, op.Constant(value_ints=[-1, -2]))              # (H, 1, 1)
     Dh = op.Unsqueeze(D, axl)                                            # (H, 1)
     T = op.Shape(x, start=1, end=2)
-    if op.Equal(T, op.Constant(value_ints=[1])):
-        # Single step (decode): straight-line body, no loop.
-        x1 = op.Squeeze(x, ax1)                                         # (B, H, P)
-        d1 = op.Unsqueeze(op.Squeeze(dt, ax1), op.Constant(value_ints=[-1, -2]))   # (B, H, 1, 1)
-        b1 = op.Unsqueeze(op.Squeeze(Bh, ax1), op.Constant(value_ints=[2]))        # (B, H, 1, N)
-        c1 = op.Unsqueeze(op.Squeeze(Ch, ax1), axl)                     # (B, H, N, 1)
-        S = op.Add(op.Mul(op.Exp(op.Mul(d1, Ahh)), state),
-                   op.Mul(op.Mul(d1, op.Unsqueeze(x1, axl)), b1))      # (B, H, P, N)
-        y1 = op.Add(op.Squeeze(op.MatMul(S, c1), axl), op.Mul(Dh, x1))  # (B, H, P)
-        y = op.Unsqueeze(y1, ax1)                                       # (B, 1, H, P)
-    else:
-        # T > 1 (prefill): the same update in an ONNX Loop over t.
-        S = state
-        y = op.Slice(x, op.Constant(value_ints=[0]), op.Constant(value_ints=[0]), ax1)  # (B, 0, H, P)
-        for t in range(op.Squeeze(T)):
-            t1 = op.Unsqueeze(t, op.Constant(value_ints=[0]))
-            t2 = op.Add(t1, op.Constant(value_ints=[1]))
-            xt = op.Squeeze(op.Slice(x, t1, t2, ax1), ax1)
-            dtt = op.Unsqueeze(op.Squeeze(op.Slice(dt, t1, t2, ax1), ax1), op.Constant(value_ints=[-1, -2]))
-            bt = op.Unsqueeze(op.Squeeze(op.Slice(Bh, t1, t2, ax1), ax1), op.Constant(value_ints=[2]))
-            ct = op.Unsqueeze(op.Squeeze(op.Slice(Ch, t1, t2, ax1), ax1), axl)
-            S = op.Add(op.Mul(op.Exp(op.Mul(dtt, Ahh)), S), op.Mul(op.Mul(dtt, op.Unsqueeze(xt, axl)), bt))
-            yt = op.Add(op.Squeeze(op.MatMul(S, ct), axl), op.Mul(Dh, xt))
-            y = op.Concat(y, op.Unsqueeze(yt, ax1), axis=1)
+    S = state
+    y = op.Slice(x, op.Constant(value_ints=[0]), op.Constant(value_ints=[0]), ax1)  # (B, 0, H, P)
+    for t in range(op.Squeeze(T)):
+        t1 = op.Unsqueeze(t, op.Constant(value_ints=[0]))
+        t2 = op.Add(t1, op.Constant(value_ints=[1]))
+        xt = op.Squeeze(op.Slice(x, t1, t2, ax1), ax1)
+        dtt = op.Unsqueeze(op.Squeeze(op.Slice(dt, t1, t2, ax1), ax1), op.Constant(value_ints=[-1, -2]))
+        bt = op.Unsqueeze(op.Squeeze(op.Slice(Bh, t1, t2, ax1), ax1), op.Constant(value_ints=[2]))
+        ct = op.Unsqueeze(op.Squeeze(op.Slice(Ch, t1, t2, ax1), ax1), axl)
+        S = op.Add(op.Mul(op.Exp(op.Mul(dtt, Ahh)), S), op.Mul(op.Mul(dtt, op.Unsqueeze(xt, axl)), bt))
+        yt = op.Add(op.Squeeze(op.MatMul(S, ct), axl), op.Mul(Dh, xt))
+        y = op.Concat(y, op.Unsqueeze(yt, ax1), axis=1)
     return y, S
 
 
-INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=SsdStep,
+@onnxscript.script(_opset, default_opset=op)
+def SsdStepT1(x: FLOAT, dt: FLOAT, A: FLOAT, Bm: FLOAT, C: FLOAT, D: FLOAT,
+              state: FLOAT) -> tuple[FLOAT, FLOAT]:
+    """T = 1 (the step graph): heads grouped as (B, G, H/G, ...) so each group's B and C
+    broadcast over its heads (no repeat); the shapes are static, ORT folds their arithmetic."""
+    one = op.Constant(value_ints=[1])
+    Bsz = op.Shape(x, start=0, end=1)
+    H = op.Shape(x, start=2, end=3)
+    P = op.Shape(x, start=3, end=4)
+    G = op.Shape(Bm, start=2, end=3)
+    N = op.Shape(Bm, start=3, end=4)
+    R = op.Div(H, G)
+    d = op.Reshape(dt, op.Concat(Bsz, G, R, one, one, axis=0))              # (B, G, R, 1, 1)
+    xg = op.Reshape(x, op.Concat(Bsz, G, R, P, one, axis=0))                # (B, G, R, P, 1)
+    Sg = op.Reshape(state, op.Concat(Bsz, G, R, P, N, axis=0))
+    Ag = op.Reshape(A, op.Concat(G, R, one, one, axis=0))
+    Dg = op.Reshape(D, op.Concat(G, R, one, one, axis=0))
+    Bg = op.Reshape(Bm, op.Concat(Bsz, G, one, one, N, axis=0))            # (B, G, 1, 1, N)
+    Cg = op.Reshape(C, op.Concat(Bsz, G, one, N, one, axis=0))             # (B, G, 1, N, 1)
+    Sn = op.Add(op.Mul(op.Exp(op.Mul(d, Ag)), Sg), op.Mul(op.Mul(d, xg), Bg))
+    yg = op.Add(op.MatMul(Sn, Cg), op.Mul(Dg, xg))                          # (B, G, R, P, 1)
+    y = op.Reshape(yg, op.Shape(x))
+    S = op.Reshape(Sn, op.Shape(state))
+    return y, S
+
+
+INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=SsdStep, onnx_step_function=SsdStepT1,
                        cpp_kernel=f"{NAME}.out", validate=validate))

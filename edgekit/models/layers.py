@@ -1,0 +1,29 @@
+"""Layers shared by the architectures, written in the forms that export to few nodes.
+
+Decode at batch 1 is bound by reading the weights once per token; everything else in a
+step is per-node overhead in the runtime. So the step path (T = 1) is written for short
+graphs: an RMSNorm that ONNX Runtime fuses into one `SimplifiedLayerNormalization`
+node (the division form with an explicit weight; the rsqrt form or a weight folded into
+the next matmul is left as six nodes).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / sqrt(mean(x²) + eps) · weight over the last dim. Exactly this order of operations
+    (Pow, ReduceMean, Add, Sqrt, Div, Mul) is what ORT's SimplifiedLayerNormFusion matches."""
+    return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return rms_norm(x, self.weight, self.eps)

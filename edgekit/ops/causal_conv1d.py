@@ -1,0 +1,128 @@
+"""`edgekit::causal_conv1d` — a depthwise causal convolution over time that carries its
+last K inputs as state: the short conv in front of Mamba's and Mamba-2's SSM.
+
+Dimensions: B batch, T time, C channels, K taps.
+
+With u the inputs preceded by the state's K-1 newest columns (u_{-K+1} .. u_{-1}),
+
+    y_t[c] = b[c] + Σ_k w[c, k] · u_{t-K+1+k}[c]          (k = 0 .. K-1, oldest tap first)
+
+and the new state is the last K inputs (newest in column K-1): transformers' conv-cache
+layout, so a state moves to and from its cache as is. No activation: Mamba's SiLU follows
+as a stock op.
+
+Inputs: x (B, T, C); w (C, K); b (C,); state (B, C, K); float32.
+Outputs: y (B, T, C), state_out (B, C, K), float32.
+
+The `.out` overload may update the state in place (state_out is state). Any other overlap
+of outputs and inputs is rejected.
+"""
+
+from __future__ import annotations
+
+import onnxscript
+import torch
+from onnxscript import FLOAT
+from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
+
+from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
+from edgekit.ops.mamba_step import check_out
+
+NAME = "causal_conv1d"
+
+LIB.define(f"{NAME}(Tensor x, Tensor w, Tensor b, Tensor state) -> (Tensor, Tensor)")
+LIB.define(f"{NAME}.out(Tensor x, Tensor w, Tensor b, Tensor state, *, "
+           "Tensor(a!) y, Tensor(b!) state_out) -> (Tensor(a!), Tensor(b!))")
+
+_INPUTS = ("x", "w", "b")
+MAX_TAPS = 64   # the C++ kernel keeps a window in registers (kMaxTaps)
+
+
+def validate(x, w, b, state) -> None:
+    """Shape/dtype contract. The C++ kernel (kernels/causal_conv1d.cpp) uses the same words."""
+    if x.dim() != 3:
+        raise ValueError(f"{NAME}: x must be (B, T, C); got {x.dim()} dims")
+    if w.dim() != 2 or w.shape[1] < 1:
+        raise ValueError(f"{NAME}: w must be (C, K) with K >= 1; got {tuple(w.shape)}")
+    B_, T, C = x.shape
+    K = w.shape[1]
+    if K > MAX_TAPS:
+        raise ValueError(f"{NAME}: w has K = {K} taps; this kernel supports up to {MAX_TAPS}")
+    for name, want, shape, t in (("x", "(B, T, C)", (B_, T, C), x), ("w", "(C, K)", (C, K), w),
+                                 ("b", "(C,)", (C,), b), ("state", "(B, C, K)", (B_, C, K), state)):
+        if tuple(t.shape) != shape or t.dtype != torch.float32:
+            raise ValueError(f"{NAME}: {name} must be {want} = {shape} float32; got {tuple(t.shape)} {t.dtype}")
+
+
+def reference(x, w, b, state):
+    """The decomposed export path. T = 1 (decode) is one shift-in and one multiply-reduce;
+    T > 1 is K shifted multiply-adds over the inputs with the state in front."""
+    validate(x, w, b, state)
+    B_, T, C = x.shape
+    K = w.shape[1]
+    if T == 1:
+        window = torch.cat([state[:, :, 1:], x.reshape(B_, C, 1)], dim=-1)          # (B, C, K)
+        return ((window * w).sum(-1) + b).reshape(B_, 1, C), window
+    u = torch.cat([state.transpose(1, 2)[:, 1:], x], dim=1)                        # (B, K-1+T, C)
+    y = u[:, 0:T] * w[:, 0]
+    for k in range(1, K):
+        y = y + u[:, k:k + T] * w[:, k]
+    return y + b, u[:, T - 1:].transpose(1, 2)
+
+
+@torch.library.impl(LIB, NAME, "CompositeExplicitAutograd")
+def _functional(x, w, b, state):
+    y, s = reference(x, w, b, state)
+    return y.contiguous(), s.contiguous()
+
+
+@torch.library.impl(LIB, f"{NAME}.out", "CompositeExplicitAutograd")
+def _out(x, w, b, state, *, y, state_out):
+    check_out(NAME, y, state_out, (x, w, b), _INPUTS, state)
+    y_, s_ = reference(x, w, b, state)
+    y.resize_(y_.shape).copy_(y_)
+    state_out.resize_(s_.shape).copy_(s_)
+    return y, state_out
+
+
+@torch.library.register_fake(f"{DOMAIN}::{NAME}")
+def _fake(x, w, b, state):
+    return torch.empty_like(x), torch.empty_like(state)
+
+
+# ---- ONNX: a node `edgekit::CausalConv1d` whose model-local function body stock ORT inlines ----
+_opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
+
+
+@onnxscript.script(_opset, default_opset=op)
+def CausalConv1d(x: FLOAT, w: FLOAT, b: FLOAT, state: FLOAT) -> tuple[FLOAT, FLOAT]:
+    """Any T: a Loop over the K taps of the inputs with the state in front."""
+    ax1 = op.Constant(value_ints=[1])
+    zero = op.Constant(value_ints=[0])
+    T = op.Shape(x, start=1, end=2)
+    K = op.Shape(w, start=1, end=2)
+    u = op.Concat(op.Slice(op.Transpose(state, perm=[0, 2, 1]), ax1, K, ax1), x, axis=1)   # (B, K-1+T, C)
+    y = op.Mul(x, op.Constant(value_float=0.0))
+    for k in range(op.Squeeze(K)):
+        k1 = op.Unsqueeze(k, zero)
+        tap = op.Squeeze(op.Slice(w, k1, op.Add(k1, ax1), ax1), ax1)                     # (C,)
+        y = op.Add(y, op.Mul(op.Slice(u, k1, op.Add(k1, T), ax1), tap))
+    y = op.Add(y, b)
+    total = op.Shape(u, start=1, end=2)
+    S = op.Transpose(op.Slice(u, op.Sub(total, K), total, ax1), perm=[0, 2, 1])          # (B, C, K)
+    return y, S
+
+
+@onnxscript.script(_opset, default_opset=op)
+def CausalConv1dT1(x: FLOAT, w: FLOAT, b: FLOAT, state: FLOAT) -> tuple[FLOAT, FLOAT]:
+    """T = 1 (the step graph): shift the new column in, one multiply-reduce."""
+    S = op.Concat(op.Slice(state, op.Constant(value_ints=[1]), op.Constant(value_ints=[2**62]),
+                           op.Constant(value_ints=[2])),
+                  op.Transpose(x, perm=[0, 2, 1]), axis=2)                                # (B, C, K)
+    y = op.Add(op.Transpose(op.ReduceSum(op.Mul(S, w), op.Constant(value_ints=[2]), keepdims=1),
+                            perm=[0, 2, 1]), b)
+    return y, S
+
+
+INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=CausalConv1d,
+                       onnx_step_function=CausalConv1dT1, cpp_kernel=f"{NAME}.out", validate=validate))
