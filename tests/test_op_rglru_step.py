@@ -79,12 +79,14 @@ _ORT = {}
 
 
 def ort_run(*args):
-    """Run the op's ONNX function body (what stock ONNX Runtime executes)."""
+    """Run the op's ONNX function body (what stock ONNX Runtime executes): at T = 1 the
+    step body an exported step graph carries, else the general (Loop) body."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
     from edgekit.ops import REGISTRY
-    if "sess" not in _ORT:
+    step = np.asarray(args[0]).shape[1] == 1
+    if step not in _ORT:
         info = REGISTRY["rglru_step"]
         ranks = [a.dim() for a in inputs(1)]
         vi = lambda n, r: helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * r)  # noqa: E731
@@ -92,10 +94,10 @@ def ort_run(*args):
             [helper.make_node(info.onnx_op_type, list(_INPUTS), ["y", "c", "h"], domain="edgekit")], "op",
             [vi(n, r) for n, r in zip(_INPUTS, ranks)], [vi("y", 3), vi("c", 3), vi("h", 2)])
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("edgekit", 1)],
-                              functions=[info.onnx_function_proto()], ir_version=10)
+                              functions=[info.onnx_function_proto(step=step)], ir_version=10)
         onnx.checker.check_model(m, full_check=True)
-        _ORT["sess"] = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    return _ORT["sess"].run(None, {n: np.asarray(a, dtype=np.float32) for n, a in zip(_INPUTS, args)})
+        _ORT[step] = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return _ORT[step].run(None, {n: np.asarray(a, dtype=np.float32) for n, a in zip(_INPUTS, args)})
 
 
 def _runners(et_runner):

@@ -52,7 +52,7 @@ def export_pte(model, path: Path, *, batch: int = 1, state_style: str = DEFAULT_
         step, args = StepIO(model, batch), (*xs, *model.init_state(batch).values())
     step = step.eval().requires_grad_(False)
 
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), model.lowering_for("executorch"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("executorch").setLevel(logging.ERROR)
         ep = torch.export.export(step, args, strict=False)

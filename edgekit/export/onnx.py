@@ -63,7 +63,7 @@ def export_onnx(model, path: Path, *, batch: int = 1, metadata: dict | None = No
     input_names = [s.name for s in in_spec] + [s.name for s in spec]
     output_names = [out_name] + [output_name(s.name) for s in spec]
 
-    with torch.no_grad(), warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+    with torch.no_grad(), model.lowering_for("onnx"), warnings.catch_warnings(), redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         prog = torch.onnx.export(step, (*xs, *state), dynamo=True, opset_version=OPSET,

@@ -12,6 +12,8 @@ sessions, state save/restore and the manifest all read that one spec.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -49,6 +51,7 @@ class RecurrentModel(nn.Module):
     input_kind: ClassVar[str] = "tokens"   # "tokens" (int64 ids) or "features" (float)
     output_name: ClassVar[str] = "logits"  # name of the step's output in every artifact
     ops: str = "fused"                     # "fused" custom ops or "decomposed" stock ops
+    target: str = "torch"                  # the runtime being exported for (lowering_for)
 
     # -- the contract ------------------------------------------------------------------
     def state_spec(self, batch: int = 1) -> list[StateSpec]:
@@ -89,6 +92,18 @@ class RecurrentModel(nn.Module):
                                fix="pass --ops fused (custom ops) or --ops decomposed (stock ops only)")
         self.ops = ops
         return self
+
+    @contextmanager
+    def lowering_for(self, target: str):
+        """While an exporter traces the model: `self.target` names the runtime the graph is
+        for ("onnx" | "executorch"; "torch" otherwise), for the few places where the same
+        math lowers differently (XNNPACK computes gelu(approximate="tanh") as the erf form;
+        ONNX has a one-node tanh Gelu). The math is the same for every target."""
+        before, self.target = self.target, target
+        try:
+            yield self
+        finally:
+            self.target = before
 
     def state_bytes(self, batch: int = 1) -> int:
         return sum(s.nbytes for s in self.state_spec(batch))

@@ -52,7 +52,7 @@ import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
 from edgekit.models import hf
 from edgekit.models.base import RecurrentModel, StateSpec, register_arch
-from edgekit.models.rwkv7 import _Dense
+from edgekit.models.layers import Linear, rms_norm
 from edgekit.ops import rglru_step
 
 MODEL_TYPE = "recurrent_gemma"
@@ -197,24 +197,6 @@ def check_shapes(sd: dict[str, torch.Tensor], expected: dict[str, tuple], source
                                fix="config.json and the weights belong to different models; pair them correctly")
 
 
-class _Linear(_Dense):
-    """y = x @ W (+ b), W stored (in, out) (see rwkv7._Dense)."""
-
-    def __init__(self, d_in: int, d_out: int, bias: bool = True):
-        super().__init__(d_in, d_out)
-        self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
-
-    def forward(self, x):
-        y = x @ self.weight
-        return y if self.bias is None else y + self.bias
-
-    @torch.no_grad()
-    def load(self, sd: dict, prefix: str) -> None:
-        self.load_linear(sd[prefix + ".weight"].float())
-        if self.bias is not None:
-            self.bias.copy_(sd[prefix + ".bias"].float())
-
-
 class _RMSNorm(nn.Module):
     """x / sqrt(mean(x²) + eps) · w, with w = 1 + the checkpoint's weight (folded at load)."""
 
@@ -224,7 +206,7 @@ class _RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        return rms_norm(x, self.weight, self.eps)   # the form ORT fuses into one node
 
 
 class _Recurrent(nn.Module):
@@ -234,7 +216,7 @@ class _Recurrent(nn.Module):
         super().__init__()
         C, D, K, NH = cfg.hidden_size, cfg.lru_width, cfg.conv1d_width, cfg.num_attention_heads
         Wb = D // NH
-        self.linear_x, self.linear_y, self.linear_out = _Linear(C, D), _Linear(C, D), _Linear(D, C)
+        self.linear_x, self.linear_y, self.linear_out = Linear(C, D, bias=True), Linear(C, D, bias=True), Linear(D, C, bias=True)
         self.conv_w = nn.Parameter(torch.zeros(K, D))              # taps, oldest first
         self.conv_b = nn.Parameter(torch.zeros(D))
         self.gate_w = nn.Parameter(torch.zeros(NH, Wb, 2 * Wb))   # [input | recurrence] (in, out)
@@ -249,8 +231,8 @@ class _Attention(nn.Module):
         super().__init__()
         C, NH, KVH, E = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         b = cfg.attention_bias
-        self.q_proj, self.k_proj, self.v_proj = _Linear(C, NH * E, b), _Linear(C, KVH * E, b), _Linear(C, KVH * E, b)
-        self.o_proj = _Linear(NH * E, C)
+        self.q_proj, self.k_proj, self.v_proj = Linear(C, NH * E, b), Linear(C, KVH * E, b), Linear(C, KVH * E, b)
+        self.o_proj = Linear(NH * E, C, bias=True)
         R = cfg.rotary_dim
         inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, R, 2, dtype=torch.float) / R))  # (R/2,)
         self.register_buffer("inv_freq", inv_freq)
@@ -264,7 +246,7 @@ class _Block(nn.Module):
         self.temporal_pre_norm = _RMSNorm(C, cfg.rms_norm_eps)
         self.channel_pre_norm = _RMSNorm(C, cfg.rms_norm_eps)
         self.temporal = _Recurrent(cfg) if kind == "recurrent" else _Attention(cfg)
-        self.gate_proj, self.up_proj, self.down_proj = _Linear(C, M), _Linear(C, M), _Linear(M, C)
+        self.gate_proj, self.up_proj, self.down_proj = Linear(C, M, bias=True), Linear(C, M, bias=True), Linear(M, C, bias=True)
 
 
 def _rotate_half(x):
@@ -282,7 +264,7 @@ class RecurrentGemma(RecurrentModel):
         self.emb = nn.Embedding(cfg.vocab_size, cfg.hidden_size)     # normalizer folded in
         self.blocks = nn.ModuleList(_Block(cfg, kind) for kind in cfg.layer_types)
         self.final_norm = _RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.head = _Dense(cfg.hidden_size, cfg.vocab_size)
+        self.head = Linear(cfg.hidden_size, cfg.vocab_size)
         self.tokenizer_file = None
 
     # -- contract ----------------------------------------------------------------------
@@ -340,8 +322,10 @@ class RecurrentGemma(RecurrentModel):
 
     def _act(self, x):
         if ACTIVATIONS[self.cfg.hidden_activation] == "tanh":
-            # written out: XNNPACK lowers F.gelu(approximate="tanh") to the erf form (5e-4 off)
-            return 0.5 * x * (1.0 + torch.tanh(GELU_C * (x + 0.044715 * x * x * x)))
+            if self.target == "executorch":
+                # written out: XNNPACK lowers F.gelu(approximate="tanh") to the erf form (5e-4 off)
+                return 0.5 * x * (1.0 + torch.tanh(GELU_C * (x + 0.044715 * x * x * x)))
+            return F.gelu(x, approximate="tanh")     # ONNX: one Gelu node (nine when written out)
         return F.gelu(x)
 
     # -- the two temporal blocks -------------------------------------------------------
@@ -433,17 +417,17 @@ class RecurrentGemma(RecurrentModel):
         emb = f32["model.embed_tokens.weight"]
         self.emb.weight.copy_(emb * c.embed_scale)
         self.final_norm.weight.copy_(1.0 + f32["model.final_norm.weight"])
-        self.head.load_linear(emb if c.tie_word_embeddings else f32["lm_head.weight"])
+        self.head.load(emb if c.tie_word_embeddings else f32["lm_head.weight"])
         for i, blk in enumerate(self.blocks):
             p = f"model.layers.{i}."
             blk.temporal_pre_norm.weight.copy_(1.0 + f32[p + "temporal_pre_norm.weight"])
             blk.channel_pre_norm.weight.copy_(1.0 + f32[p + "channel_pre_norm.weight"])
             for n in ("gate_proj", "up_proj", "down_proj"):
-                getattr(blk, n).load(f32, f"{p}mlp_block.{n}")
+                getattr(blk, n).load_from(f32, f"{p}mlp_block.{n}")
             t, m = p + "temporal_block.", blk.temporal
             if blk.kind == "recurrent":
                 for n in ("linear_x", "linear_y", "linear_out"):
-                    getattr(m, n).load(f32, t + n)
+                    getattr(m, n).load_from(f32, t + n)
                 m.conv_w.copy_(f32[t + "conv_1d.weight"][:, 0, :].t())          # (D, 1, K) -> (K, D)
                 m.conv_b.copy_(f32[t + "conv_1d.bias"])
                 g = t + "rg_lru."
@@ -452,7 +436,7 @@ class RecurrentGemma(RecurrentModel):
                 m.log_a.copy_(-LOG_A_SCALE * F.softplus(f32[g + "recurrent_param"]))
             else:
                 for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
-                    getattr(m, n).load(f32, t + n)
+                    getattr(m, n).load_from(f32, t + n)
 
 
 def write_random_hf_dir(path, *, seed: int = 0, dtype: torch.dtype = torch.float32, **config) -> Path:

@@ -27,3 +27,28 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         return rms_norm(x, self.weight, self.eps)
+
+
+class Linear(nn.Module):
+    """y = x @ W (+ b), W stored (in, out): the checkpoint's (out, in) weight transposed once
+    at load. torch's CPU GEMV is several times faster this way at batch 1, and the exported
+    graphs get a plain MatMul."""
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(d_in, d_out))
+        self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
+
+    def forward(self, x):
+        y = x @ self.weight
+        return y if self.bias is None else y + self.bias
+
+    @torch.no_grad()
+    def load(self, w_out_in: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        self.weight.copy_(w_out_in.t())
+        if self.bias is not None:
+            self.bias.copy_(bias)
+
+    def load_from(self, sd: dict, prefix: str) -> None:
+        """From `prefix.weight` (and `prefix.bias`) of a state dict."""
+        self.load(sd[prefix + ".weight"].float(), sd[prefix + ".bias"].float() if self.bias is not None else None)

@@ -54,7 +54,7 @@ import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
 from edgekit.models import hf
 from edgekit.models.base import RecurrentModel, StateSpec, register_arch
-from edgekit.models.layers import RMSNorm, rms_norm
+from edgekit.models.layers import Linear, RMSNorm, rms_norm
 from edgekit.ops import causal_conv1d, mamba_step, ssd_step
 
 PREFIX = "backbone."
@@ -275,40 +275,20 @@ def _weights(path: Path, cfg, source: str) -> tuple[dict[str, torch.Tensor], tor
 
 
 # ---- layers --------------------------------------------------------------------------
-class _Linear(nn.Module):
-    """y = x @ W (+ b), W stored (in, out): the checkpoint's (out, in) weight transposed
-    once at load (a plain MatMul in the exported graphs; faster torch GEMV at batch 1)."""
-
-    def __init__(self, d_in: int, d_out: int, bias: bool = False):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(d_in, d_out))
-        self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
-
-    def forward(self, x):
-        y = x @ self.weight
-        return y if self.bias is None else y + self.bias
-
-    @torch.no_grad()
-    def load(self, w_out_in: torch.Tensor, bias: torch.Tensor | None = None) -> None:
-        self.weight.copy_(w_out_in.t())
-        if self.bias is not None:
-            self.bias.copy_(bias)
-
-
 class _Mixer(nn.Module):
     """Mamba-1 mixer weights (post-transform)."""
 
     def __init__(self, c: MambaConfig):
         super().__init__()
         E, N, K = c.d_inner, c.d_state, c.d_conv
-        self.in_proj = _Linear(c.d_model, 2 * E, c.use_bias)
+        self.in_proj = Linear(c.d_model, 2 * E, c.use_bias)
         self.conv_w = nn.Parameter(torch.zeros(E, K))
         self.conv_b = nn.Parameter(torch.zeros(E))          # zeros without use_conv_bias
-        self.x_proj = _Linear(E, c.dt_rank + 2 * N)
-        self.dt_proj = _Linear(c.dt_rank, E, bias=True)
+        self.x_proj = Linear(E, c.dt_rank + 2 * N)
+        self.dt_proj = Linear(c.dt_rank, E, bias=True)
         self.A = nn.Parameter(torch.zeros(E, N))          # -exp(A_log)
         self.D = nn.Parameter(torch.zeros(E))
-        self.out_proj = _Linear(E, c.d_model, c.use_bias)
+        self.out_proj = Linear(E, c.d_model, c.use_bias)
 
 
 class _Mixer2(nn.Module):
@@ -317,14 +297,14 @@ class _Mixer2(nn.Module):
     def __init__(self, c: Mamba2Config):
         super().__init__()
         E, H, K, X = c.d_inner, c.n_heads, c.d_conv, c.conv_dim
-        self.in_proj = _Linear(c.d_model, E + X + H, c.use_bias)
+        self.in_proj = Linear(c.d_model, E + X + H, c.use_bias)
         self.conv_w = nn.Parameter(torch.zeros(X, K))
         self.conv_b = nn.Parameter(torch.zeros(X))          # zeros without use_conv_bias
         self.dt_bias = nn.Parameter(torch.zeros(H))
         self.A = nn.Parameter(torch.zeros(H))              # -exp(A_log)
         self.D = nn.Parameter(torch.zeros(H))
         self.norm_w = nn.Parameter(torch.ones(E))           # the gated RMSNorm's weight
-        self.out_proj = _Linear(E, c.d_model, c.use_bias)
+        self.out_proj = Linear(E, c.d_model, c.use_bias)
 
 
 class _MambaBase(RecurrentModel):
@@ -339,7 +319,7 @@ class _MambaBase(RecurrentModel):
         self.norms = nn.ModuleList(RMSNorm(cfg.d_model, cfg.norm_eps) for _ in range(cfg.n_layer))
         self.mixers = nn.ModuleList(self._mixer(cfg) for _ in range(cfg.n_layer))
         self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.head = _Linear(cfg.d_model, cfg.vocab_size)
+        self.head = Linear(cfg.d_model, cfg.vocab_size)
         self.tokenizer_file: Path | None = None
 
     def config_dict(self) -> dict:

@@ -33,6 +33,7 @@ from torch import nn
 import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
 from edgekit.models.base import RecurrentModel, StateSpec, register_arch
+from edgekit.models.layers import Linear
 from edgekit.ops import rwkv7_wkv
 
 EXP_M05 = math.exp(-0.5)   # w = exp(-e^{-0.5} · sigmoid(w0 + lora(x)))  (decay in (e^{-0.607}, 1))
@@ -171,23 +172,6 @@ def check_state_dict(sd: dict[str, torch.Tensor], expected: dict[str, tuple], so
                            fix="the file is corrupt or quantized in a format edgekit does not read")
 
 
-class _Dense(nn.Module):
-    """y = x @ W with W stored (in, out): the checkpoint's (out, in) Linear weight,
-    transposed once at load. torch's CPU GEMV is several times faster this way at
-    batch 1, and the exported graphs get a plain MatMul."""
-
-    def __init__(self, d_in: int, d_out: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(d_in, d_out))
-
-    def forward(self, x):
-        return x @ self.weight
-
-    @torch.no_grad()
-    def load_linear(self, w_out_in: torch.Tensor) -> None:
-        self.weight.copy_(w_out_in.t())
-
-
 class _TimeMix(nn.Module):
     def __init__(self, cfg: RWKV7Config, layer_id: int):
         super().__init__()
@@ -202,7 +186,7 @@ class _TimeMix(nn.Module):
             self.v0 = nn.Parameter(torch.zeros(C))
             self.v1, self.v2 = nn.Parameter(torch.zeros(C, cfg.d_mv)), nn.Parameter(torch.zeros(cfg.d_mv, C))
         self.r_k = nn.Parameter(torch.zeros(H, N))
-        self.receptance, self.key, self.value, self.output = (_Dense(C, C) for _ in range(4))
+        self.receptance, self.key, self.value, self.output = (Linear(C, C) for _ in range(4))
         self.ln_x_weight, self.ln_x_bias = nn.Parameter(torch.ones(C)), nn.Parameter(torch.zeros(C))
 
 
@@ -210,8 +194,8 @@ class _ChannelMix(nn.Module):
     def __init__(self, cfg: RWKV7Config):
         super().__init__()
         self.x_k = nn.Parameter(torch.zeros(cfg.n_embd))
-        self.key = _Dense(cfg.n_embd, cfg.d_ffn)
-        self.value = _Dense(cfg.d_ffn, cfg.n_embd)
+        self.key = Linear(cfg.n_embd, cfg.d_ffn)
+        self.value = Linear(cfg.d_ffn, cfg.n_embd)
 
 
 class _Block(nn.Module):
@@ -238,7 +222,7 @@ class RWKV7(RecurrentModel):
         self.emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)   # ln0 folded in
         self.blocks = nn.ModuleList(_Block(cfg, i) for i in range(cfg.n_layer))
         self.ln_out = nn.LayerNorm(cfg.n_embd)
-        self.head = _Dense(cfg.n_embd, cfg.vocab_size)
+        self.head = Linear(cfg.n_embd, cfg.vocab_size)
 
     # -- contract ----------------------------------------------------------------------
     def state_spec(self, batch: int = 1) -> list[StateSpec]:
@@ -338,7 +322,7 @@ class RWKV7(RecurrentModel):
         emb = F.layer_norm(f32("emb.weight"), (C,), f32("blocks.0.ln0.weight"), f32("blocks.0.ln0.bias"))
         self.emb.weight.copy_(emb)
         self.ln_out.weight.copy_(f32("ln_out.weight")); self.ln_out.bias.copy_(f32("ln_out.bias"))
-        self.head.load_linear(f32("head.weight"))
+        self.head.load(f32("head.weight"))
         for i, blk in enumerate(self.blocks):
             b, a, f = f"blocks.{i}.", f"blocks.{i}.att.", f"blocks.{i}.ffn."
             for ln in ("ln1", "ln2"):
@@ -353,11 +337,11 @@ class RWKV7(RecurrentModel):
                 p = getattr(att, n)
                 p.copy_(f32(a + n).reshape(p.shape))
             for n in ("receptance", "key", "value", "output"):
-                getattr(att, n).load_linear(f32(f"{a}{n}.weight"))
+                getattr(att, n).load(f32(f"{a}{n}.weight"))
             att.ln_x_weight.copy_(f32(a + "ln_x.weight")); att.ln_x_bias.copy_(f32(a + "ln_x.bias"))
             blk.ffn.x_k.copy_(f32(f + "x_k").reshape(C))
-            blk.ffn.key.load_linear(f32(f + "key.weight"))
-            blk.ffn.value.load_linear(f32(f + "value.weight"))
+            blk.ffn.key.load(f32(f + "key.weight"))
+            blk.ffn.value.load(f32(f + "value.weight"))
 
 
 def random_state_dict(vocab_size: int, n_embd: int, n_layer: int, head_size: int = 64,

@@ -146,6 +146,7 @@ _opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
 @onnxscript.script(_opset, default_opset=op)
 def RglruStep(x: FLOAT, reset: FLOAT, conv_w: FLOAT, conv_b: FLOAT, gate_w: FLOAT, gate_b: FLOAT,
               log_a: FLOAT, conv_state: FLOAT, h_state: FLOAT) -> tuple[FLOAT, FLOAT, FLOAT]:
+    """Any T: the update in an ONNX Loop over t."""
     ax1 = op.Constant(value_ints=[1])
     ax2 = op.Constant(value_ints=[2])
     axl = op.Constant(value_ints=[-1])
@@ -160,49 +161,65 @@ def RglruStep(x: FLOAT, reset: FLOAT, conv_w: FLOAT, conv_b: FLOAT, gate_w: FLOA
     Bs = op.Shape(x, start=0, end=1)
     gshape = op.Concat(Bs, Hs, ax1, Ws, axis=0)                         # (B, H, 1, W)
     T = op.Shape(x, start=1, end=2)
-    if op.Equal(T, op.Constant(value_ints=[1])):
-        # Single step (decode): straight-line body, no loop.
-        x1 = op.Squeeze(x, ax1)                                         # (B, D)
-        win = op.Concat(conv_state, op.Unsqueeze(x1, axl), axis=-1)     # (B, D, K)
+    hist = conv_state
+    h = h_state
+    y = op.Slice(x, zero, zero, ax1)                                    # (B, 0, D)
+    for t in range(op.Squeeze(T)):
+        t1 = op.Unsqueeze(t, zero)
+        t2 = op.Add(t1, op.Constant(value_ints=[1]))
+        xt = op.Squeeze(op.Slice(x, t1, t2, ax1), ax1)                  # (B, D)
+        win = op.Concat(hist, op.Unsqueeze(xt, axl), axis=-1)           # (B, D, K)
         u = op.Add(op.ReduceSum(op.Mul(win, taps), axl, keepdims=0), conv_b)
         hist = op.Slice(win, ax1, big, ax2)
-        g = op.Add(op.Squeeze(op.MatMul(op.Reshape(u, gshape), gate_w), ax2), gate_b)  # (B, H, 2W)
+        g = op.Add(op.Squeeze(op.MatMul(op.Reshape(u, gshape), gate_w), ax2), gate_b)
         gi = op.Reshape(op.Sigmoid(op.Slice(g, zero, Ws, axl)), op.Shape(u))
         gr = op.Reshape(op.Sigmoid(op.Slice(g, Ws, W2, axl)), op.Shape(u))
         la = op.Mul(log_a, gr)
         a = op.Exp(la)
         mult0 = op.Sqrt(op.Sub(one, op.Exp(op.Mul(two, la))))
-        rs = op.Squeeze(reset, ax1)                                     # (B,)
-        rs = op.Unsqueeze(rs, axl)                                      # (B, 1)
+        rs = op.Slice(reset, t1, t2, ax1)                               # (B, 1)
         keep = op.Sub(one, rs)
         mult = op.Add(rs, op.Mul(keep, mult0))
-        h = op.Add(op.Mul(op.Mul(a, keep), h_state), op.Mul(op.Mul(u, gi), mult))
-        y = op.Unsqueeze(h, ax1)                                        # (B, 1, D)
-    else:
-        # T > 1 (prefill): the same update in an ONNX Loop over t.
-        hist = conv_state
-        h = h_state
-        y = op.Slice(x, zero, zero, ax1)                                # (B, 0, D)
-        for t in range(op.Squeeze(T)):
-            t1 = op.Unsqueeze(t, zero)
-            t2 = op.Add(t1, op.Constant(value_ints=[1]))
-            xt = op.Squeeze(op.Slice(x, t1, t2, ax1), ax1)              # (B, D)
-            win = op.Concat(hist, op.Unsqueeze(xt, axl), axis=-1)       # (B, D, K)
-            u = op.Add(op.ReduceSum(op.Mul(win, taps), axl, keepdims=0), conv_b)
-            hist = op.Slice(win, ax1, big, ax2)
-            g = op.Add(op.Squeeze(op.MatMul(op.Reshape(u, gshape), gate_w), ax2), gate_b)
-            gi = op.Reshape(op.Sigmoid(op.Slice(g, zero, Ws, axl)), op.Shape(u))
-            gr = op.Reshape(op.Sigmoid(op.Slice(g, Ws, W2, axl)), op.Shape(u))
-            la = op.Mul(log_a, gr)
-            a = op.Exp(la)
-            mult0 = op.Sqrt(op.Sub(one, op.Exp(op.Mul(two, la))))
-            rs = op.Slice(reset, t1, t2, ax1)                           # (B, 1)
-            keep = op.Sub(one, rs)
-            mult = op.Add(rs, op.Mul(keep, mult0))
-            h = op.Add(op.Mul(op.Mul(a, keep), h), op.Mul(op.Mul(u, gi), mult))
-            y = op.Concat(y, op.Unsqueeze(h, ax1), axis=1)
+        h = op.Add(op.Mul(op.Mul(a, keep), h), op.Mul(op.Mul(u, gi), mult))
+        y = op.Concat(y, op.Unsqueeze(h, ax1), axis=1)
+    return y, hist, h
+
+
+@onnxscript.script(_opset, default_opset=op)
+def RglruStepT1(x: FLOAT, reset: FLOAT, conv_w: FLOAT, conv_b: FLOAT, gate_w: FLOAT, gate_b: FLOAT,
+                log_a: FLOAT, conv_state: FLOAT, h_state: FLOAT) -> tuple[FLOAT, FLOAT, FLOAT]:
+    """T = 1 (the step graph): straight-line, no loop."""
+    ax1 = op.Constant(value_ints=[1])
+    ax2 = op.Constant(value_ints=[2])
+    axl = op.Constant(value_ints=[-1])
+    zero = op.Constant(value_ints=[0])
+    big = op.Constant(value_ints=[9223372036854775807])
+    one = op.Constant(value_float=1.0)
+    two = op.Constant(value_float=2.0)
+    taps = op.Transpose(conv_w, perm=[1, 0])                            # (D, K)
+    Hs = op.Shape(gate_w, start=0, end=1)
+    Ws = op.Shape(gate_w, start=1, end=2)
+    W2 = op.Shape(gate_w, start=2, end=3)
+    Bs = op.Shape(x, start=0, end=1)
+    gshape = op.Concat(Bs, Hs, ax1, Ws, axis=0)                         # (B, H, 1, W)
+    x1 = op.Squeeze(x, ax1)                                             # (B, D)
+    win = op.Concat(conv_state, op.Unsqueeze(x1, axl), axis=-1)         # (B, D, K)
+    u = op.Add(op.ReduceSum(op.Mul(win, taps), axl, keepdims=0), conv_b)
+    hist = op.Slice(win, ax1, big, ax2)
+    g = op.Add(op.Squeeze(op.MatMul(op.Reshape(u, gshape), gate_w), ax2), gate_b)  # (B, H, 2W)
+    gi = op.Reshape(op.Sigmoid(op.Slice(g, zero, Ws, axl)), op.Shape(u))
+    gr = op.Reshape(op.Sigmoid(op.Slice(g, Ws, W2, axl)), op.Shape(u))
+    la = op.Mul(log_a, gr)
+    a = op.Exp(la)
+    mult0 = op.Sqrt(op.Sub(one, op.Exp(op.Mul(two, la))))
+    rs = reset                                                          # (B, 1)
+    keep = op.Sub(one, rs)
+    mult = op.Add(rs, op.Mul(keep, mult0))
+    h = op.Add(op.Mul(op.Mul(a, keep), h_state), op.Mul(op.Mul(u, gi), mult))
+    y = op.Unsqueeze(h, ax1)                                            # (B, 1, D)
     return y, hist, h
 
 
 INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=RglruStep,
+                       onnx_step_function=RglruStepT1,
                        cpp_kernel=f"{NAME}.out", validate=validate))

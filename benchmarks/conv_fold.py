@@ -1,0 +1,152 @@
+#!/usr/bin/env python
+"""Mamba's causal conv: a separate custom op, or stock ops next to the fused SSM op?
+
+    python benchmarks/conv_fold.py [--cases mamba-130m,mamba2-130m] [--steps 32] [--rounds 5]
+
+For each case (real shapes, random weights; see benchmarks/cases) it exports the fused
+model twice: the conv as one `edgekit::causal_conv1d` node (edgekit's default), and the
+conv as stock ops (slice, concat, multiply, reduce) beside the fused SSM op, and times
+single steps of both in ONNX Runtime and ExecuTorch in interleaved rounds (median).
+
+Folding the conv INTO the SSM op is not possible for Mamba-1 (x_proj and dt_proj run
+between the conv and the SSM). For Mamba-2 it would remove one kernel call per layer and
+keep the same arithmetic and memory traffic; so the most it can save is the cost of that
+call, which the last table measures: the `causal_conv1d` kernel alone at the layer's shape
+in a one-op .pte, against a one-op .pte of a trivial add (the per-call floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def export_variants(case, work: Path, console):
+    from edgekit.cli.export import export_to_dir
+    from edgekit.models.mamba import _MambaBase
+    from edgekit.ops import causal_conv1d
+    path = case.make(work)
+    out = {}
+    for label, patch in (("conv op", None), ("conv as stock ops", causal_conv1d.reference)):
+        d = work / ("fused-buffers" if patch is None else "fused-stockconv")
+        if not (d / "edgekit.json").exists():
+            console.print(f"  exporting {label} ...")
+            if patch is None:
+                export_to_dir(path, d, ("onnx", "pte"), "fused", "buffers", 1, console=console)
+            else:
+                with mock.patch.object(_MambaBase, "_conv", lambda self, x, w, b, s: patch(x, w, b, s)):
+                    export_to_dir(path, d, ("onnx", "pte"), "fused", "buffers", 1, console=console)
+        out[label] = d
+    return out
+
+
+def time_models(case, dirs, steps, rounds):
+    from edgekit.runtimes.session import StreamingSession
+    runners = [(f"{fmt} {label}", StreamingSession(d / f"model.{fmt}"))
+               for label, d in dirs.items() for fmt in ("onnx", "pte")]
+    rng = np.random.default_rng(0)
+    times = {k: [] for k, _ in runners}
+    for _, r in runners:
+        for x in case.inputs(8, rng):
+            r.step(x)
+    for _ in range(rounds):
+        xs = case.inputs(steps, rng)
+        for k, r in runners:
+            for x in xs:
+                t0 = time.perf_counter()
+                r.step(x)
+                times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
+def time_single_op(C: int, K: int, work: Path, calls: int = 3000) -> dict:
+    """us per execute() of a one-op .pte: causal_conv1d at (1, 1, C), K taps, vs x + 1."""
+    import torch
+    from executorch.exir import EdgeCompileConfig, to_edge
+    from executorch.runtime import Runtime
+    from edgekit.kernels import load_kernels
+    load_kernels()
+
+    class Conv(torch.nn.Module):
+        def forward(self, x, w, b, s):
+            return torch.ops.edgekit.causal_conv1d(x, w, b, s)
+
+    class Add(torch.nn.Module):
+        def forward(self, x, w, b, s):
+            return x + 1.0, s
+
+    args = (torch.randn(1, 1, C), torch.randn(C, K), torch.randn(C), torch.randn(1, C, K))
+    out = {}
+    for name, mod in (("causal_conv1d", Conv()), ("x + 1 (call floor)", Add())):
+        ep = torch.export.export(mod, args, strict=False)
+        prog = to_edge(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
+        p = work / f"single-{name.split()[0]}.pte"
+        p.write_bytes(prog.buffer)
+        m = Runtime.get().load_program(p).load_method("forward")
+        ins = list(args)
+        for _ in range(200):
+            m.execute(ins)
+        ts = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                m.execute(ins)
+            ts.append((time.perf_counter() - t0) / calls * 1e6)
+        out[name] = min(ts)
+    return out
+
+
+def main(argv=None):
+    from rich.console import Console
+    from rich.table import Table
+    from step_latency import load_cases
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cases", default="mamba-130m,mamba2-130m")
+    ap.add_argument("--steps", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--work", type=Path, default=REPO / "build" / "bench")
+    args = ap.parse_args(argv)
+    console = Console()
+    for case in load_cases(args.cases.split(",")):
+        console.rule(case.NAME)
+        work = args.work / case.NAME
+        work.mkdir(parents=True, exist_ok=True)
+        res = time_models(case, export_variants(case, work, console), args.steps, args.rounds)
+        t = Table(title=f"{case.NAME}: fused SSM op, conv as its own op vs as stock ops (ms/token, median)")
+        for c in ("runtime", "conv op", "conv as stock ops", "op / stock"):
+            t.add_column(c, justify="left" if c == "runtime" else "right")
+        for fmt, name in (("onnx", "onnxruntime"), ("pte", "executorch")):
+            a, b = res[f"{fmt} conv op"], res[f"{fmt} conv as stock ops"]
+            t.add_row(name, f"{a:.2f}", f"{b:.2f}", f"{a / b:.3f}")
+        console.print(t)
+    from edgekit.models import load_model
+    shapes = []
+    for case in load_cases(args.cases.split(",")):
+        m = load_model(case.make(args.work / case.NAME))
+        w = m.mixers[0].conv_w
+        shapes.append((case.NAME, w.shape[0], w.shape[1], m.cfg.n_layer))
+        del m
+    t = Table(title="One causal_conv1d call at the layer's shape (ExecuTorch, one-op .pte, us per execute, best of 5)")
+    for c in ("case", "C x K", "causal_conv1d", "x + 1 (call floor)", "op cost over floor", "x L layers, ms/token"):
+        t.add_column(c, justify="left" if c == "case" else "right")
+    for name, C, K, L in shapes:
+        r = time_single_op(C, K, args.work / name)
+        extra = r["causal_conv1d"] - r["x + 1 (call floor)"]
+        console.print(f"  {name}: measured")
+        t.add_row(name, f"{C} x {K}", f"{r['causal_conv1d']:.2f}", f"{r['x + 1 (call floor)']:.2f}",
+                  f"{extra:.2f}", f"{extra * L / 1e3:.3f}")
+    console.print(t)
+
+
+if __name__ == "__main__":
+    main()
