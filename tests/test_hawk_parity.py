@@ -157,6 +157,7 @@ def test_torch_steps_match_oracle(rg_dir, oracle_steps, kind, ops):
     toks, ref = oracle_steps(kind)
     m = RecurrentGemma.from_pretrained(rg_dir(kind)).set_ops(ops)
     got, st = _torch_steps(m, toks)
+    print(f"PARITY {kind} torch {ops} {_rel(got, ref):.2e}")   # the figure (pytest -s)
     assert _rel(got, ref) <= TOL, _rel(got, ref)
     assert int(st["position"]) == STEPS
 
@@ -209,10 +210,25 @@ def test_exported_steps_match_oracle(rg_export, oracle_steps, kind, fmt, ops):
     out = rg_export(kind, ops)
     sess = StreamingSession(out / f"model.{fmt}")
     got = np.stack([sess.step(t).copy() for t in toks])
+    print(f"PARITY {kind} {fmt} {ops} {_rel(got, ref):.2e}")
     assert _rel(got, ref) <= TOL, _rel(got, ref)
     m = json.loads((out / "edgekit.json").read_text())
     used = m["artifacts"][fmt]["ops_used"]["edgekit"]
     assert bool(used) == (ops == "fused"), used
+
+
+def test_prefill_graph_matches_oracle(rg_dir, oracle_steps, tmp_path):
+    """`export --prefill 8` on Griffin: the sequence graph (rglru_step's general ONNX body,
+    the ring-buffer attention over 8 new keys) loads in ONNX Runtime and ExecuTorch, and 64
+    tokens in chunks of 8 give the oracle's logits."""
+    from edgekit.cli.export import export_to_dir
+    toks, ref = oracle_steps("griffin")
+    export_to_dir(rg_dir("griffin"), tmp_path, ("onnx", "pte"), "fused", "buffers", 1, quiet=True, prefill=8)
+    for fmt in ("onnx", "pte"):
+        sess = StreamingSession(tmp_path / f"model.{fmt}")
+        assert sess.prefill is not None and sess.prefill_len == 8, fmt
+        got = np.asarray(sess.forward_seq(toks))
+        assert _rel(got, ref) <= TOL, (fmt, _rel(got, ref))
 
 
 @pytest.mark.parametrize("kind", ["hawk", "griffin"])

@@ -113,6 +113,7 @@ def test_torch_steps_match_oracle(model_dir, oracle_steps, name, ops):
         for t in _tokens():
             y, st = m.step(torch.tensor([t]), st)
             out.append(y[0].numpy())
+    print(f"PARITY {name} torch {ops} {_rel(np.stack(out), ref):.2e}")   # the figure (pytest -s)
     assert _rel(np.stack(out), ref) <= TOL
 
 
@@ -145,6 +146,7 @@ def test_exported_steps_match_oracle(exported, oracle_steps, name, ops):
     for fmt in ("onnx", "pte"):
         sess = StreamingSession(out / f"model.{fmt}")
         got = np.stack([sess.step(t).copy() for t in _tokens()])
+        print(f"PARITY {name} {fmt} {ops} {_rel(got, ref):.2e}")
         assert _rel(got, ref) <= TOL, fmt
 
 

@@ -35,6 +35,13 @@ class OrtBackend(Backend):
             self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
             first = str(e).strip().splitlines()[0][:200]
+            if "InferenceError" in first or "NOT_IMPLEMENTED" in first or "Could not find an implementation" in first:
+                # a well-formed file this onnxruntime cannot run (graph/type checks, a missing kernel)
+                import onnxruntime as ort
+                raise EdgekitError(f"'{path}' is a valid ONNX file that onnxruntime {ort.__version__} "
+                                   f"cannot run ({first})",
+                                   fix="export it again with this edgekit; if that fails, report it with the "
+                                       "edgekit and onnxruntime versions") from None
             raise EdgekitError(f"'{path}' could not be loaded by onnxruntime ({first})",
                                fix="the file is truncated or corrupt; export it again") from None
         self.threads = threads
