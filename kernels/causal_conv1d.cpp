@@ -14,7 +14,6 @@
 // itself (in-place update): each channel's K-window is read into registers first.
 #include "edgekit_kernel.h"
 
-#include <cstring>
 
 namespace edgekit {
 namespace kernels {
@@ -22,6 +21,31 @@ namespace {
 
 constexpr int kMaxTaps = 64;
 constexpr const char* kConvInputNames[3] = {"x", "w", "b"};
+
+// KK > 0: K == KK at compile time (unrolled); KK == 0: any K <= kMaxTaps. The window is
+// read whole before anything is written, so state_out may be state itself.
+template <int KK>
+void conv_channels(const float* xp, const float* wp, const float* bp, const float* sp, float* yp,
+                   float* so, int64_t B, int64_t T, int64_t C, int64_t Kdyn) {
+  const int64_t K = KK > 0 ? KK : Kdyn;
+  for (int64_t bi = 0; bi < B; ++bi) {
+    for (int64_t c = 0; c < C; ++c) {
+      float win[KK > 0 ? KK : kMaxTaps];
+      const float* s = sp + (bi * C + c) * K;
+      for (int64_t k = 0; k < K; ++k) win[k] = s[k];
+      const float* wc = wp + c * K;
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t k = 0; k + 1 < K; ++k) win[k] = win[k + 1];
+        win[K - 1] = xp[(bi * T + t) * C + c];
+        float acc = bp[c];
+        for (int64_t k = 0; k < K; ++k) acc += wc[k] * win[k];
+        yp[(bi * T + t) * C + c] = acc;
+      }
+      float* o = so + (bi * C + c) * K;
+      for (int64_t k = 0; k < K; ++k) o[k] = win[k];
+    }
+  }
+}
 
 void causal_conv1d_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
                        const Tensor& state, Tensor& y, Tensor& state_out) {
@@ -92,20 +116,11 @@ void causal_conv1d_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor&
   const float* sp = state.const_data_ptr<float>();
   float* yp = y.mutable_data_ptr<float>();
   float* so = state_out.mutable_data_ptr<float>();
-  for (int64_t bi = 0; bi < B; ++bi) {
-    for (int64_t c = 0; c < C; ++c) {
-      float win[kMaxTaps];
-      std::memcpy(win, sp + (bi * C + c) * K, K * sizeof(float));
-      const float* __restrict wc = wp + c * K;
-      for (int64_t t = 0; t < T; ++t) {
-        for (int64_t k = 0; k + 1 < K; ++k) win[k] = win[k + 1];
-        win[K - 1] = xp[(bi * T + t) * C + c];
-        float acc = bp[c];
-        for (int64_t k = 0; k < K; ++k) acc += wc[k] * win[k];
-        yp[(bi * T + t) * C + c] = acc;
-      }
-      std::memcpy(so + (bi * C + c) * K, win, K * sizeof(float));
-    }
+  switch (K) {  // the window lives in registers when K is known at compile time
+    case 4: conv_channels<4>(xp, wp, bp, sp, yp, so, B, T, C, K); break;
+    case 3: conv_channels<3>(xp, wp, bp, sp, yp, so, B, T, C, K); break;
+    case 2: conv_channels<2>(xp, wp, bp, sp, yp, so, B, T, C, K); break;
+    default: conv_channels<0>(xp, wp, bp, sp, yp, so, B, T, C, K); break;
   }
 }
 
