@@ -60,3 +60,14 @@ def load_kernels() -> Path:
                 fix="rebuild it with `make setup` (it links the executorch wheel in .venv)") from e
         _loaded = path
         return path
+
+
+def set_kernel_threads(n: int | None) -> None:
+    """Threads of edgekit's own kernel pool (kernels/edgekit_threadpool.h; today the
+    `dense` GEMV); None: one per CPU. A no-op until the library is loaded."""
+    if _handle is not None:
+        _handle.edgekit_kernels_set_threads(ctypes.c_int(n if n else (os.cpu_count() or 1)))
+
+
+def kernel_threads() -> int | None:
+    return int(_handle.edgekit_kernels_threads()) if _handle is not None else None

@@ -19,6 +19,7 @@
 // for step t (overwritten by h), the gate pre-activations in a per-thread scratch buffer
 // that grows once (nothing is allocated per step after the first call).
 #include "edgekit_kernel.h"
+#include "edgekit_threadpool.h"
 
 #include <cmath>
 #include <cstring>
@@ -122,10 +123,6 @@ void rglru_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& re
     return;
   }
 
-  thread_local std::vector<float> scratch;  // gate pre-activations of one block (2W)
-  if ((int64_t)scratch.size() < 2 * W) scratch.resize(2 * W);
-  float* acc = scratch.data();
-
   const float* xp = x.const_data_ptr<float>();
   const float* rp = reset.const_data_ptr<float>();
   const float* cw = conv_w.const_data_ptr<float>();
@@ -137,52 +134,60 @@ void rglru_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& re
   float* cso = conv_state_out.mutable_data_ptr<float>();
   float* hso = h_state_out.mutable_data_ptr<float>();
 
-  for (int64_t b = 0; b < B; ++b) {
-    const float* hist_in = conv_state.const_data_ptr<float>() + b * D * KH;
-    const float* h_in = h_state.const_data_ptr<float>() + b * D;
-    float* hist = cso + b * D * KH;
-    float* h = hso + b * D;
-    for (int64_t t = 0; t < T; ++t) {
-      const float* xt = xp + (b * T + t) * D;
-      float* u = yp + (b * T + t) * D;  // staged here, overwritten by h below
-      const float* hsrc = t == 0 ? hist_in : hist;
-      // temporal depthwise conv; shift the history (in place is safe: k reads k+1 first)
-      for (int64_t d = 0; d < D; ++d) {
-        const float* hs = hsrc + d * KH;
-        float* hd = hist + d * KH;
-        float s = 0.f;
-        for (int64_t k = 0; k < KH; ++k) s += hs[k] * cw[k * D + d];
-        s += xt[d] * cw[KH * D + d];
-        for (int64_t k = 0; k + 1 < KH; ++k) hd[k] = hs[k + 1];
-        if (KH > 0) hd[KH - 1] = xt[d];
-        u[d] = s + cb[d];
-      }
-      const float rs = rp[b * T + t], keep = 1.f - rs;
-      const float* hprev = t == 0 ? h_in : h;
-      for (int64_t hh = 0; hh < H; ++hh) {
-        // gates of block hh: acc = u[hh] . gate_w[hh] + gate_b[hh]  (row axpys, SIMD over j)
+  // Gate blocks are independent (block-diagonal gates, per-channel conv and recurrence):
+  // split them over the pool; each block runs all T steps for its W channels.
+  parallel_for(H, 2, [&](int64_t h0, int64_t h1) {
+    thread_local std::vector<float> scratch;  // gate pre-activations of one block (2W)
+    if ((int64_t)scratch.size() < 2 * W) scratch.resize(2 * W);
+    float* acc = scratch.data();
+    for (int64_t b = 0; b < B; ++b) {
+      const float* hist_in = conv_state.const_data_ptr<float>() + b * D * KH;
+      const float* h_in = h_state.const_data_ptr<float>() + b * D;
+      float* hist = cso + b * D * KH;
+      float* h = hso + b * D;
+      for (int64_t hh = h0; hh < h1; ++hh) {
+        const int64_t d0 = hh * W, d1 = d0 + W;
         const float* bias = gb + hh * 2 * W;
-        for (int64_t j = 0; j < 2 * W; ++j) acc[j] = 0.f;
-        for (int64_t i = 0; i < W; ++i) {
-          const float ui = u[hh * W + i];
-          const float* row = gw + (hh * W + i) * 2 * W;
+        for (int64_t t = 0; t < T; ++t) {
+          const float* xt = xp + (b * T + t) * D;
+          float* u = yp + (b * T + t) * D;  // staged here, overwritten by h below
+          const float* hsrc = t == 0 ? hist_in : hist;
+          // temporal depthwise conv; shift the history (in place is safe: k reads k+1 first)
+          for (int64_t d = d0; d < d1; ++d) {
+            const float* hs = hsrc + d * KH;
+            float* hd = hist + d * KH;
+            float s = 0.f;
+            for (int64_t k = 0; k < KH; ++k) s += hs[k] * cw[k * D + d];
+            s += xt[d] * cw[KH * D + d];
+            for (int64_t k = 0; k + 1 < KH; ++k) hd[k] = hs[k + 1];
+            if (KH > 0) hd[KH - 1] = xt[d];
+            u[d] = s + cb[d];
+          }
+          const float rs = rp[b * T + t], keep = 1.f - rs;
+          const float* hprev = t == 0 ? h_in : h;
+          // gates of block hh: acc = u[hh] . gate_w[hh] + gate_b[hh]  (row axpys, SIMD over j)
+          for (int64_t j = 0; j < 2 * W; ++j) acc[j] = 0.f;
+          for (int64_t i = 0; i < W; ++i) {
+            const float ui = u[d0 + i];
+            const float* row = gw + (d0 + i) * 2 * W;
 #pragma omp simd
-          for (int64_t j = 0; j < 2 * W; ++j) acc[j] += ui * row[j];
-        }
-        for (int64_t i = 0; i < W; ++i) {
-          const int64_t d = hh * W + i;
-          const float gi = sigmoidf(acc[i] + bias[i]);
-          const float gr = sigmoidf(acc[W + i] + bias[W + i]);
-          const float la = la_base[d] * gr;
-          const float a = std::exp(la);
-          const float mult = rs + keep * std::sqrt(1.f - std::exp(2.f * la));
-          const float hn = a * keep * hprev[d] + u[d] * gi * mult;
-          h[d] = hn;
-          u[d] = hn;  // y_t = h_t
+            for (int64_t j = 0; j < 2 * W; ++j) acc[j] += ui * row[j];
+          }
+          for (int64_t i = 0; i < W; ++i) {
+            const int64_t d = d0 + i;
+            const float gi = sigmoidf(acc[i] + bias[i]);
+            const float gr = sigmoidf(acc[W + i] + bias[W + i]);
+            const float la = la_base[d] * gr;
+            const float a = std::exp(la);
+            const float mult = rs + keep * std::sqrt(1.f - std::exp(2.f * la));
+            const float hn = a * keep * hprev[d] + u[d] * gi * mult;
+            h[d] = hn;
+            u[d] = hn;  // y_t = h_t
+          }
         }
       }
     }
-  }
+  });
 }
 
 // Boxed entry point. Stack: the 9 inputs, y, conv_state_out, h_state_out, then the TensorList

@@ -15,6 +15,7 @@
 // A head's state depends only on its own previous state, so state_out may be state itself
 // (in-place update). T is looped inside a head, so its P x N state stays in cache.
 #include "edgekit_kernel.h"
+#include "edgekit_threadpool.h"
 
 #include <cmath>
 #include <cstring>
@@ -96,11 +97,13 @@ void ssd_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& dt, 
   ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, state_out), InvalidArgument, ,
                       "ssd_step: y must not alias state_out");
 
-  // ---- compute: copy the state over once (unless in place), then update it in place ----
-  if (!same_data(state_out, state) && state.nbytes() > 0) {
+  // ---- compute: step 0 reads `state` and writes `state_out` (the same memory when in
+  // place: each element is read before it is written), later steps update state_out ----
+  if (T == 0 && !same_data(state_out, state) && state.nbytes() > 0) {
     std::memcpy(state_out.mutable_data_ptr<float>(), state.const_data_ptr<float>(), state.nbytes());
   }
   if (B * T * H * P * N == 0) return;
+  const float* S0 = state.const_data_ptr<float>();
   const float* xp = x.const_data_ptr<float>();
   const float* dtp = dt.const_data_ptr<float>();
   const float* Ap = A.const_data_ptr<float>();
@@ -110,32 +113,37 @@ void ssd_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& dt, 
   float* yp = y.mutable_data_ptr<float>();
   float* S = state_out.mutable_data_ptr<float>();
   const int64_t rep = H / G;
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t g = h / rep;
-      float* Sh = S + (b * H + h) * P * N;
-      for (int64_t t = 0; t < T; ++t) {
-        const float dtv = dtp[(b * T + t) * H + h];
-        const float dA = std::exp(dtv * Ap[h]);
-        const float* __restrict bt = Bp + ((b * T + t) * G + g) * N;
-        const float* __restrict ct = Cp + ((b * T + t) * G + g) * N;
-        const float* xt = xp + ((b * T + t) * H + h) * P;
-        float* yt = yp + ((b * T + t) * H + h) * P;
-        for (int64_t p = 0; p < P; ++p) {
-          float* __restrict s = Sh + p * N;
-          const float dx = dtv * xt[p];
-          float acc = 0.f;
+  // Heads are independent: split them over the pool (Mamba2-130m: 24 heads x 64 x 128).
+  parallel_for(H, 4, [&](int64_t h0, int64_t h1) {
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t h = h0; h < h1; ++h) {
+        const int64_t g = h / rep;
+        float* Sh = S + (b * H + h) * P * N;
+        for (int64_t t = 0; t < T; ++t) {
+          const float* Sin = t == 0 ? S0 + (b * H + h) * P * N : Sh;   // may equal Sh (in place)
+          const float dtv = dtp[(b * T + t) * H + h];
+          const float dA = std::exp(dtv * Ap[h]);
+          const float* __restrict bt = Bp + ((b * T + t) * G + g) * N;
+          const float* __restrict ct = Cp + ((b * T + t) * G + g) * N;
+          const float* xt = xp + ((b * T + t) * H + h) * P;
+          float* yt = yp + ((b * T + t) * H + h) * P;
+          for (int64_t p = 0; p < P; ++p) {
+            float* s = Sh + p * N;
+            const float* sin = Sin + p * N;
+            const float dx = dtv * xt[p];
+            float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
-          for (int64_t n = 0; n < N; ++n) {
-            const float v = dA * s[n] + dx * bt[n];
-            s[n] = v;
-            acc += v * ct[n];
+            for (int64_t n = 0; n < N; ++n) {
+              const float v = dA * sin[n] + dx * bt[n];
+              s[n] = v;
+              acc += v * ct[n];
+            }
+            yt[p] = acc + Dpp[h] * xt[p];
           }
-          yt[p] = acc + Dpp[h] * xt[p];
         }
       }
     }
-  }
+  });
 }
 
 // Boxed entry point. Stack: x, dt, A, Bm, C, D, state, y, state_out, then the TensorList the

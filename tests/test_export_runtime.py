@@ -54,7 +54,8 @@ def test_manifest_describes_state(rwkv7_export):
     from edgekit._io import sha256_file
     for e in m["artifacts"].values():
         assert e["sha256"] == sha256_file(rwkv7_export("fused") / e["file"])
-    assert m["artifacts"]["pte"]["ops_used"]["edgekit"] == ["edgekit::rwkv7_wkv"]
+    assert m["artifacts"]["pte"]["ops_used"]["edgekit"] == ["edgekit::dense", "edgekit::rwkv7_wkv"]
+    assert m["artifacts"]["onnx"]["ops_used"]["edgekit"] == ["Rwkv7Wkv"]         # ONNX op types
 
 
 def test_pte_needs_kernel_library(rwkv7_export):

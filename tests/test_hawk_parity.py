@@ -215,6 +215,8 @@ def test_exported_steps_match_oracle(rg_export, oracle_steps, kind, fmt, ops):
     m = json.loads((out / "edgekit.json").read_text())
     used = m["artifacts"][fmt]["ops_used"]["edgekit"]
     assert bool(used) == (ops == "fused"), used
+    if ops == "fused" and fmt == "pte":
+        assert used == ["edgekit::dense", "edgekit::rglru_step"], used
 
 
 def test_prefill_graph_matches_oracle(rg_dir, oracle_steps, tmp_path):

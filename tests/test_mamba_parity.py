@@ -141,7 +141,8 @@ def test_exported_steps_match_oracle(exported, oracle_steps, name, ops):
     out = exported(name, ops)
     manifest = json.loads((out / "edgekit.json").read_text())
     op = {"mamba": "mamba_step", "mamba2": "ssd_step"}[CONFIGS[name][0]]
-    want = sorted(["edgekit::causal_conv1d", f"edgekit::{op}"]) if ops == "fused" else []
+    # fused .pte: every Linear is edgekit::dense (packed weights, edgekit's GEMV kernel)
+    want = sorted(["edgekit::causal_conv1d", "edgekit::dense", f"edgekit::{op}"]) if ops == "fused" else []
     assert manifest["artifacts"]["pte"]["ops_used"]["edgekit"] == want
     for fmt in ("onnx", "pte"):
         sess = StreamingSession(out / f"model.{fmt}")

@@ -19,7 +19,7 @@ TS = [1, 5, 40]
 SLICED = (True, True, False, True, True, False)    # x, dt, A, Bm, C, D: which have a T axis
 
 
-def inputs(T, seed=0, B=B, G=2):
+def inputs(T, seed=0, B=B, G=2, H=H):
     """Inputs shaped like Mamba-2 makes them: Δ = softplus(·) > 0, A = -exp(A_log) < 0."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, T, H, P, generator=g)
@@ -44,6 +44,22 @@ def test_native_matches_reference(T, G, runners):
     for name, run in runners.all().items():
         y, s = run(*args)
         assert close(y, y_ref) and close(s, s_ref), name
+
+
+@pytest.mark.parametrize("T", [1, 5])
+def test_kernel_split_over_threads_matches_reference(T, runners):
+    """H = 12 splits the heads over the kernel pool (kernels/ssd_step.cpp: 4 per thread at
+    least); with 1 and 2 threads the C++ kernel gives the reference's answer."""
+    from edgekit.kernels import set_kernel_threads
+    args = inputs(T, seed=5, G=3, H=12)
+    y_ref, s_ref = reference(*args)
+    try:
+        for threads in (1, 2):
+            set_kernel_threads(threads)
+            y, s = runners.et(*args)
+            assert close(y, y_ref) and close(s, s_ref), threads
+    finally:
+        set_kernel_threads(None)
 
 
 @pytest.mark.parametrize("G", [1, 2])

@@ -1,7 +1,9 @@
 """ExecuTorch exporter: the single-step graph as a `.pte`, XNNPACK-delegated.
 
-The matmuls go to XNNPACK; edgekit's fused ops stay as runtime kernels, served by the
-C++ out-variant kernels in kernels/ (one shared library, loaded by the session).
+With `--ops fused` every Linear layer is `edgekit::dense` (weights packed at export,
+RecurrentModel.lowering_for) and the recurrences are edgekit's fused ops, all served by the
+C++ out-variant kernels in kernels/ (one shared library, loaded by the session); XNNPACK
+takes what is left (norms, elementwise). With `--ops decomposed` the matmuls go to XNNPACK.
 
 Two state styles:
 * "buffers" (default): state lives in mutable buffers inside the program's memory arena

@@ -99,10 +99,19 @@ class RecurrentModel(nn.Module):
         for ("onnx" | "executorch"; "torch" otherwise), for the few places where the same
         math lowers differently (XNNPACK computes gelu(approximate="tanh") as the erf form;
         ONNX has a one-node tanh Gelu). The math is the same for every target."""
+        from edgekit.models.layers import Linear
         before, self.target = self.target, target
+        # ExecuTorch with fused ops: every Linear runs edgekit::dense (XNNPACK's fp32 GEMV
+        # reads weights at ~1.4x the memory floor here; edgekit/ops/dense.py).
+        linears = [m for m in self.modules() if isinstance(m, Linear)] \
+            if target == "executorch" and self.ops == "fused" else []
         try:
+            for m in linears:
+                m.set_kernel_layout(True)
             yield self
         finally:
+            for m in linears:
+                m.set_kernel_layout(False)
             self.target = before
 
     def state_bytes(self, batch: int = 1) -> int:

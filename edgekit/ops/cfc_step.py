@@ -37,6 +37,7 @@ from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
 from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
+from edgekit.ops.mamba_step import overlaps
 
 NAME = "cfc_step"
 MODES = ("default", "no_gate", "pure")
@@ -135,27 +136,19 @@ def reference(x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, cfg):
     return cell_loop(x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, **decode_cfg(cfg))
 
 
-def _overlaps(a, b) -> bool:
-    if a.numel() == 0 or b.numel() == 0:
-        return False
-    s1, e1 = a.data_ptr(), a.data_ptr() + a.numel() * a.element_size()
-    s2, e2 = b.data_ptr(), b.data_ptr() + b.numel() * b.element_size()
-    return s1 < e2 and s2 < e1
-
-
 def check_out(op_name: str, arg_names, args, state_name: str, y, state_out) -> None:
     """Aliasing rules shared by cfc_step and ltc_step: y aliases nothing; state_out is the
     state input itself or disjoint from every input."""
     for name, t in zip(arg_names, args):
-        if _overlaps(y, t):
+        if overlaps(y, t):
             raise ValueError(f"{op_name}: y must not alias input {name}")
     for name, t in zip(arg_names, args):
         if name == state_name:
-            if _overlaps(state_out, t) and state_out.data_ptr() != t.data_ptr():
+            if overlaps(state_out, t) and state_out.data_ptr() != t.data_ptr():
                 raise ValueError(f"{op_name}: {state_name}_out must be {state_name} itself or not overlap it")
-        elif _overlaps(state_out, t):
+        elif overlaps(state_out, t):
             raise ValueError(f"{op_name}: {state_name}_out must not alias input {name}")
-    if _overlaps(y, state_out):
+    if overlaps(y, state_out):
         raise ValueError(f"{op_name}: y must not alias {state_name}_out")
 
 

@@ -18,10 +18,13 @@ from edgekit.runtimes.base import Backend
 
 
 def set_threads(n: int) -> None:
+    """ExecuTorch's threadpool (XNNPACK) and edgekit's kernel pool (edgekit::dense) alike."""
     from edgekit._io import native_stderr_captured
+    from edgekit.kernels import set_kernel_threads
     from executorch.extension.pybindings import portable_lib
     with native_stderr_captured():           # the threadpool logs its reset to stderr
         portable_lib._unsafe_reset_threadpool(n)
+    set_kernel_threads(n)
 
 
 def thread_count() -> int | None:
@@ -80,9 +83,18 @@ class ExecuTorchBackend(Backend):
     def step(self, xs):
         for buf, x in zip(self.xs, xs):
             buf.copy_(torch.from_numpy(np.asarray(x)).reshape(buf.shape))
-        if self.style == "buffers":
-            return self.method.execute(self.xs)[0].numpy()
-        out = self.method.execute([*self.xs, *self.live.values()])
+        # The pybinding copies outputs with ATen, which goes parallel above 32k elements
+        # (any LM's logits): its OpenMP worker then spins for milliseconds on a core that
+        # XNNPACK's and edgekit's pools need for the next step (measured: the dense GEMV
+        # fell from 27 to 12 GB/s). One ATen thread while the program runs.
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            if self.style == "buffers":
+                return self.method.execute(self.xs)[0].numpy()
+            out = self.method.execute([*self.xs, *self.live.values()])
+        finally:
+            torch.set_num_threads(before)
         for n, t in zip(self.names, out[1:]):
             self.live[n] = t
         return out[0].numpy()

@@ -1,0 +1,143 @@
+"""STYLE.md §5 battery for `edgekit::dense` (y = x Wᵀ + b, the decode GEMV), over T in
+{1, small, long} rows and a shape small enough for one thread and one large enough for the
+kernel's thread pool: the C++ ExecuTorch kernel and the ONNX function body in ORT vs the
+plain reference; the reference vs torch's F.linear; the op has no state, so "split and
+carry" and "prefill then steps" check that rows are independent (a T-row call equals its
+pieces); bad shapes and aliased outputs rejected; the thread count does not change a bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import edgekit.ops  # noqa: F401
+from edgekit.ops.dense import pack, reference, unpack
+from test_op_mamba_step import OpRunners, close
+
+BATTERY_OPS = ("dense",)  # read by test_registry.py
+B = 2
+TS = [1, 5, 40]
+# (N, K): tails on both axes (N % 4, K % 8 != 0); the large one is split over threads
+SHAPES = {"small": (23, 37), "threaded": (258, 203)}
+
+
+def inputs(T, shape="small", seed=0):
+    N, K = SHAPES[shape]
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, T, K, generator=g), pack(torch.randn(N, K, generator=g)), torch.randn(N, generator=g))
+
+
+@pytest.fixture(scope="module")
+def runners(tmp_path_factory):
+    return OpRunners("dense", tmp_path_factory.mktemp("op-dense"))
+
+
+def _first(out):
+    return out[0] if isinstance(out, (list, tuple)) else out
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("T", TS)
+def test_native_matches_reference(T, shape, runners):
+    args = inputs(T, shape)
+    want = reference(*args)
+    for name, run in runners.all().items():
+        assert close(_first(run(*args)), want), name
+
+
+@pytest.mark.parametrize("T", TS)
+def test_reference_matches_torch_linear(T):
+    x, w, b = inputs(T, "threaded", seed=3)
+    assert close(reference(x, w, b), F.linear(x, unpack(w, *SHAPES["threaded"]), b))
+
+
+def test_pack_round_trips_and_pads_with_zeros():
+    N, K = SHAPES["small"]
+    W = torch.randn(N, K)
+    w = pack(W)
+    assert w.shape == (6, 5, 4, 8)                      # ceil(23 / 4), ceil(37 / 8)
+    assert torch.equal(unpack(w, N, K), W)
+    assert torch.equal(w[1, 2, 3], W[7, 16:24])         # tile (1, 2), row 3 = W[4 + 3, 16:24]
+    full = w.permute(0, 2, 1, 3).reshape(24, 40)
+    assert not full[N:].any() and not full[:, K:].any()
+
+
+def test_nonfinite_input_past_k_is_never_read(runners):
+    """The last tile spans 8 columns, past K = 37: row 0's padding columns are row 1's first
+    floats in memory. Make those Inf: row 0's outputs must stay finite."""
+    x, w, b = inputs(1)
+    x[1, 0, :3] = float("inf")
+    for name, run in runners.all().items():
+        y = torch.as_tensor(np.asarray(_first(run(x, w, b))))
+        assert torch.isfinite(y[0]).all(), name
+
+
+@pytest.mark.parametrize("T", TS)
+def test_split_and_carry_equals_one_call(T, runners):
+    """No state to carry: rows [0, cut) and [cut, T) in two calls equal one call."""
+    x, w, b = inputs(T + 3, "threaded", seed=1)
+    cut = (T + 3) // 2
+    for name, run in runners.all().items():
+        whole = _first(run(x, w, b))
+        parts = [_first(run(x[:, a:z].contiguous(), w, b)) for a, z in ((0, cut), (cut, T + 3))]
+        assert close(np.concatenate([np.asarray(p) for p in parts], axis=1), whole), name
+
+
+@pytest.mark.parametrize("T", TS)
+def test_prefill_then_single_steps_equals_full(T, runners):
+    x, w, b = inputs(T + 4, seed=2)
+    want = torch.ops.edgekit.dense(x, w, b)
+    for name, run in runners.all().items():
+        ys = [np.asarray(_first(run(x[:, :T].contiguous(), w, b)))]
+        ys += [np.asarray(_first(run(x[:, t:t + 1].contiguous(), w, b))) for t in range(T, T + 4)]
+        assert close(np.concatenate(ys, axis=1), want), name
+
+
+def test_bad_shapes_rejected():
+    x, w, b = inputs(2)
+    with pytest.raises(ValueError, match=r"dense: w must be the packed \(N4, K8, 4, 8\) = \(6, 9, 4, 8\) "
+                                         r"float32 for N = 23, K = 72; got \(6, 5, 4, 8\)"):
+        torch.ops.edgekit.dense(torch.zeros(B, 2, 72), w, b)
+    with pytest.raises(ValueError, match=r"dense: w must be the packed .* for N = 3, K = 37"):
+        torch.ops.edgekit.dense(x, w, b[:3])
+    with pytest.raises(ValueError, match=r"dense: w must be the packed"):
+        torch.ops.edgekit.dense(x, unpack(w, 23, 37).contiguous(), b)
+    with pytest.raises(ValueError, match=r"dense: b must be \(N,\) float32; got \(1, 23\)"):
+        torch.ops.edgekit.dense(x, w, b[None])
+    with pytest.raises(ValueError, match="float32"):
+        torch.ops.edgekit.dense(x.double(), w, b)
+
+
+def test_bad_shapes_rejected_by_cpp_kernel(runners):
+    """The C++ kernel checks shapes itself: a mismatched bias fails, it does not crash."""
+    x, w, b = inputs(1)
+    runners.et(x, w, b)
+    with pytest.raises(Exception):
+        runners.et(x, w, torch.zeros(5))        # N = 5 needs w of (2, 5, 4, 8)
+
+
+def test_aliased_output_rejected():
+    x, w, b = inputs(3)
+    with pytest.raises(ValueError, match="out must not alias input x"):
+        torch.ops.edgekit.dense.out(x, w, b, out=x)
+    out = torch.empty(B, 3, 23)
+    torch.ops.edgekit.dense.out(x, w, b, out=out)
+    assert close(out, reference(x, w, b))
+
+
+def test_thread_count_does_not_change_a_bit(runners):
+    """Each thread owns whole rows of W, so 1 and 2 threads give identical outputs."""
+    from edgekit.kernels import load_kernels, set_kernel_threads
+    load_kernels()
+    args = inputs(5, "threaded", seed=4)
+    try:
+        set_kernel_threads(1)
+        one = np.asarray(runners.et(*args)[0])
+        set_kernel_threads(2)
+        two = np.asarray(runners.et(*args)[0])
+    finally:
+        set_kernel_threads(None)
+    assert np.array_equal(one, two)
+    assert close(two, reference(*args))
