@@ -13,7 +13,7 @@
 //   tiles   W packed 4x8 (edgekit/ops/dense.py `pack`): rows 4i..4i+3 as K/8 tiles of
 //           4 x 8 floats, back to back: 1 read stream/thread (what kernels/dense.cpp runs)
 //   tiles8  the same with 8-row groups
-//   tiles+pf  tiles with a software prefetch 2 KiB ahead
+//   tiles+pf  tiles with a software prefetch 8 KiB ahead
 #include "../kernels/edgekit_threadpool.h"
 
 #include <algorithm>
@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
               case 0: rows4(m.w, x, y, K, a, b); break;
               case 1: tiles<0>(m.w, x, y, K, a, b); break;
               case 2: tiles8(m.w, x, y, K, a, b); break;
-              default: tiles<512>(m.w, x, y, K, a, b); break;
+              default: tiles<2048>(m.w, x, y, K, a, b); break;
             }
           });
         }

@@ -11,8 +11,9 @@
 // the N4 row groups are split into contiguous blocks over edgekit's pool, and a group's
 // K8 tiles lie back to back (4 rows x 8 columns = one 8-wide FMA per row). Measured on the
 // development machine (2 threads, Mamba-130m's 97 matrices, interleaved with a 2-thread
-// read of 256 MiB; benchmarks/gemv_layout.cpp): packed tiles 1.19x that read's time,
-// plain rows four at a time 1.52x.
+// read of 256 MiB; benchmarks/gemv_layout.cpp, medians of 15-25 rounds, five runs): rows
+// four at a time 1.16-1.53x that read's time, packed tiles 1.07-1.15x. (A software prefetch
+// 8 KiB ahead measured 1.02-1.19x: not a consistent gain, so not used.)
 #include "edgekit_kernel.h"
 #include "edgekit_threadpool.h"
 

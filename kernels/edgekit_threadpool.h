@@ -1,11 +1,11 @@
 // A small persistent thread pool for edgekit's ExecuTorch kernels (decode-sized work).
 //
-// Why not the runtime's pthreadpool: the executorch wheel does not export it to custom-op
-// libraries, and decode needs a hand-off of a few microseconds: a GEMV of a 768 x 1536
-// layer reads 4.7 MB in ~130 us, so a futex wake per call (~10-50 us) would cost a third
-// of it. Workers spin on a generation counter for kSpinIters pauses (~0.1-1 ms) after each
-// job, so the back-to-back GEMVs of a step hand off in well under a microsecond, then
-// block on a condition variable so an idle process burns no CPU.
+// A decode step is ~100 back-to-back kernel calls of 10-500 us each (a GEMV of a
+// 768 x 1536 layer reads 4.7 MB). Workers spin on a generation counter for kSpinIters
+// pauses after each job, so the calls of one step hand off without a futex wake, then block
+// on a condition variable so an idle process burns no CPU. The kernels do not use
+// ExecuTorch's threadpool: this keeps the kernel library independent of which threadpool
+// symbols a given executorch build exports (not checked across builds).
 //
 // One pool per process (the kernel library is loaded once). The thread count is set by
 // edgekit_kernels_set_threads (called by the edgekit runtime session with --threads),

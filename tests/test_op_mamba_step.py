@@ -85,6 +85,21 @@ class OpRunners:
         return {"torch": self.info.torch_op, "executorch": self.et, "onnxruntime": self.ort}
 
 
+def et_matches_at_1_and_2_threads(runners, args, reference) -> bool:
+    """The C++ kernel with edgekit's pool at 1 and at 2 threads gives the reference's answer."""
+    from edgekit.kernels import set_kernel_threads
+    y_ref, s_ref = reference(*args)
+    ok = True
+    try:
+        for threads in (1, 2):
+            set_kernel_threads(threads)
+            y, s = runners.et(*args)
+            ok &= close(y, y_ref) and close(s, s_ref)
+    finally:
+        set_kernel_threads(None)
+    return ok
+
+
 def split_and_carry(runners, args, cut, slice_dims):
     """Run args in one call and in two calls with the state carried; True if they agree."""
     *xs, s0 = args
@@ -135,16 +150,7 @@ def test_native_matches_reference(T, runners):
 def test_kernel_split_over_threads_matches_reference(T, runners):
     """D = 600 splits the channels over the kernel pool (kernels/mamba_step.cpp: 256 per
     thread at least); with 1 and 2 threads the C++ kernel gives the reference's answer."""
-    from edgekit.kernels import set_kernel_threads
-    args = inputs(T, seed=5, D=600)
-    y_ref, s_ref = reference(*args)
-    try:
-        for threads in (1, 2):
-            set_kernel_threads(threads)
-            y, s = runners.et(*args)
-            assert close(y, y_ref) and close(s, s_ref), threads
-    finally:
-        set_kernel_threads(None)
+    assert et_matches_at_1_and_2_threads(runners, inputs(T, seed=5, D=600), reference)
 
 
 def test_reference_matches_paper_form():

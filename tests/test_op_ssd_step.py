@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import edgekit.ops  # noqa: F401
 from edgekit.ops.ssd_step import reference
-from test_op_mamba_step import OpRunners, close, prefill_then_steps, split_and_carry
+from test_op_mamba_step import et_matches_at_1_and_2_threads, OpRunners, close, prefill_then_steps, split_and_carry
 
 BATTERY_OPS = ("ssd_step",)  # read by test_registry.py
 B, H, P, N = 2, 4, 8, 16
@@ -50,16 +50,7 @@ def test_native_matches_reference(T, G, runners):
 def test_kernel_split_over_threads_matches_reference(T, runners):
     """H = 12 splits the heads over the kernel pool (kernels/ssd_step.cpp: 4 per thread at
     least); with 1 and 2 threads the C++ kernel gives the reference's answer."""
-    from edgekit.kernels import set_kernel_threads
-    args = inputs(T, seed=5, G=3, H=12)
-    y_ref, s_ref = reference(*args)
-    try:
-        for threads in (1, 2):
-            set_kernel_threads(threads)
-            y, s = runners.et(*args)
-            assert close(y, y_ref) and close(s, s_ref), threads
-    finally:
-        set_kernel_threads(None)
+    assert et_matches_at_1_and_2_threads(runners, inputs(T, seed=5, G=3, H=12), reference)
 
 
 @pytest.mark.parametrize("G", [1, 2])

@@ -5,8 +5,9 @@ with W packed once, at export, into the tile order its kernel streams.
 Not a recurrence, but the op that decides decode speed: at batch 1 a step reads every
 weight once. On the development machine ExecuTorch's XNNPACK fp32 GEMV reads weights at
 ~1.4x the memory floor; a row-dot over W's rows four at a time (four concurrent read
-streams per thread) at ~1.5x; the same arithmetic over W packed so that each thread reads
-ONE contiguous stream at ~1.2x (benchmarks/gemv_layout.cpp, docs/benchmarks.md). So `.pte`
+streams per thread) at 1.16-1.53x a 2-thread read of memory; the same arithmetic over W
+packed so that each thread reads ONE contiguous stream at 1.07-1.15x
+(benchmarks/gemv_layout.py, docs/benchmarks.md). So `.pte`
 exports with `--ops fused` run every `layers.Linear` through this op and its C++ kernel
 (kernels/dense.cpp, with edgekit's own thread pool); `--ops decomposed` keeps XNNPACK.
 ONNX exports keep a stock MatMul; the ONNX function body below is the op's definition for
