@@ -64,9 +64,11 @@ def load_kernels() -> Path:
 
 def set_kernel_threads(n: int | None) -> None:
     """Threads of edgekit's own kernel pool (kernels/edgekit_threadpool.h; today the
-    `dense` GEMV); None: one per CPU. A no-op until the library is loaded."""
+    `dense` GEMV); None: one per CPU this process may use. A no-op until the library is
+    loaded."""
     if _handle is not None:
-        _handle.edgekit_kernels_set_threads(ctypes.c_int(n if n else (os.cpu_count() or 1)))
+        default = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        _handle.edgekit_kernels_set_threads(ctypes.c_int(n if n else default))
 
 
 def kernel_threads() -> int | None:

@@ -86,11 +86,13 @@ inline bool same_data(const Tensor& x, const Tensor& z) {
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
-// e^x for 8 floats: Cephes expf (range reduction by ln 2 in two parts, degree-6 polynomial),
-// within 2 ulp of std::exp over [-87.3, 88.7]; inputs are clamped to that range, so e^x
-// below 1.2e-38 (a decay that has fully decayed) is returned as ~1.2e-38, not 0 or a denormal.
+// e^x for 8 floats: Cephes expf (range reduction by ln 2 in two parts, degree-6 polynomial).
+// Inputs are clamped to [-87.3, 88.376] (Cephes' MAXLOGF: above it 2^n overflows the
+// exponent field), so e^x below 1.2e-38 (a decay that has fully decayed) is returned as
+// ~1.2e-38, not 0 or a denormal, and above 88.376 as ~2.4e38, not Inf; NaN stays NaN.
 inline __m256 exp256(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
+  // max/min return their SECOND operand when either is NaN: keep x second so NaN propagates
+  x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), _mm256_max_ps(_mm256_set1_ps(-87.3f), x));
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);

@@ -42,19 +42,24 @@ class ThreadPool {
   int threads() const { return n_threads_.load(std::memory_order_relaxed); }
   void set_threads(int n);
   // Runs fn(ctx, i, count) for i in [0, count) and returns when all are done. The caller
-  // runs index 0. Not re-entrant: kernels call it from the runtime's single executing thread.
+  // runs index 0. A call from a pool worker, or while another thread's call is running
+  // (two programs executing at once), runs every index inline on the calling thread.
+  // fn should not throw; if it does, run() waits for the other indices, then rethrows.
   void run(Fn fn, void* ctx, int count);
 
  private:
   ThreadPool();
   void start_workers(int n);
   void worker(int id, uint64_t seen);
+  static void after_fork_in_child();
 
   static constexpr int kSpinIters = 1 << 16;
   std::atomic<int> n_threads_{1};
   std::vector<std::thread> workers_;   // never joined: the pool lives until process exit
+  std::mutex run_mu_;                  // one run() at a time; others go inline
   std::mutex mu_;
   std::condition_variable cv_;
+  std::atomic<bool> failed_{false};    // a worker's fn threw
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   std::atomic<int> sleepers_{0};

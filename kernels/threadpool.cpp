@@ -2,13 +2,31 @@
 #include "edgekit_threadpool.h"
 
 #include <algorithm>
+#include <new>
+#include <stdexcept>
 
 #if defined(__linux__)
 #include <pthread.h>
+#include <sched.h>
 #endif
 
 namespace edgekit {
 namespace kernels {
+
+namespace {
+thread_local bool tls_in_pool = false;  // set on pool workers: a nested run() goes inline
+
+int default_threads() {
+#if defined(__linux__)
+  cpu_set_t set;  // the CPUs this process may run on (taskset, cgroup cpusets), not the machine's
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) {
+    return std::min(CPU_COUNT(&set), 64);
+  }
+#endif
+  unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : (int)std::min(hw, 64u);
+}
+}  // namespace
 
 ThreadPool& ThreadPool::get() {
   static ThreadPool* pool = new ThreadPool();  // leaked on purpose: no join at exit
@@ -16,8 +34,23 @@ ThreadPool& ThreadPool::get() {
 }
 
 ThreadPool::ThreadPool() {
-  unsigned hw = std::thread::hardware_concurrency();
-  n_threads_.store(hw == 0 ? 1 : (int)std::min(hw, 64u));
+  n_threads_.store(default_threads());
+#if defined(__linux__)
+  pthread_atfork(nullptr, nullptr, &ThreadPool::after_fork_in_child);
+#endif
+}
+
+// A forked child has none of the parent's workers: forget them (never join or destroy the
+// std::thread objects, which would terminate) and start fresh ones on the next run().
+void ThreadPool::after_fork_in_child() {
+  ThreadPool& p = get();
+  new std::vector<std::thread>(std::move(p.workers_));  // leaked on purpose
+  p.workers_.clear();
+  new (&p.run_mu_) std::mutex();       // a lock held by a parent thread is gone with it
+  new (&p.mu_) std::mutex();
+  new (&p.cv_) std::condition_variable();
+  p.pending_.store(0);
+  p.sleepers_.store(0);
 }
 
 void ThreadPool::set_threads(int n) { n_threads_.store(std::max(1, std::min(n, 64))); }
@@ -30,6 +63,7 @@ void ThreadPool::start_workers(int n) {
 #if defined(__linux__)
       pthread_setname_np(pthread_self(), "edgekit-pool");   // visible in top -H / ps -L
 #endif
+      tls_in_pool = true;
       worker(id, seen);
     });
   }
@@ -51,31 +85,55 @@ void ThreadPool::worker(int id, uint64_t seen) {
       spins = 0;
     }
     seen = g;
-    if (id < count_) fn_(ctx_, id, count_);
+    if (id < count_) {
+      try {
+        fn_(ctx_, id, count_);
+      } catch (...) {
+        failed_.store(true);
+      }
+    }
     // Every worker acknowledges every generation, so run() returns only when no worker
-    // can still read this job's fn_/ctx_/count_.
+    // can still read this job's fn_/ctx_/count_. (Workers beyond a lowered thread count
+    // still wake to acknowledge; lowering --threads after a higher count costs that.)
     pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 
 void ThreadPool::run(Fn fn, void* ctx, int count) {
   count = std::max(1, std::min(count, threads()));
-  if (count == 1) {
-    fn(ctx, 0, 1);
+  std::unique_lock<std::mutex> busy(run_mu_, std::defer_lock);
+  if (count == 1 || tls_in_pool || !busy.try_lock()) {
+    for (int i = 0; i < count; ++i) fn(ctx, i, count);
     return;
   }
   start_workers(count - 1);
   fn_ = fn;
   ctx_ = ctx;
   count_ = count;
+  failed_.store(false);
   pending_.store((int)workers_.size());
   generation_.fetch_add(1);             // seq_cst: ordered before the sleepers_ read below
   if (sleepers_.load() > 0) {
     std::lock_guard<std::mutex> lock(mu_);
     cv_.notify_all();
   }
-  fn(ctx, 0, count);
-  while (pending_.load(std::memory_order_acquire) > 0) EDGEKIT_CPU_RELAX();
+  auto wait = [this] {
+    for (int spins = 0; pending_.load(std::memory_order_acquire) > 0; ++spins) {
+      if (spins < kSpinIters) {
+        EDGEKIT_CPU_RELAX();
+      } else {
+        std::this_thread::yield();     // more threads than free cores: let the worker run
+      }
+    }
+  };
+  try {
+    fn(ctx, 0, count);
+  } catch (...) {
+    wait();                            // workers may still read ctx: it lives in our caller
+    throw;
+  }
+  wait();
+  if (failed_.load()) throw std::runtime_error("edgekit thread pool: a task threw on a worker");
 }
 
 }  // namespace kernels

@@ -129,15 +129,39 @@ def test_aliased_output_rejected():
 
 def test_thread_count_does_not_change_a_bit(runners):
     """Each thread owns whole rows of W, so 1 and 2 threads give identical outputs."""
-    from edgekit.kernels import load_kernels, set_kernel_threads
+    from edgekit.kernels import kernel_threads, load_kernels, set_kernel_threads
     load_kernels()
     args = inputs(5, "threaded", seed=4)
+    before = kernel_threads()
     try:
         set_kernel_threads(1)
         one = np.asarray(runners.et(*args)[0])
         set_kernel_threads(2)
         two = np.asarray(runners.et(*args)[0])
     finally:
-        set_kernel_threads(None)
+        set_kernel_threads(before)
     assert np.array_equal(one, two)
     assert close(two, reference(*args))
+
+
+def _run_in_child(runners, args, conn):
+    y = np.asarray(runners.et(*args)[0])
+    conn.send(bool(np.isfinite(y).all()))
+    conn.close()
+
+
+def test_forked_child_runs_the_threaded_kernel(runners):
+    """A process forked after the pool started (e.g. a DataLoader worker) has none of the
+    parent's pool threads; the kernel must start fresh ones, not wait for the dead ones."""
+    import multiprocessing as mp
+    args = inputs(3, "threaded", seed=6)
+    runners.et(*args)                                   # the parent's pool is running
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_run_in_child, args=(runners, args, child))
+    p.start()
+    p.join(timeout=120)
+    if p.is_alive():
+        p.kill()
+        pytest.fail("the forked child hung in the kernel's thread pool")
+    assert p.exitcode == 0 and parent.recv() is True

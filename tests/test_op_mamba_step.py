@@ -87,16 +87,16 @@ class OpRunners:
 
 def et_matches_at_1_and_2_threads(runners, args, reference) -> bool:
     """The C++ kernel with edgekit's pool at 1 and at 2 threads gives the reference's answer."""
-    from edgekit.kernels import set_kernel_threads
+    from edgekit.kernels import kernel_threads, set_kernel_threads
     y_ref, s_ref = reference(*args)
-    ok = True
+    ok, before = True, kernel_threads()
     try:
         for threads in (1, 2):
             set_kernel_threads(threads)
             y, s = runners.et(*args)
             ok &= close(y, y_ref) and close(s, s_ref)
     finally:
-        set_kernel_threads(None)
+        set_kernel_threads(before)
     return ok
 
 
@@ -144,6 +144,17 @@ def test_native_matches_reference(T, runners):
     for name, run in runners.all().items():
         y, s = run(*args)
         assert close(y, y_ref) and close(s, s_ref), name
+
+
+def test_nan_in_a_propagates_like_the_reference(runners):
+    """The kernel's vectorized exp keeps NaN (it does not clamp it to a tiny decay)."""
+    args = list(inputs(1, seed=7))
+    args[2] = args[2].clone()
+    args[2][3, 5] = float("nan")                        # A[d=3, n=5]
+    y_ref, _ = reference(*args)
+    y, s = runners.et(*args)
+    assert torch.isnan(y_ref[..., 3]).all() and np.isnan(np.asarray(y)[..., 3]).all()
+    assert np.isfinite(np.delete(np.asarray(y), 3, axis=-1)).all()
 
 
 @pytest.mark.parametrize("T", [1, 5])

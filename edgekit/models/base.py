@@ -110,9 +110,9 @@ class RecurrentModel(nn.Module):
                 m.set_kernel_layout(True)
             yield self
         finally:
-            for m in linears:
-                m.set_kernel_layout(False)
             self.target = before
+            for m in linears:          # every layer back, even after an error
+                m.set_kernel_layout(False)
 
     def state_bytes(self, batch: int = 1) -> int:
         return sum(s.nbytes for s in self.state_spec(batch))

@@ -58,14 +58,13 @@ class Linear(nn.Module):
         from edgekit.ops.dense import pack, unpack
         if on == self.kernel_layout:
             return
-        if on:
-            self.weight.data = pack(self.weight.data.t())
-            if self.bias is None:
-                self.register_buffer("zero_bias", torch.zeros(self.d_out), persistent=False)
-        else:
-            self.weight.data = unpack(self.weight.data, self.d_out, self.d_in).t().contiguous()
-            if self.bias is None:
-                del self.zero_bias
+        # compute first, then swap: a failure leaves the layer as it was
+        w = pack(self.weight.data.t()) if on else unpack(self.weight.data, self.d_out, self.d_in).t().contiguous()
+        if on and self.bias is None:
+            self.register_buffer("zero_bias", self.weight.new_zeros(self.d_out), persistent=False)
+        elif not on and self.bias is None:
+            del self.zero_bias
+        self.weight.data = w
         self.kernel_layout = on
 
     @torch.no_grad()
