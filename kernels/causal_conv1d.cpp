@@ -142,3 +142,4 @@ void causal_conv1d_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
 }  // namespace edgekit
 
 EDGEKIT_OUT_KERNEL("causal_conv1d.out", edgekit::kernels::causal_conv1d_out_boxed);
+EDGEKIT_IN_PLACE_KERNEL("causal_conv1d", edgekit::kernels::causal_conv1d_out_boxed, 4, 3);

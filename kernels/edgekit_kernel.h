@@ -116,6 +116,24 @@ inline float hsum256(__m256 v) {
 }
 #endif
 
+using BoxedKernel = void (*)(KernelRuntimeContext&, Span<EValue*>);
+
+// The in-place form `<op>_inplace.out(<inputs, each state Tensor(a!)>, *, Tensor(z!) y)` of an
+// op whose `.out` is `(<inputs>, *, y, <one state_out per state, in order>)`: calls the op's
+// boxed `.out` kernel with each state passed as its own state_out. Stack in: the n_args
+// inputs, y, the return value; stack out: the inputs, y, the states again, the return value.
+template <size_t NArgs, size_t NStates>
+inline void call_in_place(KernelRuntimeContext& ctx, Span<EValue*> stack, const int (&states)[NStates],
+                          BoxedKernel out_kernel, const char* op) {
+  ET_KERNEL_CHECK_MSG(ctx, stack.size() >= NArgs + 1, InvalidProgram, ,
+                      "%s: expected at least %zu arguments, got %zu", op, NArgs + 1, stack.size());
+  EValue* s[NArgs + 1 + NStates + 1];
+  for (size_t i = 0; i <= NArgs; ++i) s[i] = stack[i];        // inputs, then y
+  for (size_t k = 0; k < NStates; ++k) s[NArgs + 1 + k] = stack[states[k]];
+  s[NArgs + 1 + NStates] = stack[stack.size() > NArgs + 1 ? NArgs + 1 : NArgs];   // return slot
+  out_kernel(ctx, Span<EValue*>(s, NArgs + 2 + NStates));
+}
+
 }  // namespace kernels
 }  // namespace edgekit
 
@@ -133,4 +151,18 @@ inline float hsum256(__m256 v) {
             ::executorch::runtime::internal::EventTracerProfileOpScope scope(                 \
                 ctx.internal_event_tracer(), "edgekit::" op_name);                            \
             boxed_fn(ctx, stack);                                                             \
+          }))
+
+// Registers "edgekit::<op>_inplace.out" (edgekit/ops/__init__.py `_define_in_place`) on top of
+// the op's boxed `.out` kernel; the trailing arguments are the state arguments' positions.
+#define EDGEKIT_IN_PLACE_KERNEL(op, boxed_out_fn, n_args, ...)                                \
+  static auto EDGEKIT_CONCAT(edgekit_in_place_reg_, __LINE__) =                               \
+      ::executorch::runtime::register_kernel(::executorch::runtime::Kernel(                   \
+          "edgekit::" op "_inplace.out",                                                      \
+          [](::executorch::runtime::KernelRuntimeContext& ctx,                                \
+             ::executorch::runtime::Span<::executorch::runtime::EValue*> stack) {             \
+            ::executorch::runtime::internal::EventTracerProfileOpScope scope(                 \
+                ctx.internal_event_tracer(), "edgekit::" op "_inplace");                      \
+            static constexpr int kStates[] = {__VA_ARGS__};                                   \
+            ::edgekit::kernels::call_in_place<n_args>(ctx, stack, kStates, boxed_out_fn, op); \
           }))

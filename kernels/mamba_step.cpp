@@ -159,3 +159,4 @@ void mamba_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
 }  // namespace edgekit
 
 EDGEKIT_OUT_KERNEL("mamba_step.out", edgekit::kernels::mamba_step_out_boxed);
+EDGEKIT_IN_PLACE_KERNEL("mamba_step", edgekit::kernels::mamba_step_out_boxed, 7, 6);

@@ -210,3 +210,4 @@ void rglru_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
 }  // namespace edgekit
 
 EDGEKIT_OUT_KERNEL("rglru_step.out", edgekit::kernels::rglru_step_out_boxed);
+EDGEKIT_IN_PLACE_KERNEL("rglru_step", edgekit::kernels::rglru_step_out_boxed, 9, 7, 8);

@@ -223,3 +223,4 @@ void rwkv7_wkv_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
 }  // namespace edgekit
 
 EDGEKIT_OUT_KERNEL("rwkv7_wkv.out", edgekit::kernels::rwkv7_wkv_out_boxed);
+EDGEKIT_IN_PLACE_KERNEL("rwkv7_wkv", edgekit::kernels::rwkv7_wkv_out_boxed, 7, 6);

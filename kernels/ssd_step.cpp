@@ -165,3 +165,4 @@ void ssd_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
 }  // namespace edgekit
 
 EDGEKIT_OUT_KERNEL("ssd_step.out", edgekit::kernels::ssd_step_out_boxed);
+EDGEKIT_IN_PLACE_KERNEL("ssd_step", edgekit::kernels::ssd_step_out_boxed, 7, 6);

@@ -66,7 +66,7 @@ def test_pte_needs_kernel_library(rwkv7_export):
             f"Runtime.get().load_program({str(pte)!r}).load_method('forward')\n")
     raw = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert raw.returncode != 0
-    assert "edgekit::rwkv7_wkv.out" in raw.stdout + raw.stderr
+    assert "edgekit::rwkv7_wkv_inplace.out" in raw.stdout + raw.stderr   # state in buffers: the in-place form
     # through edgekit, with the library absent: one clear line naming it
     r = run_cli("run", pte, "--tokens", "1,2", "--steps", "2", env={"EDGEKIT_KERNELS": "/nonexistent/libedgekit_et_kernels.so"})
     assert r.returncode != 0 and "Traceback" not in r.stderr

@@ -226,3 +226,19 @@ def test_tied_head_without_lm_head_key(model_dir, tmp_path):
         assert "lm_head.weight" not in f.keys()
     m = load_model(d)
     assert m.cfg.tie_embeddings and m.head.weight.shape == (64, V)
+
+
+def test_executorch_softplus_form_is_within_3_ulp_of_float64():
+    """Mamba's Δ = softplus(·) in the .pte is written in ops XNNPACK runs (layers.softplus);
+    over the float32 range that matters (and inf / NaN) it is the float64 softplus to
+    within 3 ulp, as close as torch's own float32 softplus gives it to within 1."""
+    from edgekit.models.layers import softplus
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.linspace(-104, 89, 1_000_001), torch.randn(200_000, generator=g) * 6,
+                   torch.tensor([0.0, -0.0, 1e-30, -1e-30, 16.6, -16.6, 17.0, -17.0])])
+    ref = torch.nn.functional.softplus(x.double())
+    ulp = (torch.nextafter(ref.float(), torch.tensor(float("inf"))) - ref.float()).double()
+    err = ((softplus(x, "executorch").double() - ref).abs() / ulp).max().item()
+    assert err <= 3.0, f"{err} ulp"
+    special = softplus(torch.tensor([float("inf"), -float("inf"), float("nan")]), "executorch")
+    assert special[0] == float("inf") and special[1] == 0 and special[2].isnan()

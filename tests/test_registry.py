@@ -44,3 +44,5 @@ def test_every_op_has_its_battery_and_a_cpp_kernel():
         for fn in BATTERY:
             assert f"def {fn}" in text, f"{covered[name].name} lacks {fn}"
         assert f'"{info.cpp_kernel}"' in cpp, f"no C++ kernel registers {info.cpp_kernel}"
+        if info.state_args:      # its in-place form (tests/test_state_in_place.py)
+            assert f'EDGEKIT_IN_PLACE_KERNEL("{name}",' in cpp, f"no C++ kernel registers {name}_inplace.out"

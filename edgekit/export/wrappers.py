@@ -3,7 +3,8 @@
 * `StepIO`: state as graph inputs and outputs — ``(x_t, *state) -> (y_t, *state')``.
   ONNX always uses it; ExecuTorch can.
 * `StepBuffers`: state kept in place in mutable buffers — ``x_t -> y_t``; the new state
-  is copied into the buffers, which ExecuTorch keeps in its planned memory arena
+  is copied into the buffers (or, for a fused op's state, written there by the op
+  itself: RecurrentModel.fused_op), which ExecuTorch keeps in its planned memory arena
   across `execute` calls. The runtime reads/writes them with `get_attribute`.
 """
 
@@ -53,7 +54,8 @@ class StepBuffers(nn.Module):
         state = {n: getattr(self, buffer_name(n)) for n in self.names}
         y, new = self.model.step(_pack(xs), state)
         for n in self.names:
-            getattr(self, buffer_name(n)).copy_(new[n])
+            if new[n] is not state[n]:          # not already updated in place (fused_op)
+                state[n].copy_(new[n])
         return y
 
 

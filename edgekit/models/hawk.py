@@ -52,7 +52,7 @@ import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
 from edgekit.models import hf
 from edgekit.models.base import RecurrentModel, StateSpec, register_arch
-from edgekit.models.layers import Linear, rms_norm
+from edgekit.models.layers import Linear, RMSNorm   # RMSNorm weights: 1 + the checkpoint's (folded at load)
 from edgekit.ops import rglru_step
 
 MODEL_TYPE = "recurrent_gemma"
@@ -197,18 +197,6 @@ def check_shapes(sd: dict[str, torch.Tensor], expected: dict[str, tuple], source
                                fix="config.json and the weights belong to different models; pair them correctly")
 
 
-class _RMSNorm(nn.Module):
-    """x / sqrt(mean(x²) + eps) · w, with w = 1 + the checkpoint's weight (folded at load)."""
-
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        return rms_norm(x, self.weight, self.eps)   # the form ORT fuses into one node
-
-
 class _Recurrent(nn.Module):
     """Griffin's recurrent block (paper Fig. 2): GeLU(W_y x) ⊙ RG-LRU(Conv1D(W_x x)), then W_out."""
 
@@ -243,8 +231,8 @@ class _Block(nn.Module):
         super().__init__()
         C, M = cfg.hidden_size, cfg.intermediate_size // 2
         self.kind = kind
-        self.temporal_pre_norm = _RMSNorm(C, cfg.rms_norm_eps)
-        self.channel_pre_norm = _RMSNorm(C, cfg.rms_norm_eps)
+        self.temporal_pre_norm = RMSNorm(C, cfg.rms_norm_eps)
+        self.channel_pre_norm = RMSNorm(C, cfg.rms_norm_eps)
         self.temporal = _Recurrent(cfg) if kind == "recurrent" else _Attention(cfg)
         self.gate_proj, self.up_proj, self.down_proj = Linear(C, M, bias=True), Linear(C, M, bias=True), Linear(M, C, bias=True)
 
@@ -263,7 +251,7 @@ class RecurrentGemma(RecurrentModel):
         self.cfg = cfg
         self.emb = nn.Embedding(cfg.vocab_size, cfg.hidden_size)     # normalizer folded in
         self.blocks = nn.ModuleList(_Block(cfg, kind) for kind in cfg.layer_types)
-        self.final_norm = _RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.head = Linear(cfg.hidden_size, cfg.vocab_size)
         self.tokenizer_file = None
 
@@ -334,7 +322,7 @@ class RecurrentGemma(RecurrentModel):
         reset = (pos == 0).to(torch.float32)                                  # (B, T)
         args = (rec.linear_x(x), reset, rec.conv_w, rec.conv_b, rec.gate_w, rec.gate_b, rec.log_a, conv, h)
         if self.ops == "fused":
-            u, conv, h = torch.ops.edgekit.rglru_step(*args)
+            u, conv, h = self.fused_op("rglru_step", *args)
         else:
             u, conv, h = rglru_step.reference(*args)
         return rec.linear_out(u * y_branch), conv, h

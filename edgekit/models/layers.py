@@ -13,20 +13,46 @@ import torch
 from torch import nn
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, target: str = "torch") -> torch.Tensor:
     """x / sqrt(mean(x²) + eps) · weight over the last dim. Exactly this order of operations
-    (Pow, ReduceMean, Add, Sqrt, Div, Mul) is what ORT's SimplifiedLayerNormFusion matches."""
+    (Pow, ReduceMean, Add, Sqrt, Div, Mul) is what ORT's SimplifiedLayerNormFusion matches.
+    For ExecuTorch the mean is taken as a 4-D global average pool over (1, D), the only
+    mean XNNPACK takes (4-D, the two innermost dims): as a plain mean it runs as a portable
+    op that splits the norm into two XNNPACK calls."""
+    if target == "executorch":
+        ms = x.pow(2).reshape(-1, 1, 1, x.shape[-1]).mean((2, 3), keepdim=True).reshape(*x.shape[:-1], 1)
+        return x / torch.sqrt(ms + eps) * weight
     return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
 
 
+def softplus(x: torch.Tensor, target: str = "torch") -> torch.Tensor:
+    """log(1 + e^x). For ExecuTorch, in ops XNNPACK runs vectorized: torch decomposes
+    F.softplus into log1p / gt / where, which only ExecuTorch's scalar portable kernels run
+    (Mamba-130m: 0.6 ms per token for 24 x 1536 elements). The written-out form is
+    max(x, 0) + log1p(e^-|x|), with log1p(u) from log by Goldberg's correction
+    log(1 + u) · u / ((1 + u) - 1), and log1p(u) = u where 1 + u rounds to 1 (the
+    indicator max(0, 1 - d · 2^23) is 1 exactly when d = (1 + u) - 1 is 0, else 0: d is
+    0 or at least 2^-23). Within 3 ulp of the float64 softplus for every float32 x (torch's
+    own float32 softplus: 1 ulp); inf -> inf, -inf -> 0, NaN -> NaN."""
+    if target != "executorch":
+        return torch.nn.functional.softplus(x)
+    u = torch.exp(-x.abs())
+    w = 1.0 + u
+    d = w - 1.0
+    log1p_u = torch.log(w) * u / torch.clamp(d, min=2.0 ** -30) + u * torch.clamp(1.0 - d * 2.0 ** 23, min=0.0)
+    return torch.clamp(x, min=0.0) + log1p_u
+
+
 class RMSNorm(nn.Module):
+    target: str = "torch"       # the runtime being exported for (RecurrentModel.lowering_for)
+
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        return rms_norm(x, self.weight, self.eps)
+        return rms_norm(x, self.weight, self.eps, self.target)
 
 
 class Linear(nn.Module):

@@ -54,7 +54,7 @@ import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
 from edgekit.models import hf
 from edgekit.models.base import RecurrentModel, StateSpec, register_arch
-from edgekit.models.layers import Linear, RMSNorm, rms_norm
+from edgekit.models.layers import Linear, RMSNorm, rms_norm, softplus
 from edgekit.ops import causal_conv1d, mamba_step, ssd_step
 
 PREFIX = "backbone."
@@ -347,7 +347,7 @@ class _MambaBase(RecurrentModel):
         """The causal conv with its state: one `causal_conv1d` op (fused), or its stock-op
         form (decomposed)."""
         if self.ops == "fused":
-            return torch.ops.edgekit.causal_conv1d(x, w, b, state)
+            return self.fused_op("causal_conv1d", x, w, b, state)
         return causal_conv1d.reference(x, w, b, state)
 
     # -- loading -----------------------------------------------------------------------
@@ -441,9 +441,9 @@ class Mamba(_MambaBase):
         x, conv = self._conv(x, mix.conv_w, mix.conv_b, conv)
         x = F.silu(x)
         ts, Bm, C = mix.x_proj(x).split([c.dt_rank, c.d_state, c.d_state], dim=-1)
-        dt = F.softplus(mix.dt_proj(ts))                                     # Δ (B, T, E)
+        dt = softplus(mix.dt_proj(ts), self.target)                         # Δ (B, T, E)
         if self.ops == "fused":
-            y, ssm = torch.ops.edgekit.mamba_step(x, dt, mix.A, Bm, C, mix.D, ssm)
+            y, ssm = self.fused_op("mamba_step", x, dt, mix.A, Bm, C, mix.D, ssm)
         else:
             y, ssm = mamba_step.reference(x, dt, mix.A, Bm, C, mix.D, ssm)
         return mix.out_proj(y * F.silu(z)), conv, ssm
@@ -483,21 +483,21 @@ class Mamba2(_MambaBase):
         z, xBC, dt = mix.in_proj(u).split([E, c.conv_dim, H], dim=-1)
         xBC, conv = self._conv(xBC, mix.conv_w, mix.conv_b, conv)
         x, Bm, C = F.silu(xBC).split([E, G * N, G * N], dim=-1)
-        dt = F.softplus(dt + mix.dt_bias)                                    # Δ (B, T, H)
+        dt = softplus(dt + mix.dt_bias, self.target)                        # Δ (B, T, H)
         lo, hi = c.dt_limit
         if (lo, hi) != (0.0, math.inf):
             dt = dt.clamp(lo, hi)
         args = (x.reshape(Bsz, T, H, P), dt, mix.A, Bm.reshape(Bsz, T, G, N), C.reshape(Bsz, T, G, N), mix.D, ssm)
         if self.ops == "fused":
-            y, ssm = torch.ops.edgekit.ssd_step(*args)
+            y, ssm = self.fused_op("ssd_step", *args)
         else:
             y, ssm = ssd_step.reference(*args)
         # Gated RMSNorm over groups of E / G channels: norm(y · silu(z)) · w.
         y = y.reshape(Bsz, T, E) * F.silu(z)
         if G == 1:
-            y = rms_norm(y, mix.norm_w, c.norm_eps)
+            y = rms_norm(y, mix.norm_w, c.norm_eps, self.target)
         else:
-            y = rms_norm(y.reshape(Bsz, T, G, E // G), mix.norm_w.reshape(G, E // G), c.norm_eps)
+            y = rms_norm(y.reshape(Bsz, T, G, E // G), mix.norm_w.reshape(G, E // G), c.norm_eps, self.target)
             y = y.reshape(Bsz, T, E)
         return mix.out_proj(y), conv, ssm
 

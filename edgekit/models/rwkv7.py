@@ -291,7 +291,7 @@ class RWKV7(RecurrentModel):
 
     def _wkv(self, r, w, k, v, a, b, state):
         if self.ops == "fused":
-            return torch.ops.edgekit.rwkv7_wkv(r, w, k, v, a, b, state)
+            return self.fused_op("rwkv7_wkv", r, w, k, v, a, b, state)
         return rwkv7_wkv.reference(r, w, k, v, a, b, state)
 
     @staticmethod

@@ -35,6 +35,13 @@ class OpInfo:
     # outputs; onnx_function stays correct for every T (prefill graphs, the battery at T > 1). Decode is bound by per-node
     # overhead once the weights are read, so the step body is written for the fewest nodes.
     onnx_step_function: object | None = None
+    # Positions of the state arguments. Outputs are (y, one new state per state argument, in
+    # argument order). An op with state arguments also gets `<name>_inplace` (defined by
+    # `register`): the same computation, each new state written into its state argument,
+    # returning y. An ExecuTorch program that keeps its state in mutable buffers calls that
+    # form, so the state is read and written once per step, with no write-back copy after
+    # the op (ExecuTorch keeps `Tensor(a!)` arguments of custom ops in place).
+    state_args: tuple[int, ...] = ()
 
     @property
     def torch_op(self):
@@ -94,8 +101,56 @@ def register(info: OpInfo) -> OpInfo:
     except Exception:  # already registered in this process (module reloaded)
         pass
     _onnx_node_ops[info.name] = onnxscript.values.Op(onnxscript.values.Opset(DOMAIN, ONNX_OPSET), fp.name, schema)
+    if info.state_args:
+        _define_in_place(info)
     REGISTRY[info.name] = info
     return info
+
+
+def in_place_name(name: str) -> str:
+    return f"{name}_inplace"
+
+
+def _define_in_place(info: OpInfo) -> None:
+    """`<name>_inplace(...) -> Tensor` and its `.out`: the op with `Tensor(a!)` state
+    arguments, updated in place. Its C++ kernel (EDGEKIT_IN_PLACE_KERNEL) calls the op's
+    `.out` kernel with each state as its own state_out, which every kernel supports."""
+    fn = info.torch_op.default._schema
+    if any(str(a.type) != "Tensor" for a in fn.arguments) or len(fn.returns) != 1 + len(info.state_args):
+        raise RuntimeError(f"op {info.qualname}: an in-place form needs Tensor arguments and "
+                           f"outputs (y, *new states); schema is {fn}")
+    alias = iter("abcdefghijklmnop")
+    sig = ", ".join(f"Tensor({next(alias)}!) {a.name}" if i in info.state_args else f"Tensor {a.name}"
+                    for i, a in enumerate(fn.arguments))
+    name, op = in_place_name(info.name), info.torch_op
+    LIB.define(f"{name}({sig}) -> Tensor")
+    LIB.define(f"{name}.out({sig}, *, Tensor(z!) y) -> Tensor(z!)")
+
+    def run(*args):
+        y, *new = op(*args)
+        for i, s in zip(info.state_args, new):
+            args[i].copy_(s)
+        return y
+
+    def run_out(*args, y):
+        out = run(*args)
+        y.resize_(out.shape).copy_(out)
+        return y
+
+    torch.library.impl(LIB, name, "CompositeExplicitAutograd")(run)
+    torch.library.impl(LIB, f"{name}.out", "CompositeExplicitAutograd")(run_out)
+    torch.library.register_fake(f"{DOMAIN}::{name}")(lambda *args: torch.empty_like(op(*args)[0]))
+
+
+def call(name: str, *args, in_place: bool = False):
+    """The outputs of `edgekit::<name>` (y, *new states). With in_place (an op that has
+    state arguments) its in-place form runs instead: each state argument is updated and
+    returned as its new state."""
+    info = REGISTRY[name]
+    if not (in_place and info.state_args):
+        return info.torch_op(*args)
+    y = getattr(torch.ops.edgekit, in_place_name(name))(*args)
+    return (y, *(args[i] for i in info.state_args))
 
 
 from edgekit.ops import rwkv7_wkv  # noqa: E402,F401  (registers itself)

@@ -125,4 +125,4 @@ def CausalConv1dT1(x: FLOAT, w: FLOAT, b: FLOAT, state: FLOAT) -> tuple[FLOAT, F
 
 
 INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=CausalConv1d,
-                       onnx_step_function=CausalConv1dT1, cpp_kernel=f"{NAME}.out", validate=validate))
+                       onnx_step_function=CausalConv1dT1, cpp_kernel=f"{NAME}.out", state_args=(3,), validate=validate))

@@ -158,4 +158,4 @@ def MambaStepT1(x: FLOAT, dt: FLOAT, A: FLOAT, Bm: FLOAT, C: FLOAT, D: FLOAT,
 
 
 INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=MambaStep, onnx_step_function=MambaStepT1,
-                       cpp_kernel=f"{NAME}.out", validate=validate))
+                       cpp_kernel=f"{NAME}.out", state_args=(6,), validate=validate))

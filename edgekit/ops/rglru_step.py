@@ -222,4 +222,4 @@ def RglruStepT1(x: FLOAT, reset: FLOAT, conv_w: FLOAT, conv_b: FLOAT, gate_w: FL
 
 INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=RglruStep,
                        onnx_step_function=RglruStepT1,
-                       cpp_kernel=f"{NAME}.out", validate=validate))
+                       cpp_kernel=f"{NAME}.out", state_args=(7, 8), validate=validate))

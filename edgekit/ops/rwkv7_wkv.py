@@ -153,4 +153,4 @@ def Rwkv7Wkv(r: FLOAT, w: FLOAT, k: FLOAT, v: FLOAT, a: FLOAT, b: FLOAT,
 
 
 INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=Rwkv7Wkv,
-                       cpp_kernel=f"{NAME}.out", validate=validate))
+                       cpp_kernel=f"{NAME}.out", state_args=(6,), validate=validate))

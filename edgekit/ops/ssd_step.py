@@ -169,4 +169,4 @@ def SsdStepT1(x: FLOAT, dt: FLOAT, A: FLOAT, Bm: FLOAT, C: FLOAT, D: FLOAT,
 
 
 INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=SsdStep, onnx_step_function=SsdStepT1,
-                       cpp_kernel=f"{NAME}.out", validate=validate))
+                       cpp_kernel=f"{NAME}.out", state_args=(6,), validate=validate))
