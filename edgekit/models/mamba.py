@@ -482,7 +482,11 @@ class Mamba2(_MambaBase):
         E, G, N, H, P = c.d_inner, c.n_groups, c.d_state, c.n_heads, c.head_dim
         z, xBC, dt = mix.in_proj(u).split([E, c.conv_dim, H], dim=-1)
         xBC, conv = self._conv(xBC, mix.conv_w, mix.conv_b, conv)
-        x, Bm, C = F.silu(xBC).split([E, G * N, G * N], dim=-1)
+        xBC = F.silu(xBC)
+        if self.target == "executorch":   # slices stay in XNNPACK's call with the SiLU (a split does not)
+            x, Bm, C = xBC[..., :E], xBC[..., E:E + G * N], xBC[..., E + G * N:]
+        else:
+            x, Bm, C = xBC.split([E, G * N, G * N], dim=-1)
         dt = softplus(dt + mix.dt_bias, self.target)                        # Δ (B, T, H)
         lo, hi = c.dt_limit
         if (lo, hi) != (0.0, math.inf):
