@@ -118,6 +118,18 @@ inline float hsum256(__m256 v) {
 
 using BoxedKernel = void (*)(KernelRuntimeContext&, Span<EValue*>);
 
+// A boxed `.out` stack starts with n tensors (the schema's inputs, then its outs); false
+// (and the context failed) when it does not.
+inline bool tensor_args(KernelRuntimeContext& ctx, Span<EValue*> stack, size_t n, const char* op) {
+  ET_KERNEL_CHECK_MSG(ctx, stack.size() >= n, InvalidProgram, false,
+                      "%s: expected at least %zu arguments, got %zu", op, n, stack.size());
+  for (size_t i = 0; i < n; ++i) {
+    ET_KERNEL_CHECK_MSG(ctx, stack[i]->isTensor(), InvalidProgram, false,
+                        "%s: argument %zu must be a Tensor", op, i);
+  }
+  return true;
+}
+
 // The in-place form `<op>_inplace.out(<inputs, each state Tensor(a!)>, *, Tensor(z!) y)` of an
 // op whose `.out` is `(<inputs>, *, y, <one state_out per state, in order>)`: calls the op's
 // boxed `.out` kernel with each state passed as its own state_out. Stack in: the n_args

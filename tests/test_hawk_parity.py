@@ -216,7 +216,7 @@ def test_exported_steps_match_oracle(rg_export, oracle_steps, kind, fmt, ops):
     used = m["artifacts"][fmt]["ops_used"]["edgekit"]
     assert bool(used) == (ops == "fused"), used
     if ops == "fused" and fmt == "pte":
-        assert used == ["edgekit::dense", "edgekit::rglru_step"], used
+        assert used == ["edgekit::add_rms_norm", "edgekit::dense", "edgekit::gelu_tanh_mul", "edgekit::rglru_step"], used
 
 
 def test_prefill_graph_matches_oracle(rg_dir, oracle_steps, tmp_path):

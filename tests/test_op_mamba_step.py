@@ -40,11 +40,12 @@ class OpRunners:
     ONNX Runtime (a one-node model carrying the op's function body: at T = 1 the step body,
     as an exported step graph carries it, when the op has one)."""
 
-    def __init__(self, name: str, tmp_dir):
+    def __init__(self, name: str, tmp_dir, rank_of=(0, -1)):
+        """rank_of: for each output, the argument whose rank it has (default (y, state))."""
         from edgekit.kernels import load_kernels
         from edgekit.ops import REGISTRY
         load_kernels()
-        self.info, self.dir, self.cache = REGISTRY[name], tmp_dir, {}
+        self.info, self.dir, self.cache, self.rank_of = REGISTRY[name], tmp_dir, {}, rank_of
 
     def et(self, *args):
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -72,7 +73,7 @@ class OpRunners:
         fn = self.info.onnx_function_proto(step=args[0].shape[1] == 1)
         names = list(fn.input)
         vi = lambda n, r: helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * r)  # noqa: E731
-        outs = [("y", args[0].dim()), ("s", args[-1].dim())][:len(fn.output)]   # (y, state) or y
+        outs = [(f"out{i}", args[a].dim()) for i, a in enumerate(self.rank_of)][:len(fn.output)]
         g = helper.make_graph([helper.make_node(self.info.onnx_op_type, names, [n for n, _ in outs], domain="edgekit")],
                               "op", [vi(n, a.dim()) for n, a in zip(names, args)], [vi(n, r) for n, r in outs])
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("edgekit", 1)],

@@ -52,7 +52,7 @@ import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
 from edgekit.models import hf
 from edgekit.models.base import RecurrentModel, StateSpec, register_arch
-from edgekit.models.layers import Linear, RMSNorm   # RMSNorm weights: 1 + the checkpoint's (folded at load)
+from edgekit.models.layers import Linear, RMSNorm, add_rms_norm   # RMSNorm weights: 1 + the checkpoint's (folded at load)
 from edgekit.ops import rglru_step
 
 MODEL_TYPE = "recurrent_gemma"
@@ -288,20 +288,21 @@ class RecurrentGemma(RecurrentModel):
         pos0 = state["position"]                                              # (B,)
         pos = pos0[:, None] + torch.arange(T, dtype=torch.int64)              # (B, T)
         new_state = {}
-        h = self.emb(x)                                                       # (B, T, C)
+        h, y = self.emb(x), None                                              # (B, T, C)
+        glue = self.glue_kernels
         for i, blk in enumerate(self.blocks):
             p = f"layers.{i}."
-            xn = blk.temporal_pre_norm(h)
+            h, xn = add_rms_norm(h, y, blk.temporal_pre_norm, glue)           # h += y; xn = norm(h)
             if blk.kind == "recurrent":
                 y, new_state[p + "conv"], new_state[p + "rg_lru"] = self._recurrent(
                     blk.temporal, xn, pos, state[p + "conv"], state[p + "rg_lru"])
             else:
                 y, new_state[p + "k_cache"], new_state[p + "v_cache"] = self._attention(
                     blk.temporal, xn, pos, state[p + "k_cache"], state[p + "v_cache"])
-            h = h + y
-            xn = blk.channel_pre_norm(h)
-            h = h + blk.down_proj(self._act(blk.gate_proj(xn)) * blk.up_proj(xn))
-        logits = self.head(self.final_norm(h))
+            h, xn = add_rms_norm(h, y, blk.channel_pre_norm, glue)
+            y = blk.down_proj(self._act_mul(blk.gate_proj(xn), blk.up_proj(xn)))
+        h, xn = add_rms_norm(h, y, self.final_norm, glue)
+        logits = self.head(xn)
         if self.cfg.logits_soft_cap is not None:
             cap = self.cfg.logits_soft_cap
             logits = torch.tanh(logits / cap) * cap
@@ -316,16 +317,22 @@ class RecurrentGemma(RecurrentModel):
             return F.gelu(x, approximate="tanh")     # ONNX: one Gelu node (nine when written out)
         return F.gelu(x)
 
+    def _act_mul(self, a, b):
+        """act(a) · b: one `edgekit::gelu_tanh_mul` call where the glue runs as kernels."""
+        if self.glue_kernels and ACTIVATIONS[self.cfg.hidden_activation] == "tanh":
+            return torch.ops.edgekit.gelu_tanh_mul(a, b)
+        return self._act(a) * b
+
     # -- the two temporal blocks -------------------------------------------------------
     def _recurrent(self, rec: _Recurrent, x, pos, conv, h):
-        y_branch = self._act(rec.linear_y(x))                                 # (B, T, D)
+        y_branch = rec.linear_y(x)                                            # (B, T, D), before act
         reset = (pos == 0).to(torch.float32)                                  # (B, T)
         args = (rec.linear_x(x), reset, rec.conv_w, rec.conv_b, rec.gate_w, rec.gate_b, rec.log_a, conv, h)
         if self.ops == "fused":
             u, conv, h = self.fused_op("rglru_step", *args)
         else:
             u, conv, h = rglru_step.reference(*args)
-        return rec.linear_out(u * y_branch), conv, h
+        return rec.linear_out(self._act_mul(y_branch, u)), conv, h
 
     def _attention(self, att: _Attention, x, pos, k_cache, v_cache):
         """Local attention over the ring buffer plus this call's T keys.

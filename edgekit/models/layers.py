@@ -50,9 +50,23 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        # eps as the (1,) tensor `edgekit::add_rms_norm` takes; not in the state_dict
+        self.register_buffer("eps_tensor", torch.tensor([eps], dtype=torch.float32), persistent=False)
 
     def forward(self, x):
         return rms_norm(x, self.weight, self.eps, self.target)
+
+
+def add_rms_norm(h: torch.Tensor, y: torch.Tensor | None, norm: RMSNorm, kernel: bool):
+    """A pre-norm residual stream: (h + y, norm(h + y)); y None (the first block): (h, norm(h)).
+    kernel: as one `edgekit::add_rms_norm` call (RecurrentModel.glue_kernels), else in stock
+    ops, the forms ORT fuses."""
+    if y is None:
+        return h, norm(h)
+    if kernel:
+        return torch.ops.edgekit.add_rms_norm(h, y, norm.weight, norm.eps_tensor)
+    h = h + y
+    return h, norm(h)
 
 
 class Linear(nn.Module):

@@ -54,7 +54,7 @@ import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
 from edgekit.models import hf
 from edgekit.models.base import RecurrentModel, StateSpec, register_arch
-from edgekit.models.layers import Linear, RMSNorm, rms_norm, softplus
+from edgekit.models.layers import Linear, RMSNorm, add_rms_norm, rms_norm, softplus
 from edgekit.ops import causal_conv1d, mamba_step, ssd_step
 
 PREFIX = "backbone."
@@ -335,13 +335,14 @@ class _MambaBase(RecurrentModel):
         if state is None:
             state = self.init_state(x.shape[0])
         new_state = {}
-        h = self.emb(x)                                                      # (B, T, D)
+        h, y = self.emb(x), None                                             # (B, T, D)
         for i, (norm, mix) in enumerate(zip(self.norms, self.mixers)):
             p = f"layers.{i}."
+            h, u = add_rms_norm(h, y, norm, self.glue_kernels)               # h += y; u = norm(h)
             y, new_state[p + "conv"], new_state[p + "ssm"] = self._mix(
-                mix, norm(h), state[p + "conv"], state[p + "ssm"])
-            h = h + y
-        return self.head(self.norm_f(h)), new_state
+                mix, u, state[p + "conv"], state[p + "ssm"])
+        h, u = add_rms_norm(h, y, self.norm_f, self.glue_kernels)
+        return self.head(u), new_state
 
     def _conv(self, x, w, b, state):
         """The causal conv with its state: one `causal_conv1d` op (fused), or its stock-op
@@ -446,7 +447,8 @@ class Mamba(_MambaBase):
             y, ssm = self.fused_op("mamba_step", x, dt, mix.A, Bm, C, mix.D, ssm)
         else:
             y, ssm = mamba_step.reference(x, dt, mix.A, Bm, C, mix.D, ssm)
-        return mix.out_proj(y * F.silu(z)), conv, ssm
+        gated = torch.ops.edgekit.silu_mul(z, y) if self.glue_kernels else y * F.silu(z)
+        return mix.out_proj(gated), conv, ssm
 
     @staticmethod
     def _load_mixer(mix: _Mixer, get) -> None:

@@ -1,0 +1,123 @@
+"""STYLE.md §5 battery for `edgekit::add_rms_norm` (h = x + r, y = RMSNorm(h) · w), over T in
+{1, small, long} rows and a model width (768, the kernel's vector loop) and an odd one
+(37, its scalar tail): the C++ ExecuTorch kernel and the ONNX function body in ORT vs the
+plain reference; the reference vs transformers' own RMSNorm (MambaRMSNorm, the oracle the
+Mamba parity tests use); the op has no state, so "split and carry" and "prefill then steps"
+check that rows are independent; bad shapes and aliased outputs rejected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import edgekit.ops  # noqa: F401
+from edgekit.ops.add_rms_norm import reference
+from test_op_mamba_step import OpRunners, close
+
+BATTERY_OPS = ("add_rms_norm",)  # read by test_registry.py
+B = 2
+TS = [1, 5, 40]
+WIDTHS = [768, 37]
+
+
+def inputs(T, D=768, seed=0, eps=1e-5):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, T, D, generator=g) * 3, torch.randn(B, T, D, generator=g),
+            torch.rand(D, generator=g) + 0.5, torch.tensor([eps]))
+
+
+@pytest.fixture(scope="module")
+def runners(tmp_path_factory):
+    return OpRunners("add_rms_norm", tmp_path_factory.mktemp("op-arn"), rank_of=(0, 0))
+
+
+@pytest.mark.parametrize("D", WIDTHS)
+@pytest.mark.parametrize("T", TS)
+def test_native_matches_reference(T, D, runners):
+    args = inputs(T, D)
+    h_ref, y_ref = reference(*args)
+    for name, run in runners.all().items():
+        h, y = run(*args)
+        assert close(h, h_ref) and close(y, y_ref), name
+
+
+def test_reference_matches_transformers_rmsnorm():
+    from transformers.models.mamba.modeling_mamba import MambaRMSNorm
+    x, r, w, eps = inputs(5, seed=3, eps=1e-6)
+    norm = MambaRMSNorm(768, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(w)
+        want = norm(x + r)
+    h, y = reference(x, r, w, eps)
+    assert torch.equal(h, x + r)
+    assert close(y, want, tol=1e-6)
+
+
+def test_epsilon_is_used():
+    """All-zero rows: y = 0 / sqrt(0 + eps) = 0, finite (eps guards the division)."""
+    x, r, w, eps = inputs(2, 37, seed=4)
+    h, y = reference(torch.zeros_like(x), torch.zeros_like(r), w, eps)
+    assert torch.equal(y, torch.zeros_like(y))
+    # and the value of eps moves the output by the expected amount on a tiny row
+    x = torch.full((1, 1, 37), 1e-3)
+    _, y1 = reference(x, torch.zeros_like(x), torch.ones(37), torch.tensor([1e-6]))
+    want = 1e-3 / np.sqrt(1e-6 + 1e-6)
+    assert abs(float(y1[0, 0, 0]) - want) < 1e-5 * want
+
+
+@pytest.mark.parametrize("T", TS)
+def test_split_and_carry_equals_one_call(T, runners):
+    """No state to carry: rows [0, cut) and [cut, T) in two calls equal one call."""
+    x, r, w, eps = inputs(T + 3, seed=1)
+    cut = (T + 3) // 2
+    for name, run in runners.all().items():
+        h_all, y_all = run(x, r, w, eps)
+        parts = [run(x[:, a:z].contiguous(), r[:, a:z].contiguous(), w, eps) for a, z in ((0, cut), (cut, T + 3))]
+        assert close(np.concatenate([np.asarray(p[0]) for p in parts], axis=1), h_all), name
+        assert close(np.concatenate([np.asarray(p[1]) for p in parts], axis=1), y_all), name
+
+
+@pytest.mark.parametrize("T", TS)
+def test_prefill_then_single_steps_equals_full(T, runners):
+    x, r, w, eps = inputs(T + 4, 37, seed=2)
+    _, want = torch.ops.edgekit.add_rms_norm(x, r, w, eps)
+    for name, run in runners.all().items():
+        ys = [np.asarray(run(x[:, :T].contiguous(), r[:, :T].contiguous(), w, eps)[1])]
+        ys += [np.asarray(run(x[:, t:t + 1].contiguous(), r[:, t:t + 1].contiguous(), w, eps)[1])
+               for t in range(T, T + 4)]
+        assert close(np.concatenate(ys, axis=1), want), name
+
+
+def test_bad_shapes_rejected():
+    x, r, w, eps = inputs(2, 37)
+    with pytest.raises(ValueError, match=r"add_rms_norm: r must be the shape of x = \(2, 2, 37\) float32; "
+                                         r"got \(2, 1, 37\)"):
+        torch.ops.edgekit.add_rms_norm(x, r[:, :1], w, eps)
+    with pytest.raises(ValueError, match=r"add_rms_norm: w must be \(D,\) = \(37,\) float32; got \(36,\)"):
+        torch.ops.edgekit.add_rms_norm(x, r, w[:36], eps)
+    with pytest.raises(ValueError, match=r"add_rms_norm: eps must be \(1,\) = \(1,\) float32; got \(\)"):
+        torch.ops.edgekit.add_rms_norm(x, r, w, eps[0])
+    with pytest.raises(ValueError, match=r"add_rms_norm: x must be \(\.\.\., D\) float32; got .* torch.float64"):
+        torch.ops.edgekit.add_rms_norm(x.double(), r, w, eps)
+
+
+def test_bad_shapes_rejected_by_cpp_kernel(runners):
+    """The C++ kernel checks shapes itself: a mismatched weight fails, it does not crash."""
+    x, r, w, eps = inputs(1, 37)
+    runners.et(x, r, w, eps)
+    with pytest.raises(Exception):
+        runners.et(x, r, torch.ones(36), eps)
+
+
+def test_aliased_outputs_rejected():
+    x, r, w, eps = inputs(3, 37)
+    y = torch.empty_like(x)
+    with pytest.raises(ValueError, match="h must not alias input x"):
+        torch.ops.edgekit.add_rms_norm.out(x, r, w, eps, h=x, y=y)
+    with pytest.raises(ValueError, match="y must not alias input r"):
+        torch.ops.edgekit.add_rms_norm.out(x, r, w, eps, h=y, y=r)
+    h = torch.empty_like(x)
+    torch.ops.edgekit.add_rms_norm.out(x, r, w, eps, h=h, y=y)
+    h_ref, y_ref = reference(x, r, w, eps)
+    assert close(h, h_ref) and close(y, y_ref)
