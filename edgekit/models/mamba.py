@@ -304,6 +304,7 @@ class _Mixer2(nn.Module):
         self.A = nn.Parameter(torch.zeros(H))              # -exp(A_log)
         self.D = nn.Parameter(torch.zeros(H))
         self.norm_w = nn.Parameter(torch.ones(E))           # the gated RMSNorm's weight
+        self.register_buffer("norm_eps", torch.tensor([c.norm_eps], dtype=torch.float32), persistent=False)
         self.out_proj = Linear(E, c.d_model, c.use_bias)
 
 
@@ -499,6 +500,9 @@ class Mamba2(_MambaBase):
         else:
             y, ssm = ssd_step.reference(*args)
         # Gated RMSNorm over groups of E / G channels: norm(y · silu(z)) · w.
+        if self.glue_kernels:
+            y = torch.ops.edgekit.gated_rms_norm(y.reshape(Bsz, T, E), z, mix.norm_w.reshape(G, E // G), mix.norm_eps)
+            return mix.out_proj(y), conv, ssm
         y = y.reshape(Bsz, T, E) * F.silu(z)
         if G == 1:
             y = rms_norm(y, mix.norm_w, c.norm_eps, self.target)

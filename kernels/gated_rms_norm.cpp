@@ -1,0 +1,96 @@
+// ExecuTorch kernel for `edgekit::gated_rms_norm.out` — Mamba-2's gated RMSNorm over groups.
+// Schema, reference and validator: edgekit/ops/gated_rms_norm.py.
+//
+//   gated_rms_norm.out(Tensor y, Tensor z, Tensor w, Tensor eps, *, Tensor(a!) out) -> Tensor(a!)
+//
+// Dimensions: M rows (the leading dims), D = G * S. y, z, out: (..., D); w: (G, S); eps: (1,);
+// float32, contiguous.
+//
+//   g = y * silu(z);  out[j*S:(j+1)*S] = g_j / sqrt(mean(g_j^2) + eps) * w[j]    (per row, group j)
+#include "edgekit_kernel.h"
+
+#include <cmath>
+
+namespace edgekit {
+namespace kernels {
+namespace {
+
+constexpr const char* kNames[4] = {"y", "z", "w", "eps"};
+
+// g = y * silu(z) over n floats (one exp per element; sigmoid 0 below z = -88, see gated.cpp)
+void gate(const float* y, const float* z, float* g, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  const __m256 one = _mm256_set1_ps(1.f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 zv = _mm256_loadu_ps(z + i);
+    __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), zv))));
+    sig = _mm256_and_ps(sig, _mm256_cmp_ps(zv, _mm256_set1_ps(-88.f), _CMP_GT_OQ));
+    _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(zv, sig)));
+  }
+#endif
+  for (; i < n; ++i) g[i] = y[i] * (z[i] * (1.f / (1.f + std::exp(-z[i]))));
+}
+
+void gated_rms_norm_out(KernelRuntimeContext& ctx, const Tensor& y, const Tensor& z, const Tensor& w,
+                        const Tensor& eps, Tensor& out) {
+  // ---- validate: the same words as edgekit/ops/gated_rms_norm.py `validate` ----
+  ET_KERNEL_CHECK_MSG(ctx, y.dim() >= 1 && y.scalar_type() == ScalarType::Float, InvalidArgument, ,
+                      "gated_rms_norm: y must be (..., D) float32; got %s %s", ShapeStr(y).c_str(),
+                      dtype_name(y.scalar_type()));
+  bool z_ok = z.dim() == y.dim() && z.scalar_type() == ScalarType::Float;
+  for (ssize_t d = 0; z_ok && d < y.dim(); ++d) z_ok = z.size(d) == y.size(d);
+  ET_KERNEL_CHECK_MSG(ctx, z_ok, InvalidArgument, , "gated_rms_norm: z must be the shape of y = %s float32; got %s %s",
+                      ShapeStr(y).c_str(), ShapeStr(z).c_str(), dtype_name(z.scalar_type()));
+  const int64_t D = y.size(y.dim() - 1);
+  ET_KERNEL_CHECK_MSG(ctx, w.dim() == 2 && w.size(0) * w.size(1) == D && w.scalar_type() == ScalarType::Float,
+                      InvalidArgument, , "gated_rms_norm: w must be (G, S) float32 with G * S = D = %d; got %s %s",
+                      (int)D, ShapeStr(w).c_str(), dtype_name(w.scalar_type()));
+  ET_KERNEL_CHECK_MSG(ctx, has_shape(eps, {1}) && eps.scalar_type() == ScalarType::Float, InvalidArgument, ,
+                      "gated_rms_norm: eps must be (1,) float32; got %s %s", ShapeStr(eps).c_str(),
+                      dtype_name(eps.scalar_type()));
+  const Tensor* ins[4] = {&y, &z, &w, &eps};
+  for (int i = 0; i < 4; ++i) {
+    ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_default_dim_order(*ins[i]), InvalidArgument, ,
+                        "gated_rms_norm: %s must be contiguous", kNames[i]);
+  }
+  ET_KERNEL_CHECK_MSG(ctx,
+                      out.scalar_type() == ScalarType::Float &&
+                          executorch::runtime::resize_tensor(out, y.sizes()) == executorch::runtime::Error::Ok,
+                      InvalidArgument, , "gated_rms_norm: out must be the shape of y = %s float32; got %s %s",
+                      ShapeStr(y).c_str(), ShapeStr(out).c_str(), dtype_name(out.scalar_type()));
+  for (int i = 0; i < 4; ++i) {
+    ET_KERNEL_CHECK_MSG(ctx, !overlaps(out, *ins[i]), InvalidArgument, ,
+                        "gated_rms_norm: out must not alias input %s", kNames[i]);
+  }
+
+  // ---- compute: gate into out, then normalize each group of S in place ----
+  const int64_t G = w.size(0), S = w.size(1), M = D > 0 ? y.numel() / D : 0;
+  const float* wp = w.const_data_ptr<float>();
+  const float e = eps.const_data_ptr<float>()[0];
+  float* op = out.mutable_data_ptr<float>();
+  gate(y.const_data_ptr<float>(), z.const_data_ptr<float>(), op, M * D);
+  for (int64_t r = 0; r < M * G; ++r) {
+    float* g = op + r * S;
+    const float* wg = wp + (r % G) * S;
+    float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t s = 0; s < S; ++s) ss += g[s] * g[s];
+    const float denom = std::sqrt(ss / (float)S + e);
+#pragma omp simd
+    for (int64_t s = 0; s < S; ++s) g[s] = g[s] / denom * wg[s];
+  }
+}
+
+// Boxed entry point. Stack: y, z, w, eps, out, then the returned out (ignored).
+void gated_rms_norm_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
+  if (!tensor_args(ctx, stack, 5, "gated_rms_norm")) return;
+  gated_rms_norm_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(), stack[3]->toTensor(),
+                     stack[4]->toTensor());
+}
+
+}  // namespace
+}  // namespace kernels
+}  // namespace edgekit
+
+EDGEKIT_OUT_KERNEL("gated_rms_norm.out", edgekit::kernels::gated_rms_norm_out_boxed);
