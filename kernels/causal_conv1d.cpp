@@ -1,5 +1,6 @@
-// ExecuTorch kernel for `edgekit::causal_conv1d.out` — a depthwise causal conv over time that
-// carries its last K inputs (Mamba / Mamba-2's short conv). Schema, reference and validator:
+// ExecuTorch kernels for `edgekit::causal_conv1d.out` — a depthwise causal conv over time that
+// carries its last K inputs (Mamba / Mamba-2's short conv) — and `edgekit::causal_conv1d_silu.out`,
+// the same followed by SiLU (y = v * sigmoid(v)). Schemas, references and validator:
 // edgekit/ops/causal_conv1d.py.
 //
 //   causal_conv1d.out(Tensor x, Tensor w, Tensor b, Tensor state, *,
@@ -47,16 +48,16 @@ void conv_channels(const float* xp, const float* wp, const float* bp, const floa
   }
 }
 
-void causal_conv1d_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& w, const Tensor& b,
+void causal_conv1d_out(KernelRuntimeContext& ctx, const char* op, bool silu, const Tensor& x, const Tensor& w, const Tensor& b,
                        const Tensor& state, Tensor& y, Tensor& state_out) {
   // ---- validate: the same words as edgekit/ops/causal_conv1d.py `validate` / `check_out` ----
   ET_KERNEL_CHECK_MSG(ctx, x.dim() == 3, InvalidArgument, ,
-                      "causal_conv1d: x must be (B, T, C); got %d dims", (int)x.dim());
+                      "%s: x must be (B, T, C); got %d dims", op, (int)x.dim());
   ET_KERNEL_CHECK_MSG(ctx, w.dim() == 2 && w.size(1) >= 1, InvalidArgument, ,
-                      "causal_conv1d: w must be (C, K) with K >= 1; got %s", ShapeStr(w).c_str());
+                      "%s: w must be (C, K) with K >= 1; got %s", op, ShapeStr(w).c_str());
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), K = w.size(1);
   ET_KERNEL_CHECK_MSG(ctx, K <= kMaxTaps, InvalidArgument, ,
-                      "causal_conv1d: w has K = %d taps; this kernel supports up to %d", (int)K, kMaxTaps);
+                      "%s: w has K = %d taps; this kernel supports up to %d", op, (int)K, kMaxTaps);
   struct Want {
     const Tensor* t;
     const char* name;
@@ -74,40 +75,40 @@ void causal_conv1d_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor&
     }
     std::snprintf(want + n, sizeof(want) - n, wt.shape.size() == 1 ? ",)" : ")");
     ET_KERNEL_CHECK_MSG(ctx, has_shape(*wt.t, wt.shape) && wt.t->scalar_type() == ScalarType::Float,
-                        InvalidArgument, , "causal_conv1d: %s must be %s = %s float32; got %s %s",
+                        InvalidArgument, , "%s: %s must be %s = %s float32; got %s %s", op,
                         wt.name, wt.form, want, ShapeStr(*wt.t).c_str(), dtype_name(wt.t->scalar_type()));
     ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_default_dim_order(*wt.t),
-                        InvalidArgument, , "causal_conv1d: %s must be contiguous", wt.name);
+                        InvalidArgument, , "%s: %s must be contiguous", op, wt.name);
   }
   ET_KERNEL_CHECK_MSG(
       ctx,
       y.scalar_type() == ScalarType::Float &&
           executorch::runtime::resize_tensor(y, x.sizes()) == executorch::runtime::Error::Ok,
-      InvalidArgument, , "causal_conv1d: y must be (B, T, C) = (%d, %d, %d) float32; got %s %s",
+      InvalidArgument, , "%s: y must be (B, T, C) = (%d, %d, %d) float32; got %s %s", op,
       (int)B, (int)T, (int)C, ShapeStr(y).c_str(), dtype_name(y.scalar_type()));
   ET_KERNEL_CHECK_MSG(
       ctx,
       state_out.scalar_type() == ScalarType::Float &&
           executorch::runtime::resize_tensor(state_out, state.sizes()) ==
               executorch::runtime::Error::Ok,
-      InvalidArgument, , "causal_conv1d: state_out must be (B, C, K) = (%d, %d, %d) float32; got %s %s",
+      InvalidArgument, , "%s: state_out must be (B, C, K) = (%d, %d, %d) float32; got %s %s", op,
       (int)B, (int)C, (int)K, ShapeStr(state_out).c_str(), dtype_name(state_out.scalar_type()));
   const Tensor* ins[3] = {&x, &w, &b};
   for (int i = 0; i < 3; ++i) {
     ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, *ins[i]), InvalidArgument, ,
-                        "causal_conv1d: y must not alias input %s", kConvInputNames[i]);
+                        "%s: y must not alias input %s", op, kConvInputNames[i]);
   }
   ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, state), InvalidArgument, ,
-                      "causal_conv1d: y must not alias input state");
+                      "%s: y must not alias input state", op);
   for (int i = 0; i < 3; ++i) {
     ET_KERNEL_CHECK_MSG(ctx, !overlaps(state_out, *ins[i]), InvalidArgument, ,
-                        "causal_conv1d: state_out must not alias input %s", kConvInputNames[i]);
+                        "%s: state_out must not alias input %s", op, kConvInputNames[i]);
   }
   ET_KERNEL_CHECK_MSG(ctx, !overlaps(state_out, state) || same_data(state_out, state),
                       InvalidArgument, ,
-                      "causal_conv1d: state_out must be state itself or not overlap it");
+                      "%s: state_out must be state itself or not overlap it", op);
   ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, state_out), InvalidArgument, ,
-                      "causal_conv1d: y must not alias state_out");
+                      "%s: y must not alias state_out", op);
 
   // ---- compute: per channel, slide a K-window over its T inputs ----
   const float* xp = x.const_data_ptr<float>();
@@ -122,18 +123,16 @@ void causal_conv1d_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor&
     case 2: conv_channels<2>(xp, wp, bp, sp, yp, so, B, T, C, K); break;
     default: conv_channels<0>(xp, wp, bp, sp, yp, so, B, T, C, K); break;
   }
+  if (silu) silu_in_place(yp, B * T * C);   // causal_conv1d_silu: y is still in cache
 }
 
-// Boxed entry point. Stack: x, w, b, state, y, state_out, then the TensorList the emitter
+// Boxed entry points. Stack: x, w, b, state, y, state_out, then the TensorList the emitter
 // appends for the returned (y, state_out) — ignored.
-void causal_conv1d_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  ET_KERNEL_CHECK_MSG(ctx, stack.size() >= 6, InvalidProgram, ,
-                      "causal_conv1d: expected at least 6 arguments, got %zu", stack.size());
-  for (size_t i = 0; i < 6; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, stack[i]->isTensor(), InvalidProgram, ,
-                        "causal_conv1d: argument %zu must be a Tensor", i);
-  }
-  causal_conv1d_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
+template <bool Silu>
+void conv_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
+  const char* op = Silu ? "causal_conv1d_silu" : "causal_conv1d";
+  if (!tensor_args(ctx, stack, 6, op)) return;
+  causal_conv1d_out(ctx, op, Silu, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
                     stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor());
 }
 
@@ -141,5 +140,7 @@ void causal_conv1d_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
 }  // namespace kernels
 }  // namespace edgekit
 
-EDGEKIT_OUT_KERNEL("causal_conv1d.out", edgekit::kernels::causal_conv1d_out_boxed);
-EDGEKIT_IN_PLACE_KERNEL("causal_conv1d", edgekit::kernels::causal_conv1d_out_boxed, 4, 3);
+EDGEKIT_OUT_KERNEL("causal_conv1d.out", edgekit::kernels::conv_out_boxed<false>);
+EDGEKIT_IN_PLACE_KERNEL("causal_conv1d", edgekit::kernels::conv_out_boxed<false>, 4, 3);
+EDGEKIT_OUT_KERNEL("causal_conv1d_silu.out", edgekit::kernels::conv_out_boxed<true>);
+EDGEKIT_IN_PLACE_KERNEL("causal_conv1d_silu", edgekit::kernels::conv_out_boxed<true>, 4, 3);

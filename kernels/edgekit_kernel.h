@@ -13,6 +13,7 @@
 #include <executorch/runtime/kernel/operator_registry.h>
 #include <executorch/runtime/core/event_tracer_hooks.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -108,6 +109,44 @@ inline __m256 exp256(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
+// sigmoid(s) = 1 / (1 + e^-s) for 8 floats; 0 below s = -88, where e^-s saturates (the true
+// value is < 6.1e-39), and 0 for NaN s: the callers multiply it by s or by a value of s, so
+// NaN stays NaN in their result.
+inline __m256 sigmoid256(__m256 s) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  const __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), s))));
+  return _mm256_and_ps(sig, _mm256_cmp_ps(s, _mm256_set1_ps(-88.f), _CMP_GT_OQ));
+}
+
+// ln x for 8 floats, x in [1, 2] (what log1p needs; Cephes logf: x = m 2^e with m in
+// [sqrt(1/2), sqrt(2)), ln(1 + f) by its degree-9 polynomial, e ln 2 in two parts). Within
+// 1 ulp of float64 on that range; not for x <= 0, denormals, Inf or NaN.
+inline __m256 log256_1to2(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  __m256i bits = _mm256_castps_si256(x);
+  __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126)));
+  // mantissa in [0.5, 1)
+  __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)),
+                                                 _mm256_set1_epi32(0x3f000000)));
+  const __m256 small = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+  e = _mm256_sub_ps(e, _mm256_and_ps(one, small));
+  m = _mm256_add_ps(_mm256_sub_ps(m, one), _mm256_and_ps(m, small));    // m - 1, or 2m - 1
+  const __m256 z = _mm256_mul_ps(m, m);
+  __m256 y = _mm256_set1_ps(7.0376836292e-2f);
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.1514610310e-1f));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.1676998740e-1f));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.2420140846e-1f));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.4249322787e-1f));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.6668057665e-1f));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(2.0000714765e-1f));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-2.4999993993e-1f));
+  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(3.3333331174e-1f));
+  y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
+  y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
+  y = _mm256_fnmadd_ps(_mm256_set1_ps(0.5f), z, y);
+  return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), _mm256_add_ps(m, y));
+}
+
 inline float hsum256(__m256 v) {
   __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   a = _mm_add_ps(a, _mm_movehl_ps(a, a));
@@ -115,6 +154,20 @@ inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(a);
 }
 #endif
+
+inline float sigmoid1(float s) { return s > -88.f ? 1.f / (1.f + std::exp(-s)) : 0.f; }   // as sigmoid256
+
+// x <- x * sigmoid(x) (SiLU) over n floats.
+inline void silu_in_place(float* x, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(v, sigmoid256(v)));
+  }
+#endif
+  for (; i < n; ++i) x[i] *= sigmoid1(x[i]);
+}
 
 using BoxedKernel = void (*)(KernelRuntimeContext&, Span<EValue*>);
 

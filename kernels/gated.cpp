@@ -31,7 +31,6 @@ template <Act A>
 void gated(const float* a, const float* b, float* y, int64_t n) {
   int64_t i = 0;
 #if defined(__AVX2__) && defined(__FMA__)
-  const __m256 one = _mm256_set1_ps(1.f);
   for (; i + 8 <= n; i += 8) {
     const __m256 av = _mm256_loadu_ps(a + i);
     __m256 s = av;
@@ -39,14 +38,10 @@ void gated(const float* a, const float* b, float* y, int64_t n) {
       const __m256 a3 = _mm256_mul_ps(_mm256_mul_ps(av, av), av);
       s = _mm256_mul_ps(_mm256_set1_ps(2.f * kGeluC), _mm256_fmadd_ps(_mm256_set1_ps(kGeluA), a3, av));
     }
-    __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), s))));
-    // exp256 saturates at e^88.4: below s = -88 sigmoid(s) < 6e-39, taken as 0, so a huge
-    // negative a gives 0 (as the reference), not a / 2.4e38; NaN compares false: NaN * 0 = NaN
-    sig = _mm256_and_ps(sig, _mm256_cmp_ps(s, _mm256_set1_ps(-88.f), _CMP_GT_OQ));
-    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(av, sig), _mm256_loadu_ps(b + i)));
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(av, sigmoid256(s)), _mm256_loadu_ps(b + i)));
   }
 #endif
-  for (; i < n; ++i) y[i] = a[i] * (1.f / (1.f + std::exp(-gate_arg<A>(a[i])))) * b[i];
+  for (; i < n; ++i) y[i] = a[i] * sigmoid1(gate_arg<A>(a[i])) * b[i];
 }
 
 template <Act A>

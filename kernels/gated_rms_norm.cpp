@@ -17,19 +17,16 @@ namespace {
 
 constexpr const char* kNames[4] = {"y", "z", "w", "eps"};
 
-// g = y * silu(z) over n floats (one exp per element; sigmoid 0 below z = -88, see gated.cpp)
+// g = y * silu(z) over n floats
 void gate(const float* y, const float* z, float* g, int64_t n) {
   int64_t i = 0;
 #if defined(__AVX2__) && defined(__FMA__)
-  const __m256 one = _mm256_set1_ps(1.f);
   for (; i + 8 <= n; i += 8) {
     const __m256 zv = _mm256_loadu_ps(z + i);
-    __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), zv))));
-    sig = _mm256_and_ps(sig, _mm256_cmp_ps(zv, _mm256_set1_ps(-88.f), _CMP_GT_OQ));
-    _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(zv, sig)));
+    _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(zv, sigmoid256(zv))));
   }
 #endif
-  for (; i < n; ++i) g[i] = y[i] * (z[i] * (1.f / (1.f + std::exp(-z[i]))));
+  for (; i < n; ++i) g[i] = y[i] * (z[i] * sigmoid1(z[i]));
 }
 
 void gated_rms_norm_out(KernelRuntimeContext& ctx, const Tensor& y, const Tensor& z, const Tensor& w,

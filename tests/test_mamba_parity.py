@@ -143,8 +143,9 @@ def test_exported_steps_match_oracle(exported, oracle_steps, name, ops):
     op = {"mamba": "mamba_step", "mamba2": "ssd_step"}[CONFIGS[name][0]]
     # fused .pte: every Linear is edgekit::dense (packed weights, edgekit's GEMV kernel), and
     # the residual add + RMSNorm (and Mamba's gate) run as edgekit kernels, not XNNPACK calls
-    glue = ["edgekit::add_rms_norm"] + (["edgekit::silu_mul"] if op == "mamba_step" else ["edgekit::gated_rms_norm"])
-    want = sorted(["edgekit::causal_conv1d", "edgekit::dense", f"edgekit::{op}", *glue]) if ops == "fused" else []
+    glue = ["edgekit::add_rms_norm", "edgekit::softplus_bias"] + \
+        (["edgekit::silu_mul"] if op == "mamba_step" else ["edgekit::gated_rms_norm"])
+    want = sorted(["edgekit::causal_conv1d_silu", "edgekit::dense", f"edgekit::{op}", *glue]) if ops == "fused" else []
     assert manifest["artifacts"]["pte"]["ops_used"]["edgekit"] == want
     for fmt in ("onnx", "pte"):
         sess = StreamingSession(out / f"model.{fmt}")

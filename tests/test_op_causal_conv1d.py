@@ -1,4 +1,5 @@
-"""STYLE.md §5 battery for `edgekit::causal_conv1d`, over T in {1, small, long} and K in
+"""STYLE.md §5 battery for `edgekit::causal_conv1d` and `edgekit::causal_conv1d_silu` (the
+same, then SiLU), over T in {1, small, long} and K in
 {1, 4}: native kernels (ExecuTorch C++, ONNX function bodies in ORT) vs the plain
 reference; the reference vs torch's own depthwise Conv1d; split-and-carry equals one call;
 prefill then single steps equals a full forward; bad shapes and aliased outputs rejected."""
@@ -10,10 +11,11 @@ import torch
 import torch.nn.functional as F
 
 import edgekit.ops  # noqa: F401
-from edgekit.ops.causal_conv1d import reference
+from edgekit.ops import REGISTRY
+from edgekit.ops.causal_conv1d import reference, reference_silu
 from test_op_mamba_step import OpRunners, close, prefill_then_steps, split_and_carry
 
-BATTERY_OPS = ("causal_conv1d",)  # read by test_registry.py
+BATTERY_OPS = ("causal_conv1d", "causal_conv1d_silu")  # read by test_registry.py
 B, C = 2, 24
 TS = [1, 5, 40]
 SLICED = (True, False, False)      # x, w, b: which have a T axis
@@ -25,16 +27,16 @@ def inputs(T, seed=0, B=B, K=4):
             torch.randn(C, generator=g), torch.randn(B, C, K, generator=g))
 
 
-@pytest.fixture(scope="module")
-def runners(tmp_path_factory):
-    return OpRunners("causal_conv1d", tmp_path_factory.mktemp("op-conv"))
+@pytest.fixture(scope="module", params=BATTERY_OPS)
+def runners(request, tmp_path_factory):
+    return OpRunners(request.param, tmp_path_factory.mktemp(f"op-{request.param}"))
 
 
 @pytest.mark.parametrize("K", [1, 4])
 @pytest.mark.parametrize("T", TS)
 def test_native_matches_reference(T, K, runners):
     args = inputs(T, K=K)
-    y_ref, s_ref = reference(*args)
+    y_ref, s_ref = runners.info.reference(*args)
     for name, run in runners.all().items():
         y, s = run(*args)
         assert close(y, y_ref) and close(s, s_ref), name
@@ -52,6 +54,16 @@ def test_reference_matches_torch_conv1d(T):
     assert close(s, F.pad(x.transpose(1, 2), (K - 1, 0))[:, :, -K:])
 
 
+def test_silu_form_is_the_conv_then_silu():
+    """causal_conv1d_silu = silu(causal_conv1d) with the same state (x large enough that
+    both tails of the sigmoid are reached)."""
+    x, w, b, s = inputs(6, seed=5)
+    y, s1 = reference(x * 30, w, b, s)
+    y_silu, s2 = reference_silu(x * 30, w, b, s)
+    assert torch.equal(s1, s2)
+    assert torch.equal(y_silu, F.silu(y))
+
+
 @pytest.mark.parametrize("T", TS)
 def test_split_and_carry_equals_one_call(T, runners):
     assert split_and_carry(runners, inputs(T + 3, seed=1), (T + 3) // 2, SLICED)
@@ -62,16 +74,18 @@ def test_prefill_then_single_steps_equals_full(T, runners):
     assert prefill_then_steps(runners, inputs(T + 4, seed=2), T, 4, SLICED)
 
 
-def test_bad_shapes_rejected():
+@pytest.mark.parametrize("op", BATTERY_OPS)
+def test_bad_shapes_rejected(op):
     x, w, b, s = inputs(2)
-    with pytest.raises(ValueError, match=r"causal_conv1d: state must be \(B, C, K\) = \(2, 24, 4\)"):
-        torch.ops.edgekit.causal_conv1d(x, w, b, s[..., :3])
-    with pytest.raises(ValueError, match=r"causal_conv1d: b must be \(C,\) = \(24,\) float32"):
-        torch.ops.edgekit.causal_conv1d(x, w, b[:3], s)
-    with pytest.raises(ValueError, match=r"causal_conv1d: w must be \(C, K\) with K >= 1"):
-        torch.ops.edgekit.causal_conv1d(x, w[:, :0], b, s)
+    fn = REGISTRY[op].torch_op
+    with pytest.raises(ValueError, match=rf"{op}: state must be \(B, C, K\) = \(2, 24, 4\)"):
+        fn(x, w, b, s[..., :3])
+    with pytest.raises(ValueError, match=rf"{op}: b must be \(C,\) = \(24,\) float32"):
+        fn(x, w, b[:3], s)
+    with pytest.raises(ValueError, match=rf"{op}: w must be \(C, K\) with K >= 1"):
+        fn(x, w[:, :0], b, s)
     with pytest.raises(ValueError, match="float32"):
-        torch.ops.edgekit.causal_conv1d(x.double(), w, b, s)
+        fn(x.double(), w, b, s)
 
 
 def test_bad_shapes_rejected_by_cpp_kernel(runners):

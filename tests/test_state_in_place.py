@@ -18,8 +18,10 @@ STATEFUL = sorted(n for n, info in REGISTRY.items() if info.state_args)
 
 
 def _inputs(name: str, T: int, seed: int):
-    """Inputs as the op's own battery makes them (tests/test_op_<name>.py `inputs`)."""
-    return importlib.import_module(f"test_op_{name}").inputs(T, seed=seed)
+    """Inputs as the op's own battery makes them (`inputs` of the test module whose
+    BATTERY_OPS names the op)."""
+    from test_registry import _declared
+    return importlib.import_module(_declared("BATTERY_OPS")[name].stem).inputs(T, seed=seed)
 
 
 def _close(a, b, tol=1e-5) -> bool:

@@ -27,7 +27,7 @@ import torch
 from edgekit._io import atomic_write_bytes, sha256_file
 from edgekit.export.wrappers import (SeqIO, StepBuffers, StepIO, buffer_name, example_inputs,
                                      graph_input_spec, output_name)
-from edgekit.ops import DOMAIN, REGISTRY
+from edgekit.ops import DOMAIN, REGISTRY, in_place_name
 
 STATE_STYLES = ("buffers", "io")
 DEFAULT_STATE_STYLE = "buffers"
@@ -80,8 +80,11 @@ def export_pte(model, path: Path, *, batch: int = 1, state_style: str = DEFAULT_
         prog = edge.to_executorch(ExecutorchBackendConfig(emit_mutable_buffer_names=(state_style == "buffers")))
         atomic_write_bytes(path, prog.buffer)
 
+    # "edgekit.<op>[_inplace].<overload>" -> the op's registry name (exact: causal_conv1d is
+    # not causal_conv1d_silu)
+    called = {k.removeprefix(f"{DOMAIN}.").split(".")[0] for k in used if k.startswith(f"{DOMAIN}.")}
     edgekit_ops = sorted({f"{DOMAIN}::{info.name}" for info in REGISTRY.values()
-                          if any(k.startswith(f"{DOMAIN}.{info.name}") for k in used)})
+                          if info.name in called or in_place_name(info.name) in called})
     stock = sorted({k for k in used if not k.startswith(f"{DOMAIN}.")})
     y = step(*args)
     y = y[0] if isinstance(y, tuple) else y

@@ -285,7 +285,8 @@ class _Mixer(nn.Module):
         self.conv_w = nn.Parameter(torch.zeros(E, K))
         self.conv_b = nn.Parameter(torch.zeros(E))          # zeros without use_conv_bias
         self.x_proj = Linear(E, c.dt_rank + 2 * N)
-        self.dt_proj = Linear(c.dt_rank, E, bias=True)
+        self.dt_proj = Linear(c.dt_rank, E)                # its bias apart: Δ = softplus(dt_proj(·) + dt_bias)
+        self.dt_bias = nn.Parameter(torch.zeros(E))
         self.A = nn.Parameter(torch.zeros(E, N))          # -exp(A_log)
         self.D = nn.Parameter(torch.zeros(E))
         self.out_proj = Linear(E, c.d_model, c.use_bias)
@@ -345,12 +346,23 @@ class _MambaBase(RecurrentModel):
         h, u = add_rms_norm(h, y, self.norm_f, self.glue_kernels)
         return self.head(u), new_state
 
-    def _conv(self, x, w, b, state):
-        """The causal conv with its state: one `causal_conv1d` op (fused), or its stock-op
-        form (decomposed)."""
+    def _conv_silu(self, x, w, b, state):
+        """silu(the causal conv) with its state: one `causal_conv1d_silu` call where the glue
+        runs as kernels, else one `causal_conv1d` op (fused) or its stock-op form
+        (decomposed), then SiLU."""
+        if self.glue_kernels:
+            return self.fused_op("causal_conv1d_silu", x, w, b, state)
         if self.ops == "fused":
-            return self.fused_op("causal_conv1d", x, w, b, state)
-        return causal_conv1d.reference(x, w, b, state)
+            y, state = self.fused_op("causal_conv1d", x, w, b, state)
+        else:
+            y, state = causal_conv1d.reference(x, w, b, state)
+        return F.silu(y), state
+
+    def _softplus_bias(self, x, b):
+        """Δ = softplus(x + b): one `edgekit::softplus_bias` call where the glue runs as kernels."""
+        if self.glue_kernels:
+            return torch.ops.edgekit.softplus_bias(x, b)
+        return softplus(x + b, self.target)
 
     # -- loading -----------------------------------------------------------------------
     @classmethod
@@ -440,10 +452,9 @@ class Mamba(_MambaBase):
         """u (B, T, D) normed -> (B, T, D). Mamba block, Fig. 3 / Alg. 2 of the paper."""
         c = self.cfg
         x, z = mix.in_proj(u).split(c.d_inner, dim=-1)                       # 2 x (B, T, E)
-        x, conv = self._conv(x, mix.conv_w, mix.conv_b, conv)
-        x = F.silu(x)
+        x, conv = self._conv_silu(x, mix.conv_w, mix.conv_b, conv)
         ts, Bm, C = mix.x_proj(x).split([c.dt_rank, c.d_state, c.d_state], dim=-1)
-        dt = softplus(mix.dt_proj(ts), self.target)                         # Δ (B, T, E)
+        dt = self._softplus_bias(mix.dt_proj(ts), mix.dt_bias)              # Δ (B, T, E)
         if self.ops == "fused":
             y, ssm = self.fused_op("mamba_step", x, dt, mix.A, Bm, C, mix.D, ssm)
         else:
@@ -454,7 +465,8 @@ class Mamba(_MambaBase):
     @staticmethod
     def _load_mixer(mix: _Mixer, get) -> None:
         mix.x_proj.load(get("x_proj.weight"))
-        mix.dt_proj.load(get("dt_proj.weight"), get("dt_proj.bias"))
+        mix.dt_proj.load(get("dt_proj.weight"))
+        mix.dt_bias.copy_(get("dt_proj.bias"))
         mix.out_proj.load(get("out_proj.weight"), get("out_proj.bias"))
 
 
@@ -484,13 +496,13 @@ class Mamba2(_MambaBase):
         Bsz, T, _ = u.shape
         E, G, N, H, P = c.d_inner, c.n_groups, c.d_state, c.n_heads, c.head_dim
         z, xBC, dt = mix.in_proj(u).split([E, c.conv_dim, H], dim=-1)
-        xBC, conv = self._conv(xBC, mix.conv_w, mix.conv_b, conv)
-        xBC = F.silu(xBC)
-        if self.target == "executorch":   # slices stay in XNNPACK's call with the SiLU (a split does not)
+        xBC, conv = self._conv_silu(xBC, mix.conv_w, mix.conv_b, conv)
+        if self.target == "executorch" and not self.glue_kernels:
+            # slices stay in XNNPACK's call with the SiLU (a split does not)
             x, Bm, C = xBC[..., :E], xBC[..., E:E + G * N], xBC[..., E + G * N:]
         else:
             x, Bm, C = xBC.split([E, G * N, G * N], dim=-1)
-        dt = softplus(dt + mix.dt_bias, self.target)                        # Δ (B, T, H)
+        dt = self._softplus_bias(dt, mix.dt_bias)                           # Δ (B, T, H)
         lo, hi = c.dt_limit
         if (lo, hi) != (0.0, math.inf):
             dt = dt.clamp(lo, hi)

@@ -8,8 +8,12 @@ With u the inputs preceded by the state's K-1 newest columns (u_{-K+1} .. u_{-1}
     y_t[c] = b[c] + Σ_k w[c, k] · u_{t-K+1+k}[c]          (k = 0 .. K-1, oldest tap first)
 
 and the new state is the last K inputs (newest in column K-1): transformers' conv-cache
-layout, so a state moves to and from its cache as is. No activation: Mamba's SiLU follows
-as a stock op.
+layout, so a state moves to and from its cache as is.
+
+`edgekit::causal_conv1d_silu` is the same op followed by SiLU, y_t ← y_t · σ(y_t) (what
+mamba_ssm's `causal_conv1d_update(..., activation="silu")` computes): Mamba's and Mamba-2's
+conv is always followed by it, and in an ExecuTorch step a separate SiLU is one XNNPACK
+delegate call of ~20 µs (edgekit/ops/add_rms_norm.py). Same inputs, outputs and state.
 
 Inputs: x (B, T, C); w (C, K); b (C,); state (B, C, K); float32.
 Outputs: y (B, T, C), state_out (B, C, K), float32.
@@ -29,17 +33,20 @@ from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
 from edgekit.ops.mamba_step import check_out
 
 NAME = "causal_conv1d"
+NAME_SILU = "causal_conv1d_silu"
 
-LIB.define(f"{NAME}(Tensor x, Tensor w, Tensor b, Tensor state) -> (Tensor, Tensor)")
-LIB.define(f"{NAME}.out(Tensor x, Tensor w, Tensor b, Tensor state, *, "
-           "Tensor(a!) y, Tensor(b!) state_out) -> (Tensor(a!), Tensor(b!))")
+for _name in (NAME, NAME_SILU):
+    LIB.define(f"{_name}(Tensor x, Tensor w, Tensor b, Tensor state) -> (Tensor, Tensor)")
+    LIB.define(f"{_name}.out(Tensor x, Tensor w, Tensor b, Tensor state, *, "
+               "Tensor(a!) y, Tensor(b!) state_out) -> (Tensor(a!), Tensor(b!))")
 
 _INPUTS = ("x", "w", "b")
 MAX_TAPS = 64   # the C++ kernel keeps a window in registers (kMaxTaps)
 
 
-def validate(x, w, b, state) -> None:
-    """Shape/dtype contract. The C++ kernel (kernels/causal_conv1d.cpp) uses the same words."""
+def validate(x, w, b, state, NAME=NAME) -> None:
+    """Shape/dtype contract (NAME: the op whose error it is). The C++ kernel
+    (kernels/causal_conv1d.cpp) uses the same words."""
     if x.dim() != 3:
         raise ValueError(f"{NAME}: x must be (B, T, C); got {x.dim()} dims")
     if w.dim() != 2 or w.shape[1] < 1:
@@ -58,6 +65,21 @@ def reference(x, w, b, state):
     """The decomposed export path. T = 1 (decode) is one shift-in and one multiply-reduce;
     T > 1 is K shifted multiply-adds over the inputs with the state in front."""
     validate(x, w, b, state)
+    return _conv(x, w, b, state)
+
+
+def validate_silu(x, w, b, state) -> None:
+    validate(x, w, b, state, NAME=NAME_SILU)
+
+
+def reference_silu(x, w, b, state):
+    """`causal_conv1d_silu`: the conv, then y · σ(y)."""
+    validate_silu(x, w, b, state)
+    y, s = _conv(x, w, b, state)
+    return torch.nn.functional.silu(y), s
+
+
+def _conv(x, w, b, state):
     B_, T, C = x.shape
     K = w.shape[1]
     if T == 1:
@@ -70,24 +92,26 @@ def reference(x, w, b, state):
     return y + b, u[:, T - 1:].transpose(1, 2)
 
 
-@torch.library.impl(LIB, NAME, "CompositeExplicitAutograd")
-def _functional(x, w, b, state):
-    y, s = reference(x, w, b, state)
-    return y.contiguous(), s.contiguous()
+def _impl(name, ref):
+    def functional(x, w, b, state):
+        y, s = ref(x, w, b, state)
+        return y.contiguous(), s.contiguous()
+
+    def out(x, w, b, state, *, y, state_out):
+        check_out(name, y, state_out, (x, w, b), _INPUTS, state)
+        y_, s_ = ref(x, w, b, state)
+        y.resize_(y_.shape).copy_(y_)
+        state_out.resize_(s_.shape).copy_(s_)
+        return y, state_out
+
+    torch.library.impl(LIB, name, "CompositeExplicitAutograd")(functional)
+    torch.library.impl(LIB, f"{name}.out", "CompositeExplicitAutograd")(out)
+    torch.library.register_fake(f"{DOMAIN}::{name}")(lambda x, w, b, state: (torch.empty_like(x),
+                                                                             torch.empty_like(state)))
 
 
-@torch.library.impl(LIB, f"{NAME}.out", "CompositeExplicitAutograd")
-def _out(x, w, b, state, *, y, state_out):
-    check_out(NAME, y, state_out, (x, w, b), _INPUTS, state)
-    y_, s_ = reference(x, w, b, state)
-    y.resize_(y_.shape).copy_(y_)
-    state_out.resize_(s_.shape).copy_(s_)
-    return y, state_out
-
-
-@torch.library.register_fake(f"{DOMAIN}::{NAME}")
-def _fake(x, w, b, state):
-    return torch.empty_like(x), torch.empty_like(state)
+_impl(NAME, reference)
+_impl(NAME_SILU, reference_silu)
 
 
 # ---- ONNX: a node `edgekit::CausalConv1d` whose model-local function body stock ORT inlines ----
@@ -124,5 +148,38 @@ def CausalConv1dT1(x: FLOAT, w: FLOAT, b: FLOAT, state: FLOAT) -> tuple[FLOAT, F
     return y, S
 
 
+@onnxscript.script(_opset, default_opset=op)
+def CausalConv1dSilu(x: FLOAT, w: FLOAT, b: FLOAT, state: FLOAT) -> tuple[FLOAT, FLOAT]:
+    """CausalConv1d's body, then y · σ(y)."""
+    ax1 = op.Constant(value_ints=[1])
+    zero = op.Constant(value_ints=[0])
+    T = op.Shape(x, start=1, end=2)
+    K = op.Shape(w, start=1, end=2)
+    u = op.Concat(op.Slice(op.Transpose(state, perm=[0, 2, 1]), ax1, K, ax1), x, axis=1)   # (B, K-1+T, C)
+    y = op.Mul(x, op.Constant(value_float=0.0))
+    for k in range(op.Squeeze(K)):
+        k1 = op.Unsqueeze(k, zero)
+        tap = op.Squeeze(op.Slice(w, k1, op.Add(k1, ax1), ax1), ax1)                     # (C,)
+        y = op.Add(y, op.Mul(op.Slice(u, k1, op.Add(k1, T), ax1), tap))
+    y = op.Add(y, b)
+    total = op.Shape(u, start=1, end=2)
+    S = op.Transpose(op.Slice(u, op.Sub(total, K), total, ax1), perm=[0, 2, 1])          # (B, C, K)
+    return op.Mul(y, op.Sigmoid(y)), S
+
+
+@onnxscript.script(_opset, default_opset=op)
+def CausalConv1dSiluT1(x: FLOAT, w: FLOAT, b: FLOAT, state: FLOAT) -> tuple[FLOAT, FLOAT]:
+    """CausalConv1dT1's body, then y · σ(y)."""
+    S = op.Concat(op.Slice(state, op.Constant(value_ints=[1]), op.Constant(value_ints=[2**62]),
+                           op.Constant(value_ints=[2])),
+                  op.Transpose(x, perm=[0, 2, 1]), axis=2)                                # (B, C, K)
+    y = op.Add(op.Transpose(op.ReduceSum(op.Mul(S, w), op.Constant(value_ints=[2]), keepdims=1),
+                            perm=[0, 2, 1]), b)
+    return op.Mul(y, op.Sigmoid(y)), S
+
+
 INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=CausalConv1d,
                        onnx_step_function=CausalConv1dT1, cpp_kernel=f"{NAME}.out", state_args=(3,), validate=validate))
+INFO_SILU = register(OpInfo(name=NAME_SILU, reference=reference_silu, onnx_function=CausalConv1dSilu,
+                            onnx_step_function=CausalConv1dSiluT1, cpp_kernel=f"{NAME_SILU}.out", state_args=(3,),
+                            validate=validate_silu))

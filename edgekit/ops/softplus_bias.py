@@ -1,0 +1,79 @@
+"""`edgekit::softplus_bias` — the SSM step size Δ = softplus(dt + bias), one call.
+
+Dimensions: C channels (Mamba: d_inner; Mamba-2: heads).
+
+    y = softplus(x + b) = log(1 + e^(x + b)),   b broadcast over the leading dims
+
+(Mamba's Δ = softplus(Parameter + Linear(x)), arXiv:2312.00752, Alg. 2 and §3.6; mamba_ssm
+passes the dt_proj bias to its kernels as `delta_bias` with `delta_softplus=True` the same
+way.) Computed as max(v, 0) + log1p(e^-|v|), v = x + b, for every float32 v: no overflow,
+and log1p by Goldberg's correction, as models/layers.py `softplus`.
+
+Not a recurrence: like `add_rms_norm` (whose docstring says why), it replaces one XNNPACK
+delegate call per Mamba / Mamba-2 block in `.pte` exports with `--ops fused`.
+
+Inputs: x (..., C); b (C,); float32. Output: y (..., C). The `.out` overload rejects an
+output that overlaps an input.
+"""
+
+from __future__ import annotations
+
+import onnxscript
+import torch
+from onnxscript import FLOAT
+from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
+
+from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
+from edgekit.ops.mamba_step import overlaps
+
+NAME = "softplus_bias"
+
+LIB.define(f"{NAME}(Tensor x, Tensor b) -> Tensor")
+LIB.define(f"{NAME}.out(Tensor x, Tensor b, *, Tensor(a!) y) -> Tensor(a!)")
+
+
+def validate(x, b) -> None:
+    """Shape/dtype contract. The C++ kernel (kernels/softplus_bias.cpp) uses the same words."""
+    if x.dim() < 1 or x.dtype != torch.float32:
+        raise ValueError(f"{NAME}: x must be (..., C) float32; got {tuple(x.shape)} {x.dtype}")
+    C = x.shape[-1]
+    if tuple(b.shape) != (C,) or b.dtype != torch.float32:
+        raise ValueError(f"{NAME}: b must be (C,) = ({C},) float32; got {tuple(b.shape)} {b.dtype}")
+
+
+def reference(x, b):
+    validate(x, b)
+    return torch.nn.functional.softplus(x + b)
+
+
+@torch.library.impl(LIB, NAME, "CompositeExplicitAutograd")
+def _functional(x, b):
+    return reference(x, b).contiguous()
+
+
+@torch.library.impl(LIB, f"{NAME}.out", "CompositeExplicitAutograd")
+def _out(x, b, *, y):
+    for name, t in (("x", x), ("b", b)):
+        if overlaps(y, t):
+            raise ValueError(f"{NAME}: y must not alias input {name}")
+    r = reference(x, b)
+    y.resize_(r.shape).copy_(r)
+    return y
+
+
+@torch.library.register_fake(f"{DOMAIN}::{NAME}")
+def _fake(x, b):
+    return torch.empty_like(x)
+
+
+# ---- ONNX: a node `edgekit::SoftplusBias` whose model-local function body stock ORT inlines ----
+_opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
+
+
+@onnxscript.script(_opset, default_opset=op)
+def SoftplusBias(x: FLOAT, b: FLOAT) -> FLOAT:
+    return op.Softplus(op.Add(x, b))
+
+
+INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=SoftplusBias,
+                       cpp_kernel=f"{NAME}.out", validate=validate))
