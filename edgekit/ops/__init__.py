@@ -145,6 +145,29 @@ def _define_in_place(info: OpInfo) -> None:
     torch.library.register_fake(f"{DOMAIN}::{name}")(lambda *args: torch.empty_like(op(*args)[0]))
 
 
+def impl_one_output(name: str, inputs: tuple[str, ...], reference: Callable, out: str = "y") -> None:
+    """The torch impls of a stateless op with one output `out`, like its input 0 in shape:
+    functional, `.out` (rejecting an output that overlaps an input, in the C++ kernel's
+    words) and fake."""
+    from edgekit.ops.mamba_step import overlaps
+
+    def functional(*args):
+        return reference(*args).contiguous()
+
+    def out_variant(*args, **kw):
+        y = kw[out]
+        for n, t in zip(inputs, args):
+            if overlaps(y, t):
+                raise ValueError(f"{name}: {out} must not alias input {n}")
+        r = reference(*args)
+        y.resize_(r.shape).copy_(r)
+        return y
+
+    torch.library.impl(LIB, name, "CompositeExplicitAutograd")(functional)
+    torch.library.impl(LIB, f"{name}.out", "CompositeExplicitAutograd")(out_variant)
+    torch.library.register_fake(f"{DOMAIN}::{name}")(lambda *args: torch.empty_like(args[0]))
+
+
 def call(name: str, *args, in_place: bool = False):
     """The outputs of `edgekit::<name>` (y, *new states). With in_place (an op that has
     state arguments) its in-place form runs instead: each state argument is updated and

@@ -148,38 +148,31 @@ def CausalConv1dT1(x: FLOAT, w: FLOAT, b: FLOAT, state: FLOAT) -> tuple[FLOAT, F
     return y, S
 
 
-@onnxscript.script(_opset, default_opset=op)
-def CausalConv1dSilu(x: FLOAT, w: FLOAT, b: FLOAT, state: FLOAT) -> tuple[FLOAT, FLOAT]:
-    """CausalConv1d's body, then y · σ(y)."""
-    ax1 = op.Constant(value_ints=[1])
-    zero = op.Constant(value_ints=[0])
-    T = op.Shape(x, start=1, end=2)
-    K = op.Shape(w, start=1, end=2)
-    u = op.Concat(op.Slice(op.Transpose(state, perm=[0, 2, 1]), ax1, K, ax1), x, axis=1)   # (B, K-1+T, C)
-    y = op.Mul(x, op.Constant(value_float=0.0))
-    for k in range(op.Squeeze(K)):
-        k1 = op.Unsqueeze(k, zero)
-        tap = op.Squeeze(op.Slice(w, k1, op.Add(k1, ax1), ax1), ax1)                     # (C,)
-        y = op.Add(y, op.Mul(op.Slice(u, k1, op.Add(k1, T), ax1), tap))
-    y = op.Add(y, b)
-    total = op.Shape(u, start=1, end=2)
-    S = op.Transpose(op.Slice(u, op.Sub(total, K), total, ax1), perm=[0, 2, 1])          # (B, C, K)
-    return op.Mul(y, op.Sigmoid(y)), S
+class ThenSilu:
+    """An ONNX function body made from another: `body`'s nodes, then y ← y · σ(y) on its
+    first output, under the op type `name` (so the conv is written once, above)."""
 
+    def __init__(self, body, name: str):
+        self.body, self.name = body, name
 
-@onnxscript.script(_opset, default_opset=op)
-def CausalConv1dSiluT1(x: FLOAT, w: FLOAT, b: FLOAT, state: FLOAT) -> tuple[FLOAT, FLOAT]:
-    """CausalConv1dT1's body, then y · σ(y)."""
-    S = op.Concat(op.Slice(state, op.Constant(value_ints=[1]), op.Constant(value_ints=[2**62]),
-                           op.Constant(value_ints=[2])),
-                  op.Transpose(x, perm=[0, 2, 1]), axis=2)                                # (B, C, K)
-    y = op.Add(op.Transpose(op.ReduceSum(op.Mul(S, w), op.Constant(value_ints=[2]), keepdims=1),
-                            perm=[0, 2, 1]), b)
-    return op.Mul(y, op.Sigmoid(y)), S
+    def to_function_proto(self):
+        from onnx import FunctionProto, helper
+        fp = FunctionProto()
+        fp.CopyFrom(self.body.to_function_proto())     # a copy: never edit the body's own proto
+        fp.name = self.name
+        y = fp.output[0]
+        pre = f"{y}_before_silu"
+        for node in fp.node:                      # top-level nodes: y's producer (and any reader)
+            node.output[:] = [pre if o == y else o for o in node.output]
+            node.input[:] = [pre if i == y else i for i in node.input]
+        fp.node.extend([helper.make_node("Sigmoid", [pre], [f"{pre}_sigmoid"]),
+                        helper.make_node("Mul", [pre, f"{pre}_sigmoid"], [y])])
+        return fp
 
 
 INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=CausalConv1d,
                        onnx_step_function=CausalConv1dT1, cpp_kernel=f"{NAME}.out", state_args=(3,), validate=validate))
-INFO_SILU = register(OpInfo(name=NAME_SILU, reference=reference_silu, onnx_function=CausalConv1dSilu,
-                            onnx_step_function=CausalConv1dSiluT1, cpp_kernel=f"{NAME_SILU}.out", state_args=(3,),
-                            validate=validate_silu))
+INFO_SILU = register(OpInfo(name=NAME_SILU, reference=reference_silu,
+                            onnx_function=ThenSilu(CausalConv1d, "CausalConv1dSilu"),
+                            onnx_step_function=ThenSilu(CausalConv1dT1, "CausalConv1dSilu"),
+                            cpp_kernel=f"{NAME_SILU}.out", state_args=(3,), validate=validate_silu))

@@ -24,8 +24,7 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
-from edgekit.ops.mamba_step import overlaps
+from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, impl_one_output, register
 
 def silu(a):
     return torch.nn.functional.silu(a)
@@ -56,20 +55,7 @@ def _define(name: str, act, onnx_function) -> OpInfo:
         validate(a, b)
         return act(a) * b
 
-    def functional(a, b):
-        return reference(a, b).contiguous()
-
-    def out(a, b, *, y):
-        for n, t in (("a", a), ("b", b)):
-            if overlaps(y, t):
-                raise ValueError(f"{name}: y must not alias input {n}")
-        r = reference(a, b)
-        y.resize_(r.shape).copy_(r)
-        return y
-
-    torch.library.impl(LIB, name, "CompositeExplicitAutograd")(functional)
-    torch.library.impl(LIB, f"{name}.out", "CompositeExplicitAutograd")(out)
-    torch.library.register_fake(f"{DOMAIN}::{name}")(lambda a, b: torch.empty_like(a))
+    impl_one_output(name, ("a", "b"), reference)
     return register(OpInfo(name=name, reference=reference, onnx_function=onnx_function,
                            cpp_kernel=f"{name}.out", validate=validate))
 

@@ -23,8 +23,7 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
-from edgekit.ops.mamba_step import overlaps
+from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, impl_one_output, register
 
 NAME = "gated_rms_norm"
 
@@ -56,24 +55,7 @@ def reference(y, z, w, eps):
     return out.reshape(y.shape)
 
 
-@torch.library.impl(LIB, NAME, "CompositeExplicitAutograd")
-def _functional(y, z, w, eps):
-    return reference(y, z, w, eps).contiguous()
-
-
-@torch.library.impl(LIB, f"{NAME}.out", "CompositeExplicitAutograd")
-def _out(y, z, w, eps, *, out):
-    for name, t in zip(_INPUTS, (y, z, w, eps)):
-        if overlaps(out, t):
-            raise ValueError(f"{NAME}: out must not alias input {name}")
-    r = reference(y, z, w, eps)
-    out.resize_(r.shape).copy_(r)
-    return out
-
-
-@torch.library.register_fake(f"{DOMAIN}::{NAME}")
-def _fake(y, z, w, eps):
-    return torch.empty_like(y)
+impl_one_output(NAME, _INPUTS, reference, out="out")
 
 
 # ---- ONNX: a node `edgekit::GatedRmsNorm` whose model-local function body stock ORT inlines ----

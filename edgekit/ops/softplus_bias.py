@@ -23,8 +23,7 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
-from edgekit.ops.mamba_step import overlaps
+from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, impl_one_output, register
 
 NAME = "softplus_bias"
 
@@ -46,24 +45,7 @@ def reference(x, b):
     return torch.nn.functional.softplus(x + b)
 
 
-@torch.library.impl(LIB, NAME, "CompositeExplicitAutograd")
-def _functional(x, b):
-    return reference(x, b).contiguous()
-
-
-@torch.library.impl(LIB, f"{NAME}.out", "CompositeExplicitAutograd")
-def _out(x, b, *, y):
-    for name, t in (("x", x), ("b", b)):
-        if overlaps(y, t):
-            raise ValueError(f"{NAME}: y must not alias input {name}")
-    r = reference(x, b)
-    y.resize_(r.shape).copy_(r)
-    return y
-
-
-@torch.library.register_fake(f"{DOMAIN}::{NAME}")
-def _fake(x, b):
-    return torch.empty_like(x)
+impl_one_output(NAME, ("x", "b"), reference)
 
 
 # ---- ONNX: a node `edgekit::SoftplusBias` whose model-local function body stock ORT inlines ----
