@@ -178,12 +178,7 @@ void cfc_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& dt, 
 // Boxed entry point. Stack: the 11 inputs, y, h_out, then the TensorList the emitter
 // appends for the returned (y, h_out) — ignored.
 void cfc_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  ET_KERNEL_CHECK_MSG(ctx, stack.size() >= 13, InvalidProgram, ,
-                      "cfc_step: expected at least 13 arguments, got %zu", stack.size());
-  for (size_t i = 0; i < 13; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, stack[i]->isTensor(), InvalidProgram, ,
-                        "cfc_step: argument %zu must be a Tensor", i);
-  }
+  if (!tensor_args(ctx, stack, 13, "cfc_step")) return;
   cfc_step_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
                stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor(),
                stack[6]->toTensor(), stack[7]->toTensor(), stack[8]->toTensor(),

@@ -140,12 +140,7 @@ void dense_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& w, cons
 
 // Boxed entry point. Stack: x, w, b, out, then the returned out (ignored).
 void dense_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  ET_KERNEL_CHECK_MSG(ctx, stack.size() >= 4, InvalidProgram, ,
-                      "dense: expected at least 4 arguments, got %zu", stack.size());
-  for (size_t i = 0; i < 4; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, stack[i]->isTensor(), InvalidProgram, ,
-                        "dense: argument %zu must be a Tensor", i);
-  }
+  if (!tensor_args(ctx, stack, 4, "dense")) return;
   dense_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(), stack[3]->toTensor());
 }
 

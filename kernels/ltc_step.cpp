@@ -155,12 +155,7 @@ void ltc_step_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
 // Boxed entry point. Stack: the 15 inputs, y, v_out, then the TensorList the emitter
 // appends for the returned (y, v_out) — ignored.
 void ltc_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  ET_KERNEL_CHECK_MSG(ctx, stack.size() >= 17, InvalidProgram, ,
-                      "ltc_step: expected at least 17 arguments, got %zu", stack.size());
-  for (size_t i = 0; i < 17; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, stack[i]->isTensor(), InvalidProgram, ,
-                        "ltc_step: argument %zu must be a Tensor", i);
-  }
+  if (!tensor_args(ctx, stack, 17, "ltc_step")) return;
   ltc_step_out(ctx, stack);
 }
 

@@ -193,12 +193,7 @@ void rglru_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& re
 // Boxed entry point. Stack: the 9 inputs, y, conv_state_out, h_state_out, then the TensorList
 // the emitter appends for the returned tuple — ignored.
 void rglru_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  ET_KERNEL_CHECK_MSG(ctx, stack.size() >= 12, InvalidProgram, ,
-                      "rglru_step: expected at least 12 arguments, got %zu", stack.size());
-  for (size_t i = 0; i < 12; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, stack[i]->isTensor(), InvalidProgram, ,
-                        "rglru_step: argument %zu must be a Tensor", i);
-  }
+  if (!tensor_args(ctx, stack, 12, "rglru_step")) return;
   rglru_step_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
                  stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor(),
                  stack[6]->toTensor(), stack[7]->toTensor(), stack[8]->toTensor(),

@@ -207,12 +207,7 @@ void rwkv7_wkv_out(KernelRuntimeContext& ctx, const Tensor& r, const Tensor& w, 
 // Boxed entry point. Stack: r, w, k, v, a, b, state, y, state_out, then the TensorList the
 // emitter appends for the returned (y, state_out) — ignored.
 void rwkv7_wkv_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  ET_KERNEL_CHECK_MSG(ctx, stack.size() >= 9, InvalidProgram, ,
-                      "rwkv7_wkv: expected at least 9 arguments, got %zu", stack.size());
-  for (size_t i = 0; i < 9; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, stack[i]->isTensor(), InvalidProgram, ,
-                        "rwkv7_wkv: argument %zu must be a Tensor", i);
-  }
+  if (!tensor_args(ctx, stack, 9, "rwkv7_wkv")) return;
   rwkv7_wkv_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
                 stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor(),
                 stack[6]->toTensor(), stack[7]->toTensor(), stack[8]->toTensor());

@@ -149,12 +149,7 @@ void ssd_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& dt, 
 // Boxed entry point. Stack: x, dt, A, Bm, C, D, state, y, state_out, then the TensorList the
 // emitter appends for the returned (y, state_out) — ignored.
 void ssd_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  ET_KERNEL_CHECK_MSG(ctx, stack.size() >= 9, InvalidProgram, ,
-                      "ssd_step: expected at least 9 arguments, got %zu", stack.size());
-  for (size_t i = 0; i < 9; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, stack[i]->isTensor(), InvalidProgram, ,
-                        "ssd_step: argument %zu must be a Tensor", i);
-  }
+  if (!tensor_args(ctx, stack, 9, "ssd_step")) return;
   ssd_step_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
                stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor(),
                stack[6]->toTensor(), stack[7]->toTensor(), stack[8]->toTensor());
