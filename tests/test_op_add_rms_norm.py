@@ -13,11 +13,12 @@ import torch
 
 import edgekit.ops  # noqa: F401
 from edgekit.ops.add_rms_norm import reference
-from test_op_mamba_step import OpRunners, close
+from test_op_mamba_step import OpRunners, close, rows_prefill_then_steps, rows_split_equals_whole
 
 BATTERY_OPS = ("add_rms_norm",)  # read by test_registry.py
 B = 2
 TS = [1, 5, 40]
+SLICED = (True, True, False, False)  # x, r, w, eps: which have a T axis
 WIDTHS = [768, 37]
 
 
@@ -69,24 +70,12 @@ def test_epsilon_is_used():
 @pytest.mark.parametrize("T", TS)
 def test_split_and_carry_equals_one_call(T, runners):
     """No state to carry: rows [0, cut) and [cut, T) in two calls equal one call."""
-    x, r, w, eps = inputs(T + 3, seed=1)
-    cut = (T + 3) // 2
-    for name, run in runners.all().items():
-        h_all, y_all = run(x, r, w, eps)
-        parts = [run(x[:, a:z].contiguous(), r[:, a:z].contiguous(), w, eps) for a, z in ((0, cut), (cut, T + 3))]
-        assert close(np.concatenate([np.asarray(p[0]) for p in parts], axis=1), h_all), name
-        assert close(np.concatenate([np.asarray(p[1]) for p in parts], axis=1), y_all), name
+    assert not rows_split_equals_whole(runners, inputs(T + 3, seed=1), (T + 3) // 2, SLICED)
 
 
 @pytest.mark.parametrize("T", TS)
 def test_prefill_then_single_steps_equals_full(T, runners):
-    x, r, w, eps = inputs(T + 4, 37, seed=2)
-    _, want = torch.ops.edgekit.add_rms_norm(x, r, w, eps)
-    for name, run in runners.all().items():
-        ys = [np.asarray(run(x[:, :T].contiguous(), r[:, :T].contiguous(), w, eps)[1])]
-        ys += [np.asarray(run(x[:, t:t + 1].contiguous(), r[:, t:t + 1].contiguous(), w, eps)[1])
-               for t in range(T, T + 4)]
-        assert close(np.concatenate(ys, axis=1), want), name
+    assert not rows_prefill_then_steps(runners, inputs(T + 4, 37, seed=2), T, 4, SLICED)
 
 
 def test_bad_shapes_rejected():

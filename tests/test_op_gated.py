@@ -14,12 +14,13 @@ import torch
 
 import edgekit.ops  # noqa: F401
 from edgekit.ops import REGISTRY
-from test_op_mamba_step import OpRunners, close
+from test_op_mamba_step import OpRunners, close, rows_prefill_then_steps, rows_split_equals_whole
 
 BATTERY_OPS = ("silu_mul", "gelu_tanh_mul")  # read by test_registry.py
 ORACLE_ACT = {"silu_mul": "silu", "gelu_tanh_mul": "gelu_pytorch_tanh"}
 B, D = 2, 35
 TS = [1, 5, 40]
+SLICED = (True, True)                # a, b: which have a T axis
 
 
 def inputs(T, seed=0):
@@ -69,22 +70,12 @@ def test_kernel_over_the_float_range(runners):
 @pytest.mark.parametrize("T", TS)
 def test_split_and_carry_equals_one_call(T, runners):
     """No state to carry: rows [0, cut) and [cut, T) in two calls equal one call."""
-    a, b = inputs(T + 3, seed=1)
-    cut = (T + 3) // 2
-    for name, run in runners.all().items():
-        whole = _y(run(a, b))
-        parts = [_y(run(a[:, s:e].contiguous(), b[:, s:e].contiguous())) for s, e in ((0, cut), (cut, T + 3))]
-        assert close(np.concatenate(parts, axis=1), whole), name
+    assert not rows_split_equals_whole(runners, inputs(T + 3, seed=1), (T + 3) // 2, SLICED)
 
 
 @pytest.mark.parametrize("T", TS)
 def test_prefill_then_single_steps_equals_full(T, runners):
-    a, b = inputs(T + 4, seed=2)
-    want = runners.info.torch_op(a, b)
-    for name, run in runners.all().items():
-        ys = [_y(run(a[:, :T].contiguous(), b[:, :T].contiguous()))]
-        ys += [_y(run(a[:, t:t + 1].contiguous(), b[:, t:t + 1].contiguous())) for t in range(T, T + 4)]
-        assert close(np.concatenate(ys, axis=1), want), name
+    assert not rows_prefill_then_steps(runners, inputs(T + 4, seed=2), T, 4, SLICED)
 
 
 @pytest.mark.parametrize("op", BATTERY_OPS)

@@ -13,11 +13,12 @@ import torch
 
 import edgekit.ops  # noqa: F401
 from edgekit.ops.gated_rms_norm import reference
-from test_op_mamba_step import OpRunners, close
+from test_op_mamba_step import OpRunners, close, rows_prefill_then_steps, rows_split_equals_whole
 
 BATTERY_OPS = ("gated_rms_norm",)  # read by test_registry.py
 B = 2
 TS = [1, 5, 40]
+SLICED = (True, True, False, False)  # y, z, w, eps: which have a T axis
 GROUPS = [1, 2]
 S = 37
 
@@ -60,22 +61,12 @@ def test_reference_matches_transformers_gated_norm(G):
 @pytest.mark.parametrize("T", TS)
 def test_split_and_carry_equals_one_call(T, runners):
     """No state to carry: rows [0, cut) and [cut, T) in two calls equal one call."""
-    y, z, w, eps = inputs(T + 3, seed=1)
-    cut = (T + 3) // 2
-    for name, run in runners.all().items():
-        whole = _y(run(y, z, w, eps))
-        parts = [_y(run(y[:, a:e].contiguous(), z[:, a:e].contiguous(), w, eps)) for a, e in ((0, cut), (cut, T + 3))]
-        assert close(np.concatenate(parts, axis=1), whole), name
+    assert not rows_split_equals_whole(runners, inputs(T + 3, seed=1), (T + 3) // 2, SLICED)
 
 
 @pytest.mark.parametrize("T", TS)
 def test_prefill_then_single_steps_equals_full(T, runners):
-    y, z, w, eps = inputs(T + 4, seed=2)
-    want = torch.ops.edgekit.gated_rms_norm(y, z, w, eps)
-    for name, run in runners.all().items():
-        ys = [_y(run(y[:, :T].contiguous(), z[:, :T].contiguous(), w, eps))]
-        ys += [_y(run(y[:, t:t + 1].contiguous(), z[:, t:t + 1].contiguous(), w, eps)) for t in range(T, T + 4)]
-        assert close(np.concatenate(ys, axis=1), want), name
+    assert not rows_prefill_then_steps(runners, inputs(T + 4, seed=2), T, 4, SLICED)
 
 
 def test_bad_shapes_rejected():

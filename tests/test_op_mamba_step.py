@@ -130,6 +130,39 @@ def prefill_then_steps(runners, args, T, n, slice_dims):
     return ok
 
 
+def _outputs(out) -> list:
+    return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else [np.asarray(out)]
+
+
+def _rows(args, sliced, a, b):
+    return [x[:, a:b].contiguous() if sd else x for x, sd in zip(args, sliced)]
+
+
+def rows_split_equals_whole(runners, args, cut, sliced) -> list[str]:
+    """A stateless op (no state to carry): rows [0, cut) and [cut, T) of the sliced arguments
+    in two calls give one call's outputs, every output, in every runtime. The runtimes that
+    do not."""
+    T, bad = args[0].shape[1], []
+    for name, run in runners.all().items():
+        whole = _outputs(run(*args))
+        parts = [_outputs(run(*_rows(args, sliced, a, b))) for a, b in ((0, cut), (cut, T))]
+        if not all(close(np.concatenate([p[i] for p in parts], axis=1), w) for i, w in enumerate(whole)):
+            bad.append(name)
+    return bad
+
+
+def rows_prefill_then_steps(runners, args, T, n, sliced) -> list[str]:
+    """A stateless op: T rows in one call, then n single rows, give the torch op's outputs
+    over all T + n rows, in every runtime. The runtimes that do not."""
+    want, bad = _outputs(runners.info.torch_op(*args)), []
+    for name, run in runners.all().items():
+        calls = [_outputs(run(*_rows(args, sliced, 0, T)))]
+        calls += [_outputs(run(*_rows(args, sliced, t, t + 1))) for t in range(T, T + n)]
+        if not all(close(np.concatenate([c[i] for c in calls], axis=1), w) for i, w in enumerate(want)):
+            bad.append(name)
+    return bad
+
+
 SLICED = (True, True, False, True, True, False)    # x, dt, A, Bm, C, D: which have a T axis
 
 

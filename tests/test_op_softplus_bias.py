@@ -13,11 +13,12 @@ import torch
 
 import edgekit.ops  # noqa: F401
 from edgekit.ops.softplus_bias import reference
-from test_op_mamba_step import OpRunners, close
+from test_op_mamba_step import OpRunners, close, rows_prefill_then_steps, rows_split_equals_whole
 
 BATTERY_OPS = ("softplus_bias",)  # read by test_registry.py
 B, C = 2, 37
 TS = [1, 5, 40]
+SLICED = (True, False)               # x, b: which have a T axis
 
 
 def inputs(T, seed=0):
@@ -63,21 +64,12 @@ def test_kernel_within_a_few_ulp_of_float64(runners):
 @pytest.mark.parametrize("T", TS)
 def test_split_and_carry_equals_one_call(T, runners):
     """No state to carry: rows [0, cut) and [cut, T) in two calls equal one call."""
-    x, b = inputs(T + 3, seed=1)
-    cut = (T + 3) // 2
-    for name, run in runners.all().items():
-        whole = _y(run(x, b))
-        parts = [_y(run(x[:, s:e].contiguous(), b)) for s, e in ((0, cut), (cut, T + 3))]
-        assert close(np.concatenate(parts, axis=1), whole), name
+    assert not rows_split_equals_whole(runners, inputs(T + 3, seed=1), (T + 3) // 2, SLICED)
 
 
 @pytest.mark.parametrize("T", TS)
 def test_prefill_then_single_steps_equals_full(T, runners):
-    x, b = inputs(T + 4, seed=2)
-    want = torch.ops.edgekit.softplus_bias(x, b)
-    for name, run in runners.all().items():
-        ys = [_y(run(x[:, :T].contiguous(), b))] + [_y(run(x[:, t:t + 1].contiguous(), b)) for t in range(T, T + 4)]
-        assert close(np.concatenate(ys, axis=1), want), name
+    assert not rows_prefill_then_steps(runners, inputs(T + 4, seed=2), T, 4, SLICED)
 
 
 def test_bad_shapes_rejected():

@@ -105,9 +105,10 @@ class RecurrentModel(nn.Module):
     @property
     def glue_kernels(self) -> bool:
         """The graph is for ExecuTorch with fused ops: the elementwise work between two GEMVs
-        (residual add + RMSNorm, activated gates) runs as edgekit kernels (`add_rms_norm`,
-        `silu_mul`, `gelu_tanh_mul`), each ~1 µs, not as XNNPACK delegate calls of ~20 µs
-        each (edgekit/ops/add_rms_norm.py)."""
+        (residual add + RMSNorm, activated gates, the conv's SiLU, softplus) runs as edgekit
+        kernels (`add_rms_norm`, `gated_rms_norm`, `silu_mul`, `gelu_tanh_mul`,
+        `causal_conv1d_silu`, `softplus_bias`), each ~1 µs, not as XNNPACK delegate calls of
+        ~20 µs each (edgekit/ops/add_rms_norm.py)."""
         return self.ops == "fused" and self.target == "executorch"
 
     @contextmanager
