@@ -105,17 +105,17 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     res = profile(args.artifact, args.steps, args.warmup, args.threads)
-    t = Table(title=f"{res['artifact']}: {res['steps']} steps, wall {res['wall_ms']:.2f} ms/token "
-                    f"(mean, with the event tracer on), Method::execute {res['execute_ms']:.2f} ms")
+    t = Table(title=f"{res['artifact']}: {res['steps']} steps, wall {res['wall_ms']:.4f} ms/token "
+                    f"(mean, with the event tracer on), Method::execute {res['execute_ms']:.4f} ms")
     for c in ("event", "instructions", "ms/token", "% of execute"):
         t.add_column(c, justify="left" if c == "event" else "right")
     in_events = 0.0
     for name, calls, ms in res["rows"]:
         in_events += ms
-        t.add_row(name, f"{calls:.0f}", f"{ms:.3f}", f"{100 * ms / res['execute_ms']:.1f}")
-    t.add_row("outside events (interpreter)", "", f"{res['execute_ms'] - in_events:.3f}",
+        t.add_row(name, f"{calls:.0f}", f"{ms:.4f}", f"{100 * ms / res['execute_ms']:.1f}")
+    t.add_row("outside events (interpreter)", "", f"{res['execute_ms'] - in_events:.4f}",
               f"{100 * (res['execute_ms'] - in_events) / res['execute_ms']:.1f}")
-    t.add_row("outside execute (Python call, copies)", "", f"{res['wall_ms'] - res['execute_ms']:.3f}", "")
+    t.add_row("outside execute (Python call, copies)", "", f"{res['wall_ms'] - res['execute_ms']:.4f}", "")
     Console().print(t)
     return res
 
