@@ -7,7 +7,10 @@
 For each case (benchmarks/cases/*.py) it writes a random-weight model at the real shape in
 its real on-disk format, exports it (ONNX and .pte; fused and decomposed ops; .pte with
 state in buffers and as I/O), and times single steps of: torch eager, ONNX Runtime,
-ExecuTorch, and the reference implementation with its own cache. Backends are timed in
+ExecuTorch, and the reference implementation with its own cache, each called from Python
+one step at a time (`StreamingSession.step`). Rows ending "C loop" step the same .pte from
+C++ (kernels/runner.cpp's `edgekit_runner_run`, as `edgekit run --input` and an app calling
+the C API do): still one step per input row, with no Python between steps. Backends are timed in
 interleaved rounds (round-robin, `--steps` each per round) so machine noise hits all of
 them alike; the figure is the median over every timed step.
 
@@ -90,7 +93,7 @@ def variants(model_path: Path, work: Path, console, styles=("buffers", "io")):
 
 
 def time_case(case, steps: int, rounds: int, work: Path, console, skip_oracle=False,
-              styles=("buffers", "io")) -> dict:
+              styles=("buffers", "io"), c_loop=True) -> dict:
     from edgekit.models import load_model
     from edgekit.runtimes.session import StreamingSession
     work.mkdir(parents=True, exist_ok=True)
@@ -102,6 +105,10 @@ def time_case(case, steps: int, rounds: int, work: Path, console, skip_oracle=Fa
     runners = [("torch eager (edgekit model)", StreamingSession(path))]
     for label, art in variants(path, work, console, styles):
         runners.append((label, StreamingSession(art)))
+        if art.suffix == ".pte" and c_loop:
+            loop = _CLoop(StreamingSession(art))
+            if loop.native:
+                runners.append((f"{label}, C loop", loop))
     if not skip_oracle and (o := case.oracle(path)) is not None:
         label, fn = o
 
@@ -123,11 +130,17 @@ def time_case(case, steps: int, rounds: int, work: Path, console, skip_oracle=Fa
             # shared and drifts by ±30% over seconds, so each block gets its own floor
             gbs = read_bandwidth_gbs(0.25, 2)
             bw.append(gbs)
-            block = []
-            for x in xs:
+            if isinstance(r, _CLoop):          # one C call for the block: its mean per step
+                run = r.prepare(xs)
                 t0 = time.perf_counter()
-                r.step(x)
-                block.append(time.perf_counter() - t0)
+                run()
+                block = [(time.perf_counter() - t0) / len(xs)] * len(xs)
+            else:
+                block = []
+                for x in xs:
+                    t0 = time.perf_counter()
+                    r.step(x)
+                    block.append(time.perf_counter() - t0)
             times[label] += block
             ratios[label].append(statistics.median(block) / (wbytes / (gbs * 1e9)))
     gbs = statistics.median(bw)
@@ -139,28 +152,57 @@ def time_case(case, steps: int, rounds: int, work: Path, console, skip_oracle=Fa
         rows.append({"backend": label, "ms_per_token": ms, "x_floor": statistics.median(ratios[label]),
                      "x_floor_per_round": ratios[label],
                      "x_vs_oracle": (ms / oracle_ms) if oracle_ms else None})
-    best = min((r for r in rows if not r["backend"].startswith(("oracle", "torch"))), key=lambda r: r["ms_per_token"])
+    ours = [r for r in rows if not r["backend"].startswith(("oracle", "torch"))]
+    best = min(ours, key=lambda r: r["ms_per_token"])
+    best_py = min((r for r in ours if not r["backend"].endswith("C loop")), key=lambda r: r["ms_per_token"])
     return {"case": case.NAME, "shape": case.SHAPE, "weight_mb_per_token": wbytes / 1e6,
             "bandwidth_gbs": gbs, "bandwidth_gbs_samples": bw, "bandwidth_gbs_range": [min(bw), max(bw)],
             "floor_ms": floor_ms, "rows": rows,
             "best": best["backend"], "best_x_floor": best["x_floor"],
+            "best_python_step": best_py["backend"], "best_python_step_x_floor": best_py["x_floor"],
             "best_vs_oracle": best["x_vs_oracle"], "threads": os.cpu_count(),
             "steps_per_backend": steps * rounds}
+
+
+class _CLoop:
+    """A .pte stepped by edgekit's native runner in C++ (`edgekit_runner_run`, what
+    `edgekit run --input` and an app calling kernels/runner.cpp's C API do): a block of
+    single steps in one call, no Python between them. Step t still reads input t and writes
+    output t; the figure is the block's time over its steps."""
+
+    def __init__(self, sess):
+        self.sess = sess
+        self.native = hasattr(sess.backend, "engine") and hasattr(sess.backend.engine, "run_sequence")
+
+    def step(self, x):
+        return self.sess.step(x)
+
+    def prepare(self, xs):
+        specs = self.sess._input_facts()
+        cols = [np.stack([np.asarray(x if len(specs) == 1 else x[k], dtype=f.dtype).reshape(f.shape)
+                          for x in xs]) for k, f in enumerate(specs)]
+        return lambda: self.sess.backend.run_sequence(cols)
+
+
+def _fmt_time(ms: float) -> str:
+    return f"{ms * 1e3:.1f} us" if ms < 0.1 else f"{ms:.2f} ms"
 
 
 def print_case(res, console):
     from rich.table import Table
     lo, hi = res["bandwidth_gbs_range"]
-    t = Table(title=f"{res['case']} ({res['shape']}): {res['weight_mb_per_token']:.0f} MB fp32 weights/token, "
+    mb = res["weight_mb_per_token"]
+    t = Table(title=f"{res['case']} ({res['shape']}): "
+                    f"{f'{mb:.0f} MB' if mb >= 10 else f'{mb * 1e3:.1f} KB'} fp32 weights/token, "
                     f"read bandwidth {res['bandwidth_gbs']:.1f} GB/s (median; {lo:.1f}-{hi:.1f}) "
-                    f"-> floor {res['floor_ms']:.2f} ms/token",
+                    f"-> floor {_fmt_time(res['floor_ms'])}/token",
               caption="x floor: median over rounds of (block median ms) / (floor from the bandwidth "
                       "measured right before that block)")
-    for c in ("backend", "ms/token (median)", "x floor", "vs oracle"):
+    for c in ("backend", "time/token (median)", "x floor", "vs oracle"):
         t.add_column(c, justify="left" if c == "backend" else "right")
     for r in sorted(res["rows"], key=lambda r: r["ms_per_token"]):
         star = " *" if r["backend"] == res["best"] else ""
-        t.add_row(r["backend"] + star, f"{r['ms_per_token']:.2f}", f"{r['x_floor']:.2f}x",
+        t.add_row(r["backend"] + star, _fmt_time(r["ms_per_token"]), f"{r['x_floor']:.2f}x",
                   f"{r['x_vs_oracle']:.2f}x" if r["x_vs_oracle"] else "-")
     console.print(t)
 
@@ -177,6 +219,8 @@ def main(argv=None):
     ap.add_argument("--no-oracle", action="store_true")
     ap.add_argument("--buffers-only", action="store_true",
                     help="skip the .pte state=io exports (halves export time)")
+    ap.add_argument("--no-c-loop", action="store_true",
+                    help="skip the rows of .pte files stepped in C++ (edgekit_runner_run)")
     args = ap.parse_args(argv)
     console = Console()
     os.environ.setdefault("RWKV_V7_ON", "1")
@@ -184,7 +228,7 @@ def main(argv=None):
     for case in load_cases(args.cases.split(",") if args.cases else None):
         console.rule(case.NAME)
         res = time_case(case, args.steps, args.rounds, args.work / case.NAME, console, args.no_oracle,
-                        ("buffers",) if args.buffers_only else ("buffers", "io"))
+                        ("buffers",) if args.buffers_only else ("buffers", "io"), not args.no_c_loop)
         print_case(res, console)
         results.append(res)
         gc.collect()

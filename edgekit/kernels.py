@@ -73,3 +73,31 @@ def set_kernel_threads(n: int | None) -> None:
 
 def kernel_threads() -> int | None:
     return int(_handle.edgekit_kernels_threads()) if _handle is not None else None
+
+
+def runner_api() -> ctypes.CDLL:
+    """The loaded library with the C signatures of its native step runner
+    (kernels/runner.cpp) declared. Call `load_kernels()` first."""
+    lib = _handle
+    if lib is None:
+        raise RuntimeError("load_kernels() first")
+    if not getattr(lib, "_edgekit_runner_typed", False):
+        vp, i64, p64 = ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)
+        sigs = {
+            "edgekit_runner_last_error": (ctypes.c_char_p, []),
+            "edgekit_runner_open": (vp, [ctypes.c_char_p, ctypes.c_char_p]),
+            "edgekit_runner_close": (None, [vp]),
+            "edgekit_runner_num_inputs": (i64, [vp]),
+            "edgekit_runner_num_outputs": (i64, [vp]),
+            "edgekit_runner_input": (vp, [vp, i64, p64]),
+            "edgekit_runner_output": (vp, [vp, i64, p64]),
+            "edgekit_runner_attribute": (vp, [vp, ctypes.c_char_p, p64]),
+            "edgekit_runner_bind_output": (None, [vp, vp, i64]),
+            "edgekit_runner_step": (ctypes.c_int, [vp]),
+            "edgekit_runner_run": (ctypes.c_int, [vp, i64, i64, ctypes.POINTER(vp), p64, vp, i64]),
+        }
+        for name, (res, args) in sigs.items():
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, args
+        lib._edgekit_runner_typed = True
+    return lib

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import edgekit.ops  # noqa: F401
-from edgekit.ops.cfc_step import _ARGS, make_cfg, reference
+from edgekit.ops.cfc_step import _ARGS, cell_loop, decode_cfg, make_cfg, reference
 
 BATTERY_OPS = ("cfc_step",)  # read by test_registry.py
 B, I, U, Z = 2, 5, 8, 12
@@ -18,9 +18,9 @@ TS = [1, 5, 40]
 VARIANTS = [("default", 1), ("no_gate", 3), ("pure", 0)]   # (mode, backbone layers)
 
 
-def inputs(T, mode="default", n_bb=1, seed=0, B=B):
+def inputs(T, mode="default", n_bb=1, seed=0, B=B, I=I, U=U, Z=Z, scale=0.25):
     g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g) * 0.25  # noqa: E731  (contractive: rounding does not grow)
+    r = lambda *s: torch.randn(*s, generator=g) * scale  # noqa: E731  (0.25: contractive, rounding does not grow)
     K = U if mode == "pure" else 4 * U
     Lx = max(n_bb - 1, 1)
     d_in = Z if n_bb > 0 else I + U
@@ -178,3 +178,43 @@ def test_aliased_outputs_rejected_and_in_place_state_allowed():
     live = [a.clone() if i == 2 else a for i, a in enumerate(args)]
     torch.ops.edgekit.cfc_step.out(*live, y=y, h_out=live[2])
     assert close(y, y_ref) and close(live[2], h_ref)
+
+
+# Real widths: the kernel's 64-column register blocks, its 8-column and scalar tails, and
+# products large enough to split over the kernel pool (I+U = 96 -> Z = 128, Z -> K = 256);
+# (19, 200): 3 blocks of 64, one of 8 and 0 scalar columns (Z), and K = 76 = 64 + 8 + 4.
+WIDE = [(32, 64, 128, "default", 2), (7, 19, 200, "no_gate", 1), (32, 64, 128, "pure", 1)]
+
+
+@pytest.mark.parametrize("I_,U_,Z_,mode,n_bb", WIDE)
+def test_real_widths_match_reference_at_one_and_two_threads(I_, U_, Z_, mode, n_bb, et_runner):
+    from edgekit.kernels import kernel_threads, set_kernel_threads
+    args = inputs(6, mode, n_bb, seed=3, B=1, I=I_, U=U_, Z=Z_, scale=1.0 / np.sqrt(Z_))
+    y_ref, h_ref = reference(*args)
+    before = kernel_threads()
+    try:
+        set_kernel_threads(1)
+        one = et_runner(*args)
+        set_kernel_threads(2)
+        two = et_runner(*args)
+    finally:
+        set_kernel_threads(before)
+    assert close(one[0], y_ref) and close(one[1], h_ref)
+    # each thread owns whole 64-column blocks and sums over the rows in order: bit-identical
+    assert np.array_equal(np.asarray(one[0]), np.asarray(two[0]))
+
+
+def test_saturated_and_nan_inputs(et_runner):
+    """Large pre-activations saturate tanh and the time gate as float64 does (no Inf/NaN
+    made up by the vector exp's clamping); a NaN feature gives NaN, not a number."""
+    args = inputs(3, "default", 1, seed=5, B=1, I=32, U=64, Z=128, scale=1.0)
+    args[0] = args[0] * 1e4                       # |pre-activations| ~ 1e4: tanh = +-1, g in {0, 1}
+    y, h = et_runner(*args)
+    y_ref, _ = cell_loop(*[a.double() for a in args[:-1]], **decode_cfg(args[-1]))
+    assert np.isfinite(np.asarray(y)).all()
+    print("saturated max|diff|", float(np.abs(np.asarray(y) - y_ref.numpy()).max()))
+    assert close(y, y_ref.float(), tol=1e-5)
+    args[0][0, 1, 3] = float("nan")
+    y, _ = et_runner(*args)
+    y = np.asarray(y)
+    assert np.isfinite(y[0, 0]).all() and np.isnan(y[0, 1]).all() and np.isnan(y[0, 2]).all()

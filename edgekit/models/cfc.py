@@ -439,9 +439,9 @@ class CfC(RecurrentModel):
             lin = [(sd[f"rnn_cell.backbone.{i}.weight"].t(), sd[f"rnn_cell.backbone.{i}.bias"])
                    for i in _backbone_indices(nbb, 0.0)]
             w_in, b_in = lin[0] if lin else (one[:, None], one)          # placeholders when nbb = 0
-            Zp = Z if nbb > 0 else 1
-            w_bb = torch.stack([w for w, _ in lin[1:]]) if nbb > 1 else torch.zeros(1, Zp, Zp)  # (Lx, Z, Z)
-            b_bb = torch.stack([b for _, b in lin[1:]]) if nbb > 1 else torch.zeros(1, Zp)
+            # (Lx, Z, Z); a 1-float placeholder, never read, when there is no second layer
+            w_bb = torch.stack([w for w, _ in lin[1:]]) if nbb > 1 else torch.zeros(1, 1, 1)
+            b_bb = torch.stack([b for _, b in lin[1:]]) if nbb > 1 else torch.zeros(1, 1)
             w, b = _stack_heads(sd, "rnn_cell.", heads)
             p = torch.cat([sd["rnn_cell.A"], sd["rnn_cell.w_tau"].abs()]) if mode == "pure" else torch.zeros(2, U)
             self.layers.append(_CfcLayer(w_in, b_in, w_bb, b_bb, w, b, p,

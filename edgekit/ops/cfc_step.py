@@ -20,10 +20,10 @@ act(u) = act_scale · tanh(act_slope · u) covers ncps' "lecun_tanh" (1.7159, 0.
 act_slope] (mode 0 default, 1 no_gate, 2 pure), so the op's schema is tensors only and
 the same in torch, ONNX and the C++ kernel. Sparsity masks (wired CfC) are folded into
 W_head at conversion time; unused inputs (w_in/b_in when n_bb = 0, w_bb/b_bb when
-n_bb <= 1, p in the gated modes) are passed as small placeholders and never read.
+n_bb <= 1, p in the gated modes) are passed as small placeholders (any shape) and never read.
 
 Inputs: x (B, T, I), dt (B, T, 1), h (B, U), w_in (I+U, Z), b_in (Z), w_bb (Lx', Z, Z),
-b_bb (Lx', Z) with Lx' >= max(n_bb - 1, 1), w_head (Z or I+U, K), b_head (K), p (2, U),
+b_bb (Lx', Z) with Lx' >= n_bb - 1 (when n_bb > 1), w_head (Z or I+U, K), b_head (K), p (2, U),
 cfg (4,); all float32. Outputs: y (B, T, U) = h after every step, h_out (B, U).
 The `.out` overload may update h in place (h_out is h): h is read in full before the
 first write of each step. Any other overlap between outputs and inputs is rejected.
@@ -84,8 +84,8 @@ def validate(x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, cfg) -> None:
         if _shape(w_in) != (I + U, Z) or _shape(b_in) != (Z,):
             raise ValueError(f"cfc_step: w_in must be (I+U, Z) = ({I + U}, Z) and b_in (Z,); "
                              f"got {_shape(w_in)} and {_shape(b_in)}")
-        if w_bb.dim() != 3 or w_bb.shape[0] < n_bb - 1 or _shape(w_bb)[1:] != (Z, Z) \
-                or _shape(b_bb) != (w_bb.shape[0], Z):
+        if n_bb > 1 and (w_bb.dim() != 3 or w_bb.shape[0] < n_bb - 1 or _shape(w_bb)[1:] != (Z, Z)
+                         or _shape(b_bb) != (w_bb.shape[0], Z)):
             raise ValueError(f"cfc_step: w_bb must be (Lx, Z, Z) and b_bb (Lx, Z) with Lx >= {n_bb - 1}, "
                              f"Z = {Z}; got {_shape(w_bb)} and {_shape(b_bb)}")
         d_in = Z

@@ -1,9 +1,10 @@
-"""ExecuTorch backend (the Python runtime of the executorch wheel).
+"""ExecuTorch backend: edgekit's native runner (kernels/runner.cpp), or the executorch
+wheel's Python binding when the kernel library is not built.
 
 With state_style "buffers" the state lives in the program's mutable buffers and
-persists across `execute` calls; `get_attribute` returns tensors that alias it, which
-is how the session reads, writes and resets the state. With "io" the state is passed
-in and out each step.
+persists across `execute` calls; `get_attribute` gives the live tensors, which is how the
+session reads, writes and resets the state. With "io" the state is passed in and out
+each step.
 """
 
 from __future__ import annotations
@@ -36,82 +37,240 @@ def thread_count() -> int | None:
 
 
 class ExecuTorchBackend(Backend):
+    """A .pte, one step per call. Runs on edgekit's native runner (kernels/runner.cpp, in the
+    kernel library) when that library is loaded: inputs are written straight into the
+    program's planned memory and one C call executes the method and copies y out, ~1 us of
+    overhead per step. Without the library (a .pte with stock ops only, and no `make setup`
+    build), it runs on the executorch wheel's Python binding (~10 us per step)."""
+
     name = "executorch"
 
-    def __init__(self, path: Path, entry: dict, n_inputs: int, threads: int | None = None):
+    def __init__(self, path: Path, entry: dict, n_inputs: int, threads: int | None = None,
+                 state_specs: list[dict] | None = None):
+        """entry: the manifest's artifact entry; state_specs: the manifest's "state" (needed
+        with the state in buffers: their shapes and dtypes)."""
         from edgekit._io import native_stderr_captured
         with native_stderr_captured():
             from executorch.runtime import Runtime
-            Runtime.get()
-        if entry.get("kernel_library"):
-            from edgekit.kernels import load_kernels
-            load_kernels()
+            Runtime.get()             # registers the wheel's kernels and XNNPACK into libexecutorch
+        native = _load_kernel_library(required=bool(entry.get("kernel_library")))
         if threads is not None:
             if threads < 1:
                 raise EdgekitError(f"--threads {threads} is not positive", fix="pass --threads 1 or more")
             set_threads(threads)
+        self.threads = thread_count()
+        self.style = entry["state_style"]
+        self.engine = (_NativeProgram if native else _PybindProgram)(Path(path), entry, n_inputs, state_specs or [])
+        self.reset()
+
+    @property
+    def live(self) -> dict[str, np.ndarray]:
+        return self.engine.live
+
+    def step(self, xs):
+        for buf, x in zip(self.engine.xs, xs):
+            buf[...] = x
+        return self.engine.run()
+
+    def run_sequence(self, xs: list[np.ndarray]) -> np.ndarray | None:
+        """Every step of a sequence in one call (inputs (T, *input shape) each, in the
+        manifest's order); y (T, *y shape). None when this engine cannot (then step)."""
+        run = getattr(self.engine, "run_sequence", None)
+        return run(xs) if run is not None else None
+
+    def get_state(self):
+        return {n: np.array(t, copy=True) for n, t in self.live.items()}
+
+    def set_state(self, state):
+        for n, t in self.live.items():
+            t[...] = np.asarray(state[n])
+
+    def reset(self):
+        for t in self.live.values():
+            t[...] = 0
+
+
+def _load_kernel_library(required: bool) -> bool:
+    """Load edgekit's kernel library (which holds the native runner); True if loaded. A
+    .pte that calls edgekit ops needs it (the error says how to build it); one with stock
+    ops only runs without it, on the Python binding."""
+    from edgekit.kernels import kernel_library_path, load_kernels
+    if not required and not kernel_library_path().is_file():
+        return False
+    load_kernels()
+    return True
+
+
+_NP = {"float32": np.float32, "int64": np.int64, "float16": np.float16, "int32": np.int32}
+
+
+def _zeros(spec: dict) -> np.ndarray:
+    return np.zeros(spec["shape"], dtype=_NP[spec["dtype"]])
+
+
+def _spec(specs: list[dict], name: str, path: Path) -> dict:
+    for s in specs:
+        if s["name"] == name:
+            return s
+    raise EdgekitError(f"'{path}': its manifest names state buffer '{name}' but lists no state '{name}'",
+                       fix="the manifest is damaged; export again")
+
+
+class _NativeProgram:
+    """The .pte's forward method on kernels/runner.cpp, through ctypes. `xs` and, with the
+    state in buffers, `live` are numpy views of the method's own memory: writing them is
+    writing the program's inputs and state."""
+
+    def __init__(self, path: Path, entry: dict, n_inputs: int, state_specs: list[dict]):
+        import ctypes
+        import os
+        import weakref
+
+        from edgekit._io import native_stderr_captured
+        from edgekit.kernels import runner_api
+        lib = self._lib = runner_api()
+        with native_stderr_captured() as log:
+            h = lib.edgekit_runner_open(os.fsencode(str(path)), b"forward")
+        if not h:
+            raise _load_error(path, entry, lib.edgekit_runner_last_error().decode(errors="replace"), log.text)
+        self._h = h
+        weakref.finalize(self, lib.edgekit_runner_close, h)     # after the last view is dropped
+        specs, self.y_spec = entry["inputs"], entry["outputs"][0]
+        style = entry["state_style"]
+        n_prog = lib.edgekit_runner_num_inputs(h)
+        want = len(specs) if style == "io" else n_inputs
+        if n_prog != want:
+            raise EdgekitError(f"'{path}' takes {n_prog} inputs, its manifest lists {want}",
+                               fix="the .pte and edgekit.json are from different exports; export again")
+        nb = ctypes.c_int64()
+
+        def view(ptr, spec, what):
+            arr = _zeros(spec)
+            if not ptr or nb.value != arr.nbytes:
+                raise EdgekitError(f"'{path}': {what} '{spec['name']}' has {nb.value} bytes in the program",
+                                   expected=f"{arr.nbytes} bytes, shape {tuple(spec['shape'])} {spec['dtype']} "
+                                            "(per edgekit.json)",
+                                   fix="the .pte and edgekit.json are from different exports; export again")
+            return np.frombuffer((ctypes.c_char * arr.nbytes).from_address(ptr),
+                                 dtype=arr.dtype).reshape(arr.shape)
+
+        ins = [view(lib.edgekit_runner_input(h, i, ctypes.byref(nb)), s, "input") for i, s in enumerate(specs[:want])]
+        self.xs = ins[:n_inputs]
+        self.y = _zeros(self.y_spec)
+        lib.edgekit_runner_bind_output(h, self.y.ctypes.data, self.y.nbytes)    # self.y outlives h
+        self._step = lib.edgekit_runner_step
+        if style == "buffers":
+            self.live = {n: view(lib.edgekit_runner_attribute(h, b.encode(), ctypes.byref(nb)),
+                                 _spec(state_specs, n, path), "state buffer")
+                         for n, b in entry["state_buffers"].items()}
+            self._state_io = None
+        else:
+            self.live = {s["name"]: _zeros(s) for s in specs[n_inputs:]}
+            self._state_io = list(zip(ins[n_inputs:], self.live.values()))
+        self._path = path
+
+    def run(self) -> np.ndarray:
+        import ctypes
+        io = self._state_io
+        if io:
+            for dst, src in io:
+                dst[...] = src
+        rc = self._step(self._h)
+        if rc:
+            self._fail()
+        if io:
+            nb = ctypes.c_int64()
+            for k, (_, live) in enumerate(io, start=1):
+                ptr = self._lib.edgekit_runner_output(self._h, k, ctypes.byref(nb))
+                if not ptr or nb.value != live.nbytes:
+                    self._fail()
+                ctypes.memmove(live.ctypes.data, ptr, live.nbytes)
+        return self.y
+
+    def run_sequence(self, xs: list[np.ndarray]) -> np.ndarray | None:
+        import ctypes
+        if self._state_io is not None:
+            return None
+        seq = [np.ascontiguousarray(x, dtype=v.dtype).reshape(-1, *v.shape) for x, v in zip(xs, self.xs)]
+        T = seq[0].shape[0]
+        if any(a.shape[0] != T for a in seq):
+            raise ValueError("run_sequence: inputs of different lengths")
+        ys = np.empty((T, *self.y.shape), dtype=self.y.dtype)
+        ptrs = (ctypes.c_void_p * len(seq))(*[a.ctypes.data for a in seq])
+        sizes = (ctypes.c_int64 * len(seq))(*[v.nbytes for v in self.xs])
+        rc = self._lib.edgekit_runner_run(self._h, T, len(seq), ptrs, sizes, ys.ctypes.data, self.y.nbytes)
+        if rc:
+            self._fail()
+        return ys
+
+    def _fail(self):
+        err = self._lib.edgekit_runner_last_error().decode(errors="replace")
+        raise EdgekitError(f"ExecuTorch could not run '{self._path}' ({err})",
+                           fix="export it again with this edgekit; if that fails, report it")
+
+
+class _PybindProgram:
+    """The .pte's forward method on the executorch wheel's Python binding."""
+
+    def __init__(self, path: Path, entry: dict, n_inputs: int, state_specs: list[dict]):
+        import torch
+
+        from edgekit._io import native_stderr_captured
+        from executorch.runtime import Runtime
         try:
             with native_stderr_captured() as log:
                 program = Runtime.get().load_program(Path(path))
         except Exception as e:
-            raise EdgekitError(f"'{path}' is not a loadable ExecuTorch program ({_first(e)}{_why(log.text)})",
-                               fix="the file is truncated or corrupt; export it again") from None
+            raise _load_error(path, entry, f"'{path}' is not a loadable ExecuTorch program ({_first(e)})",
+                              log.text) from None
         try:
             with native_stderr_captured() as log:
                 self.method = program.load_method("forward")
         except Exception as e:
-            msg = _first(e) + _why(log.text)
-            if entry.get("kernel_library"):
-                raise EdgekitError(f"'{path}' needs the edgekit kernel library "
-                                   f"{entry['kernel_library']} ({msg})",
-                                   fix="run `make setup` to build it, or set EDGEKIT_KERNELS to its path") from None
-            raise EdgekitError(f"'{path}' could not be loaded ({msg})", fix="export it again") from None
+            raise _load_error(path, entry, f"method 'forward' could not be loaded ({_first(e)})", log.text) from None
         self._program = program
-        self.threads = thread_count()
         self.style = entry["state_style"]
-        self.xs = [torch.zeros(s["shape"], dtype=getattr(torch, s["dtype"])) for s in entry["inputs"][:n_inputs]]
+        self.tx = [torch.zeros(s["shape"], dtype=getattr(torch, s["dtype"])) for s in entry["inputs"][:n_inputs]]
         # numpy views of the input tensors: a step writes into them (a numpy assignment of a
         # small input is ~0.5 us; torch.from_numpy + copy_ was ~4 us per input)
-        self._xs_np = [t.numpy() for t in self.xs]
-        self.names = [s["name"] for s in entry["inputs"][n_inputs:]] if self.style == "io" \
-            else list(entry["state_buffers"])
+        self.xs = [t.numpy() for t in self.tx]
         if self.style == "buffers":
             raw = self.method._method
-            self.live = {n: raw.get_attribute(b) for n, b in entry["state_buffers"].items()}
+            self.live = {n: raw.get_attribute(b).numpy() for n, b in entry["state_buffers"].items()}
+            self.names = list(self.live)
         else:
-            self.live = {s["name"]: torch.zeros(s["shape"], dtype=getattr(torch, s["dtype"]))
-                         for s in entry["inputs"][n_inputs:]}
-        self.reset()
+            self.names = [s["name"] for s in entry["inputs"][n_inputs:]]
+            self.live = {s["name"]: _zeros(s) for s in entry["inputs"][n_inputs:]}
 
-    def step(self, xs):
-        for buf, x in zip(self._xs_np, xs):
-            buf[...] = x
-        # The pybinding copies outputs with ATen, which goes parallel above 32k elements
+    def run(self) -> np.ndarray:
+        import torch
+        # The binding copies outputs with ATen, which goes parallel above 32k elements
         # (any LM's logits): its OpenMP worker then spins for milliseconds on a core that
-        # XNNPACK's and edgekit's pools need for the next step (measured: the dense GEMV
-        # fell from 27 to 12 GB/s). One ATen thread while the program runs.
+        # XNNPACK's and edgekit's pools need for the next step. One ATen thread while it runs.
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             if self.style == "buffers":
-                return self.method.execute(self.xs)[0].numpy()
-            out = self.method.execute([*self.xs, *self.live.values()])
+                return self.method.execute(self.tx)[0].numpy()
+            out = self.method.execute([*self.tx, *(torch.from_numpy(a) for a in self.live.values())])
         finally:
             torch.set_num_threads(before)
         for n, t in zip(self.names, out[1:]):
-            self.live[n] = t
+            self.live[n][...] = t.numpy()
         return out[0].numpy()
 
-    def get_state(self):
-        return {n: t.numpy().copy() for n, t in self.live.items()}
 
-    def set_state(self, state):
-        for n, t in self.live.items():
-            t.copy_(torch.from_numpy(np.asarray(state[n])))
-
-    def reset(self):
-        for t in self.live.values():
-            t.zero_()
+def _load_error(path: Path, entry: dict, reason: str, native_log: str) -> EdgekitError:
+    """One line for a .pte that does not load: a corrupt file, or a method whose operators
+    this process lacks (an edgekit kernel library older than the export)."""
+    msg = reason + _why(native_log)
+    if "not a loadable" in reason or "cannot map" in reason:
+        return EdgekitError(msg, fix="the file is truncated or corrupt; export it again")
+    if entry.get("kernel_library") and ("OperatorMissing" in msg or "Missing operator" in msg):
+        from edgekit.kernels import kernel_library_path
+        return EdgekitError(f"'{path}' needs edgekit kernels that {kernel_library_path()} lacks ({msg})",
+                            fix="rebuild the library with `make setup` (or `make kernels`)")
+    return EdgekitError(f"'{path}' could not be loaded ({msg})", fix="export it again")
 
 
 def _why(native_log: str) -> str:

@@ -21,7 +21,9 @@ _DT = {"float32": np.float32, "int64": np.int64, "float16": np.float16, "int32":
 class OrtBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: Path, entry: dict, n_inputs: int, threads: int | None = None):
+    def __init__(self, path: Path, entry: dict, n_inputs: int, threads: int | None = None,
+                 state_specs: list[dict] | None = None):
+        """state_specs (the manifest's) is not needed: the state is the graph's extra inputs."""
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
