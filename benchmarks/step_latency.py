@@ -17,9 +17,10 @@ them alike; the figure is the median over every timed step.
 Floor: decode at batch 1 reads every weight once per token, so
     floor_ms = fp32 weight bytes read per token / read bandwidth.
 Embedding tables count one row (a gather), not the whole table. The bandwidth is measured
-in the same run, right before every timed block (a 256 MiB torch.sum, best of 2): the
-memory system of these shared machines drifts by ±30% within seconds, so "x floor" is the
-median over rounds of each block's time over the floor measured next to it. The table
+in the same run, right before every timed block (a 256 MiB torch.sum, best of 2; then 20 ms
+of rest and 8 untimed steps, so the block is timed in steady state): the memory system of
+these shared machines drifts by ±30% within seconds, so "x floor" is the median over rounds
+of each block's time over the floor measured next to it. The table
 header shows the median and the range of all bandwidth samples.
 """
 
@@ -130,6 +131,13 @@ def time_case(case, steps: int, rounds: int, work: Path, console, skip_oracle=Fa
             # shared and drifts by ±30% over seconds, so each block gets its own floor
             gbs = read_bandwidth_gbs(0.25, 2)
             bw.append(gbs)
+            # Steady state, as in a stream: the 256 MiB read just evicted every cache and left
+            # ATen's OpenMP worker spinning on the second core; a 64-step block of a small
+            # model (~0.2 ms) would otherwise be timed entirely inside that. Settle, then 8
+            # untimed steps (the state moves on; nothing is compared).
+            time.sleep(0.02)
+            for x in xs[:8]:
+                r.step(x)
             if isinstance(r, _CLoop):          # one C call for the block: its mean per step
                 run = r.prepare(xs)
                 t0 = time.perf_counter()
@@ -227,7 +235,11 @@ def main(argv=None):
     results = []
     for case in load_cases(args.cases.split(",") if args.cases else None):
         console.rule(case.NAME)
-        res = time_case(case, args.steps, args.rounds, args.work / case.NAME, console, args.no_oracle,
+        # a block must last long enough to be timed in steady state: a small model's case sets
+        # MIN_STEPS (cfc-64: 64-step blocks of ~0.2 ms read 4.3 us/step where 512-step blocks
+        # read 2.7-3.0, the rest being the wake-up of caches and thread pools after the
+        # bandwidth sample)
+        res = time_case(case, max(args.steps, getattr(case, "MIN_STEPS", 0)), args.rounds, args.work / case.NAME, console, args.no_oracle,
                         ("buffers",) if args.buffers_only else ("buffers", "io"), not args.no_c_loop)
         print_case(res, console)
         results.append(res)

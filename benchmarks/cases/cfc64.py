@@ -15,6 +15,7 @@ from pathlib import Path
 NAME = "cfc-64"
 SHAPE = "CfC units=64, inputs=32, backbone 1x128 lecun_tanh, mode default (~46k params)"
 INPUTS, UNITS = 32, 64
+MIN_STEPS = 512         # steps per timed block (a step is a few us; see step_latency.py)
 
 
 def make(d: Path) -> Path:
