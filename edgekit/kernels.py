@@ -97,7 +97,12 @@ def runner_api() -> ctypes.CDLL:
             "edgekit_runner_run": (ctypes.c_int, [vp, i64, i64, ctypes.POINTER(vp), p64, vp, i64]),
         }
         for name, (res, args) in sigs.items():
-            fn = getattr(lib, name)
+            try:
+                fn = getattr(lib, name)
+            except AttributeError:
+                raise EdgekitError(f"edgekit kernel library {_loaded} has no native runner ({name})",
+                                   expected="a library built from this edgekit's kernels/*.cpp",
+                                   fix="rebuild it with `make setup` (or `make kernels`)") from None
             fn.restype, fn.argtypes = res, args
         lib._edgekit_runner_typed = True
     return lib

@@ -29,9 +29,11 @@ def set_threads(n: int) -> None:
 
 
 def thread_count() -> int | None:
+    from edgekit._io import native_stderr_captured
     try:
         from executorch.extension.pybindings import portable_lib
-        return int(portable_lib._threadpool_get_thread_count())
+        with native_stderr_captured():    # the first call starts the pool, and cpuinfo logs
+            return int(portable_lib._threadpool_get_thread_count())
     except Exception:
         return None
 
