@@ -180,7 +180,8 @@ class _CLoop:
 
     def __init__(self, sess):
         self.sess = sess
-        self.native = hasattr(sess.backend, "engine") and hasattr(sess.backend.engine, "run_sequence")
+        eng = getattr(sess.backend, "engine", None)      # the native runner, state in buffers
+        self.native = eng is not None and hasattr(eng, "run_sequence") and getattr(eng, "_state_io", 1) is None
 
     def step(self, x):
         return self.sess.step(x)
@@ -264,7 +265,7 @@ def plot(results, path: Path) -> None:
         ax.barh([r["backend"] for r in rows], [r["x_floor"] for r in rows], color="tab:blue")
         ax.axvline(1.0, color="k", lw=1)
         ax.axvline(1.2, color="tab:red", lw=1, ls="--")
-        ax.set_title(f"{res['case']}: floor {res['floor_ms']:.2f} ms/token at {res['bandwidth_gbs']:.1f} GB/s",
+        ax.set_title(f"{res['case']}: floor {_fmt_time(res['floor_ms'])}/token at {res['bandwidth_gbs']:.1f} GB/s",
                      fontsize=9)
         ax.set_xlabel("x floor (1.0 = weight bytes / read bandwidth)")
         ax.tick_params(labelsize=7)

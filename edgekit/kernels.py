@@ -94,7 +94,7 @@ def runner_api() -> ctypes.CDLL:
             "edgekit_runner_attribute": (vp, [vp, ctypes.c_char_p, p64]),
             "edgekit_runner_bind_output": (None, [vp, vp, i64]),
             "edgekit_runner_step": (ctypes.c_int, [vp]),
-            "edgekit_runner_run": (ctypes.c_int, [vp, i64, i64, ctypes.POINTER(vp), p64, vp, i64]),
+            "edgekit_runner_run": (ctypes.c_int, [vp, i64, i64, ctypes.POINTER(vp), p64, vp, i64, p64]),
         }
         for name, (res, args) in sigs.items():
             try:

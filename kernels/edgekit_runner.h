@@ -43,11 +43,12 @@ void edgekit_runner_bind_output(void* runner, void* out, int64_t nbytes);
 /* One step: execute, then copy output 0 to the bound buffer. 0 on success. */
 int edgekit_runner_step(void* runner);
 
-/* n steps: step t copies in_nbytes[i] bytes from ins[i] + t * in_nbytes[i] into input i
- * (i < n_in), executes, and copies output 0 to out + t * out_nbytes. 0 on success; on an
- * error the steps before it are done and written. */
+/* n steps: step t copies in_nbytes[i] bytes from ins[i] + t * in_nbytes[i] into input i (for
+ * every input: n_in = edgekit_runner_num_inputs), executes, and copies output 0 to
+ * out + t * out_nbytes. 0 on success; on an error the steps before it are done and written,
+ * and *n_done (if not NULL) says how many. */
 int edgekit_runner_run(void* runner, int64_t n, int64_t n_in, const void* const* ins,
-                       const int64_t* in_nbytes, void* out, int64_t out_nbytes);
+                       const int64_t* in_nbytes, void* out, int64_t out_nbytes, int64_t* n_done);
 
 #ifdef __cplusplus
 }

@@ -116,7 +116,8 @@ uint8_t* aligned_bytes(size_t n) {
 
 // Input i's tensor, which the method reads in place. Method::get_input is deprecated in
 // favour of set_input, which copies the data in and validates it on every call; the runner
-// binds each input once and lets the session write into it (executorch is pinned, 1.5.1).
+// binds each input once and lets the session write into it (executorch is pinned, 1.5.1:
+// there get_input also marks the input as set, which execute() checks).
 Tensor input_tensor(const Method& m, size_t i) {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
@@ -280,16 +281,15 @@ __attribute__((visibility("default"))) int edgekit_runner_step(void* h) {
   return step_into(r, r.y_out, r.y_nbytes);
 }
 
-// n steps in one call. Step t copies, for every input i < n_in, in_nbytes[i] bytes from
-// ins[i] + t * in_nbytes[i] into input i, executes, and copies output 0 to out + t * out_nbytes.
-// Inputs from n_in on (state passed as I/O is not supported here) keep their values.
-// Returns 0, or the error of the failing step (steps before it are written).
+// n steps in one call (edgekit_runner.h). Every input is written every step: ExecuTorch's
+// memory plan may reuse an input's memory once the graph has read it.
 __attribute__((visibility("default"))) int edgekit_runner_run(void* h, int64_t n, int64_t n_in,
                                                               const void* const* ins, const int64_t* in_nbytes,
-                                                              void* out, int64_t out_nbytes) {
+                                                              void* out, int64_t out_nbytes, int64_t* n_done) {
   Runner& r = *as_runner(h);
-  if (n_in < 0 || (size_t)n_in > r.method->inputs_size()) {
-    fail("%lld inputs given, the method has %zu", (long long)n_in, r.method->inputs_size());
+  if (n_done != nullptr) *n_done = 0;
+  if (n_in != (int64_t)r.method->inputs_size()) {
+    fail("%lld inputs given per step, the method takes %zu", (long long)n_in, r.method->inputs_size());
     return (int)Error::InvalidArgument;
   }
   std::vector<uint8_t*> dst((size_t)n_in);
@@ -308,6 +308,7 @@ __attribute__((visibility("default"))) int edgekit_runner_run(void* h, int64_t n
     }
     int rc = step_into(r, static_cast<uint8_t*>(out) + s * out_nbytes, out_nbytes);
     if (rc != 0) return rc;
+    if (n_done != nullptr) *n_done = s + 1;
   }
   return 0;
 }

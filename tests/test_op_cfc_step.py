@@ -218,3 +218,57 @@ def test_saturated_and_nan_inputs(et_runner):
     y, _ = et_runner(*args)
     y = np.asarray(y)
     assert np.isfinite(y[0, 0]).all() and np.isnan(y[0, 1]).all() and np.isnan(y[0, 2]).all()
+
+
+_TANH_CHECK = r"""
+#include "edgekit_kernel.h"
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+using namespace edgekit::kernels;
+int main() {
+#if defined(__AVX2__) && defined(__FMA__)
+  double worst = 0;
+  for (uint32_t b = 0x358637bd; b < 0x41400000; b += 7) {        // every 7th float in [1e-6, 12]
+    float xs[8], out[8];
+    for (int k = 0; k < 8; ++k) { uint32_t bb = b + k; float v; std::memcpy(&v, &bb, 4); xs[k] = (k & 1) ? -v : v; }
+    _mm256_storeu_ps(out, tanh256(_mm256_loadu_ps(xs)));
+    for (int k = 0; k < 8; ++k) {
+      const double ref = std::tanh((double)xs[k]);
+      const float fr = (float)std::fabs(ref);
+      worst = std::fmax(worst, std::fabs(out[k] - ref) / (std::nextafter(fr, INFINITY) - fr));
+    }
+  }
+  float z[8] = {-0.f, 0.f, NAN, INFINITY, -INFINITY, 100.f, -100.f, 1e-30f}, o[8];
+  _mm256_storeu_ps(o, tanh256(_mm256_loadu_ps(z)));
+  std::printf("%.4f %d %d %d %g %g %g %g %g\n", worst, (int)std::signbit(o[0]), (int)std::signbit(o[1]),
+              (int)std::isnan(o[2]), o[3], o[4], o[5], o[6], o[7]);
+#else
+  std::printf("no-avx2\n");
+#endif
+}
+"""
+
+
+def test_tanh256_accuracy(tmp_path):
+    """The vector tanh of the CfC kernel against float64 tanh, built as the library is."""
+    import os
+    import subprocess
+
+    import executorch
+    from edgekit_testutil import REPO
+    et = list(executorch.__path__)[0]
+    (tmp_path / "t.cpp").write_text(_TANH_CHECK)
+    flags = ["-mavx2", "-mfma"] if "avx2" in open("/proc/cpuinfo").read() else []
+    subprocess.run(["g++", "-std=c++17", "-O2", *flags, "-DC10_USING_CUSTOM_GENERATED_MACROS",
+                    f"-I{REPO / 'kernels'}", f"-I{et}/include",
+                    f"-I{et}/include/executorch/runtime/core/portable_type/c10",
+                    str(tmp_path / "t.cpp"), "-o", str(tmp_path / "t")], check=True, capture_output=True)
+    out = subprocess.run([str(tmp_path / "t")], capture_output=True, text=True, check=True,
+                         env=os.environ).stdout.split()
+    if out == ["no-avx2"]:
+        pytest.skip("no AVX2 on this CPU: the kernel uses std::tanh")
+    print("tanh256 max ulp", out[0])
+    assert float(out[0]) <= 3.0
+    assert out[1:4] == ["1", "0", "1"]                      # tanh(-0) = -0, tanh(0) = +0, NaN stays NaN
+    assert [float(v) for v in out[4:]] == [1.0, -1.0, 1.0, -1.0, 1e-30]

@@ -64,6 +64,8 @@ class ExecuTorchBackend(Backend):
         self.style = entry["state_style"]
         self.engine = (_NativeProgram if native else _PybindProgram)(Path(path), entry, n_inputs, state_specs or [])
         self.reset()
+        if native and self.engine._state_io is None:
+            self.step = self.engine.step_buffers        # the hot path: no frame in between
 
     @property
     def live(self) -> dict[str, np.ndarray]:
@@ -96,10 +98,15 @@ def _load_kernel_library(required: bool) -> bool:
     """Load edgekit's kernel library (which holds the native runner); True if loaded. A
     .pte that calls edgekit ops needs it (the error says how to build it); one with stock
     ops only runs without it, on the Python binding."""
-    from edgekit.kernels import kernel_library_path, load_kernels
+    from edgekit.kernels import kernel_library_path, load_kernels, runner_api
     if not required and not kernel_library_path().is_file():
         return False
     load_kernels()
+    if not required:
+        try:
+            runner_api()
+        except EdgekitError:      # a library built before the runner existed: its kernels are fine
+            return False
     return True
 
 
@@ -118,6 +125,25 @@ def _spec(specs: list[dict], name: str, path: Path) -> dict:
                        fix="the manifest is damaged; export again")
 
 
+class RunnerError(EdgekitError):
+    """A step of the native runner failed; steps_done: of a sequence, the steps that ran
+    (their outputs written, the state moved on) before the failing one."""
+
+    def __init__(self, what: str, *, steps_done: int | None = None, **kw):
+        super().__init__(what, **kw)
+        self.steps_done = steps_done
+
+
+class _RunnerOwner:
+    """Closes a native runner when the last reference (a program, a view) is gone."""
+
+    def __init__(self, lib, h):
+        self.lib, self.h = lib, h
+
+    def __del__(self):
+        self.lib.edgekit_runner_close(self.h)
+
+
 class _NativeProgram:
     """The .pte's forward method on kernels/runner.cpp, through ctypes. `xs` and, with the
     state in buffers, `live` are numpy views of the method's own memory: writing them is
@@ -126,7 +152,6 @@ class _NativeProgram:
     def __init__(self, path: Path, entry: dict, n_inputs: int, state_specs: list[dict]):
         import ctypes
         import os
-        import weakref
 
         from edgekit._io import native_stderr_captured
         from edgekit.kernels import runner_api
@@ -136,7 +161,9 @@ class _NativeProgram:
         if not h:
             raise _load_error(path, entry, lib.edgekit_runner_last_error().decode(errors="replace"), log.text)
         self._h = h
-        weakref.finalize(self, lib.edgekit_runner_close, h)     # after the last view is dropped
+        # The runner owns the memory behind every view below: each view's base holds this
+        # owner, so the runner is closed only once this program AND the last view are gone.
+        owner = self._owner = _RunnerOwner(lib, h)
         specs, self.y_spec = entry["inputs"], entry["outputs"][0]
         style = entry["state_style"]
         n_prog = lib.edgekit_runner_num_inputs(h)
@@ -148,13 +175,18 @@ class _NativeProgram:
 
         def view(ptr, spec, what):
             arr = _zeros(spec)
-            if not ptr or nb.value != arr.nbytes:
+            if not ptr:
+                raise EdgekitError(f"'{path}': {what} '{spec['name']}' is not in the program "
+                                   f"({lib.edgekit_runner_last_error().decode(errors='replace')})",
+                                   fix="the .pte and edgekit.json are from different exports; export again")
+            if nb.value != arr.nbytes:
                 raise EdgekitError(f"'{path}': {what} '{spec['name']}' has {nb.value} bytes in the program",
                                    expected=f"{arr.nbytes} bytes, shape {tuple(spec['shape'])} {spec['dtype']} "
                                             "(per edgekit.json)",
                                    fix="the .pte and edgekit.json are from different exports; export again")
-            return np.frombuffer((ctypes.c_char * arr.nbytes).from_address(ptr),
-                                 dtype=arr.dtype).reshape(arr.shape)
+            raw = (ctypes.c_char * arr.nbytes).from_address(ptr)
+            raw.owner = owner
+            return np.frombuffer(raw, dtype=arr.dtype).reshape(arr.shape)
 
         ins = [view(lib.edgekit_runner_input(h, i, ctypes.byref(nb)), s, "input") for i, s in enumerate(specs[:want])]
         self.xs = ins[:n_inputs]
@@ -170,6 +202,14 @@ class _NativeProgram:
             self.live = {s["name"]: _zeros(s) for s in specs[n_inputs:]}
             self._state_io = list(zip(ins[n_inputs:], self.live.values()))
         self._path = path
+
+    def step_buffers(self, xs) -> np.ndarray:
+        """`ExecuTorchBackend.step` with the state in buffers: write the inputs in place, run."""
+        for buf, x in zip(self.xs, xs):
+            buf[...] = x
+        if self._step(self._h):
+            self._fail()
+        return self.y
 
     def run(self) -> np.ndarray:
         import ctypes
@@ -200,15 +240,18 @@ class _NativeProgram:
         ys = np.empty((T, *self.y.shape), dtype=self.y.dtype)
         ptrs = (ctypes.c_void_p * len(seq))(*[a.ctypes.data for a in seq])
         sizes = (ctypes.c_int64 * len(seq))(*[v.nbytes for v in self.xs])
-        rc = self._lib.edgekit_runner_run(self._h, T, len(seq), ptrs, sizes, ys.ctypes.data, self.y.nbytes)
+        done = ctypes.c_int64(0)
+        rc = self._lib.edgekit_runner_run(self._h, T, len(seq), ptrs, sizes, ys.ctypes.data, self.y.nbytes,
+                                          ctypes.byref(done))
         if rc:
-            self._fail()
+            self._fail(steps_done=done.value)
         return ys
 
-    def _fail(self):
+    def _fail(self, steps_done: int | None = None):
         err = self._lib.edgekit_runner_last_error().decode(errors="replace")
-        raise EdgekitError(f"ExecuTorch could not run '{self._path}' ({err})",
-                           fix="export it again with this edgekit; if that fails, report it")
+        raise RunnerError(f"ExecuTorch could not run '{self._path}' ({err})", steps_done=steps_done,
+                          fix="export it again with this edgekit; if that fails, report it")
+
 
 
 class _PybindProgram:

@@ -70,6 +70,7 @@ class StreamingSession:
             self._init_artifact(artifact, backend, threads)
         self.position = 0
         self.last_y: np.ndarray | None = None
+        self._batch1 = self.manifest["batch"] == 1
 
     _facts: list[_InputFacts] | None = None
     prefill = None          # a backend running the sequence form over chunks of prefill_len
@@ -145,11 +146,11 @@ class StreamingSession:
         y = self.backend.step(self._check_inputs(x))
         self.position += 1
         self.last_y = y
-        return y[0] if self.manifest["batch"] == 1 else y
+        return y[0] if self._batch1 else y
 
     def _check_inputs(self, x) -> list[np.ndarray]:
         specs = self._facts or self._input_facts()
-        xs = (x,) if len(specs) == 1 else x
+        xs = (x,) if len(specs) == 1 else (x if isinstance(x, (tuple, list)) else tuple(x))
         if len(xs) != len(specs):
             raise EdgekitError(f"step got {len(xs)} inputs", expected=", ".join(f.name for f in specs),
                                fix="pass one value per model input")
@@ -198,14 +199,15 @@ class StreamingSession:
                         f.vocab < 0 or (arr.min() >= 0 and arr.max() < f.vocab))))
                 except ValueError:                      # ragged rows
                     ok = False
-                if not ok:
-                    for x in part:
-                        self._check_inputs(x)           # raises that step's own error
-                    raise EdgekitError(f"input '{f.name}' has rows of different shapes",
-                                       expected=f"shape {f.shape} every step", fix="check the input rows")
+                if not ok:              # rows of mixed forms (5 and [6]), or a bad one: check each
+                    arr = np.stack([self._check_inputs(x)[k] for x in part])   # raises a bad row's error
                 cols.append(arr.reshape(n, *f.shape).astype(f.dtype, copy=False))
             run = getattr(self.backend, "run_sequence", None)
-            ys = run(cols) if run is not None else None
+            try:
+                ys = run(cols) if run is not None else None
+            except EdgekitError as e:   # the steps before the failing one ran: count them
+                self.position += getattr(e, "steps_done", None) or 0
+                raise
             if ys is None:
                 ys = np.stack([np.array(self.backend.step([c[t] for c in cols])) for t in range(n)])
             self.position += n
