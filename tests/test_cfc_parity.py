@@ -78,7 +78,9 @@ def test_torch_steps_match_oracle(ncps_models, case, ops):
         for t in range(STEPS):
             y, st = m.step((x[:, t], dt[:, t]), st)
             ys.append(y[0].numpy())
-    assert _rel(np.stack(ys), ref) <= TOL
+    r = _rel(np.stack(ys), ref)
+    print(f"PARITY {case} torch {ops}: {r:.2e}")
+    assert r <= TOL
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -96,7 +98,9 @@ def test_exported_steps_match_oracle(ncps_models, exported, case, ops, fmt):
     _, _, x, dt, ref = ncps_models[case]
     sess = StreamingSession(exported(case, ops) / f"model.{fmt}")
     got = np.stack([sess.step((x[0, t].numpy(), dt[0, t].numpy())).copy() for t in range(STEPS)])
-    assert _rel(got, ref) <= TOL
+    r = _rel(got, ref)
+    print(f"PARITY {case} {fmt} {ops}: {r:.2e}")
+    assert r <= TOL
 
 
 @pytest.mark.parametrize("case", ["cfc_autoncp", "ltc"])
