@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from edgekit_testutil import eager
+
 from edgekit.models import load_model
 from edgekit.models.cfc import random_ncps_module, save_ncps_dir
 from edgekit.runtimes.session import StreamingSession
@@ -72,9 +74,9 @@ def _rel(a, ref):
 @pytest.mark.parametrize("case", list(CASES))
 def test_torch_steps_match_oracle(ncps_models, case, ops):
     _, d, x, dt, ref = ncps_models[case]
-    m = load_model(d).set_ops(ops)
+    m = load_model(d)
     st, ys = None, []
-    with torch.no_grad():
+    with torch.no_grad(), eager(m, ops):
         for t in range(STEPS):
             y, st = m.step((x[:, t], dt[:, t]), st)
             ys.append(y[0].numpy())

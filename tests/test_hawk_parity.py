@@ -26,7 +26,7 @@ import torch
 
 from edgekit.models.hawk import RecurrentGemma, write_random_hf_dir
 from edgekit.runtimes.session import StreamingSession
-from edgekit_testutil import run_cli
+from edgekit_testutil import eager, run_cli
 
 PARITY_ARCHS = ("recurrent_gemma",)     # read by test_registry.py
 TOL = 1e-4
@@ -155,8 +155,9 @@ def _torch_steps(model, toks):
 @pytest.mark.parametrize("kind", ["hawk", "griffin", "griffin_tied"])
 def test_torch_steps_match_oracle(rg_dir, oracle_steps, kind, ops):
     toks, ref = oracle_steps(kind)
-    m = RecurrentGemma.from_pretrained(rg_dir(kind)).set_ops(ops)
-    got, st = _torch_steps(m, toks)
+    m = RecurrentGemma.from_pretrained(rg_dir(kind))
+    with eager(m, ops):
+        got, st = _torch_steps(m, toks)
     print(f"PARITY {kind} torch {ops} {_rel(got, ref):.2e}")   # the figure (pytest -s)
     assert _rel(got, ref) <= TOL, _rel(got, ref)
     assert int(st["position"]) == STEPS
@@ -167,8 +168,8 @@ def test_torch_steps_match_oracle(rg_dir, oracle_steps, kind, ops):
 def test_torch_sequence_form_matches_oracle(rg_dir, oracle_steps, kind, ops):
     """forward over a prefill of 20 then the remaining 44 in one call equals the steps."""
     toks, ref = oracle_steps(kind)
-    m = RecurrentGemma.from_pretrained(rg_dir(kind)).set_ops(ops)
-    with torch.no_grad():
+    m = RecurrentGemma.from_pretrained(rg_dir(kind))
+    with torch.no_grad(), eager(m, ops):
         y1, st = m(torch.tensor([toks[:20]]))
         y2, st = m(torch.tensor([toks[20:]]), st)
     assert _rel(torch.cat([y1, y2], 1)[0].numpy(), ref) <= TOL

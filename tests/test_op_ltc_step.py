@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+
 import edgekit.ops  # noqa: F401
 from edgekit.ops.ltc_step import _ARGS, reference
 
@@ -105,7 +106,7 @@ def test_reference_matches_ncps_cell():
     cell = LTCCell(AutoNCP(10, 3), I, implicit_param_constraints=True).eval()
     cfg = {"framework": "ncps", "class": "LTC", "input_size": I, "units": {"wiring": "AutoNCP", "units": 10, "output_size": 3}, "input_mapping": "affine",
            "output_mapping": "affine", "ode_unfolds": 6, "epsilon": 1e-8, "implicit_param_constraints": True}
-    m = LTC(cfg, {"rnn_cell." + k: v for k, v in cell.state_dict().items()}).set_ops("fused")
+    m = LTC(cfg, {"rnn_cell." + k: v for k, v in cell.state_dict().items()})
     x, v = torch.randn(1, I), torch.randn(1, 10) * 0.1
     with torch.no_grad():
         _, ref = cell(x, v, torch.tensor(0.7))

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from edgekit_testutil import eager
+
 from edgekit.models.rwkv7 import RWKV7
 from edgekit.runtimes.session import StreamingSession
 
@@ -36,9 +38,9 @@ def _rel(a, ref):
 @pytest.mark.parametrize("ops", ["fused", "decomposed"])
 def test_torch_steps_match_oracle(rwkv7_ckpt, oracle_steps, ops):
     toks, ref = oracle_steps
-    m = RWKV7.from_pretrained(rwkv7_ckpt).set_ops(ops)
+    m = RWKV7.from_pretrained(rwkv7_ckpt)
     st, out = None, []
-    with torch.no_grad():
+    with torch.no_grad(), eager(m, ops):
         for t in toks:
             y, st = m.step(torch.tensor([t]), st)
             out.append(y[0].numpy())
@@ -49,8 +51,8 @@ def test_torch_steps_match_oracle(rwkv7_ckpt, oracle_steps, ops):
 def test_torch_sequence_form_matches_oracle(rwkv7_ckpt, rwkv7_oracle, ops):
     toks = _tokens(STEPS, seed=1)
     ref, _ = rwkv7_oracle.forward(toks, None, full_output=True)
-    m = RWKV7.from_pretrained(rwkv7_ckpt).set_ops(ops)
-    with torch.no_grad():
+    m = RWKV7.from_pretrained(rwkv7_ckpt)
+    with torch.no_grad(), eager(m, ops):
         y, _ = m(torch.tensor([toks]))
     assert _rel(y[0].numpy(), ref.numpy()) <= TOL
 

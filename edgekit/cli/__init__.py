@@ -1,5 +1,10 @@
 """The `edgekit` command line: one Typer app per command group, joined here.
 
+Registration flows down: each command module defines its command function (or, for a
+group, its own `typer.Typer`, e.g. `neuro.neuro_app`) and never imports this package;
+this module imports them and adds them to `app`. A command module that fails to import
+fails `import edgekit.cli` loudly instead of dropping its commands.
+
 User mistakes raise EdgekitError; `main` prints them as one line on stderr and exits
 with status 2. Anything else is a bug and keeps its traceback.
 """
@@ -10,18 +15,18 @@ import sys
 
 import typer
 
+from edgekit.cli import bench, demo, export, inspect, neuro, run
 from edgekit.errors import EdgekitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Export recurrent and spiking models to edge devices.")
-
-
-def _register() -> None:
-    from edgekit.cli import export, run, bench, inspect, demo  # noqa: F401  (each adds itself to `app`)
-    try:
-        from edgekit.cli import neuro  # noqa: F401
-    except ImportError:  # the neuro group is optional while it is being built
-        pass
+# in this order in `edgekit --help`
+app.command("export")(export.export_cmd)
+app.command("run")(run.run_cmd)
+app.command("bench")(bench.bench_cmd)
+app.command("inspect")(inspect.inspect_cmd)
+app.command("demo")(demo.demo_cmd)
+app.add_typer(neuro.neuro_app, name="neuro")
 
 
 def _quiet() -> None:
@@ -35,7 +40,6 @@ def _quiet() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _quiet()
-    _register()
     try:
         app(args=argv, standalone_mode=False)
     except EdgekitError as e:

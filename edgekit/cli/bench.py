@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from edgekit.cli import app
 from edgekit.errors import EdgekitError
 
 
@@ -82,7 +81,6 @@ def bench_session(sess, steps: int, warmup: int = 16, seed: int = 0) -> dict:
             "rss_mb_end": round(rss_end, 2), "state_bytes": m["state_bytes"], "finite": finite}
 
 
-@app.command("bench")
 def bench_cmd(
     artifact: Path = typer.Argument(..., help="model.onnx, model.pte or a checkpoint"),
     steps: int = typer.Option(256, "--steps"),

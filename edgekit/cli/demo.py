@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgekit.cli import app
 
 PROMPT = "The Eiffel Tower is in"
 
@@ -46,7 +45,6 @@ def _stream(sess, prompt_ids, n):
     return out, statistics.median(times) * 1e3
 
 
-@app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="where the demo writes its files"),
     tokens: int = typer.Option(64, "--tokens", help="tokens to stream per backend"),

@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from edgekit.cli import app
 from edgekit.errors import EdgekitError
 
 FORMAT_CHOICES = {"onnx": ("onnx",), "pte": ("pte",), "both": ("onnx", "pte")}
@@ -26,7 +25,6 @@ def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: 
                       progress=lambda msg: bar.update(task, description=f"{msg} ({name})"))
 
 
-@app.command("export")
 def export_cmd(
     src: Path = typer.Argument(..., help="checkpoint: BlinkDL .pth (RWKV-7)"),
     out: Path = typer.Option(..., "-o", "--out", help="output directory"),

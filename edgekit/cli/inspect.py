@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgekit.cli import app
 from edgekit.errors import EdgekitError
 
 
@@ -33,7 +32,6 @@ def _onnx_facts(path: Path) -> dict:
             "functions": [f"{f.domain}::{f.name}" for f in proto.functions]}
 
 
-@app.command("inspect")
 def inspect_cmd(artifact: Path = typer.Argument(..., help="model.onnx, model.pte or their folder")) -> None:
     """Describe an exported artifact."""
     from edgekit.export.manifest import read_manifest

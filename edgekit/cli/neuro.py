@@ -12,12 +12,11 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgekit.cli import app
 from edgekit.errors import EdgekitError
 
+# the `neuro` group; edgekit/cli/__init__.py adds it to the top-level app
 neuro_app = typer.Typer(no_args_is_help=True, help="LIF spiking networks: compile to Loihi-style "
                         "fixed point, simulate bit-exactly (or in Lava), NIR in and out.")
-app.add_typer(neuro_app, name="neuro")
 
 BACKENDS = ("sim", "float", "lava")
 

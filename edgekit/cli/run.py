@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from edgekit.cli import app
 from edgekit.errors import EdgekitError
 
 
@@ -126,7 +125,6 @@ def _run_features(sess, xs, steps, as_json, state_in, state_out) -> None:
         print(json.dumps({"outputs": outs}))
 
 
-@app.command("run")
 def run_cmd(
     artifact: Path = typer.Argument(..., help="model.onnx, model.pte, their folder, or a checkpoint (torch)"),
     prompt: str = typer.Option(None, "--prompt", help="text, encoded with the model's tokenizer"),

@@ -83,7 +83,7 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
     note = progress or (lambda msg: None)
     note("loading")
     model = src if isinstance(src, RecurrentModel) else _from_module(src) or load_model(src)
-    model = model.eval().requires_grad_(False).set_ops(ops)
+    model = model.eval().requires_grad_(False)
     created = not outdir.exists()
     outdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".edgekit-export-", dir=outdir))
@@ -122,15 +122,16 @@ def _export_into(model, outdir: Path, formats, ops, batch, state_style, note, pr
         if fmt == "onnx":
             import json
             meta["edgekit.manifest"] = json.dumps({k: v for k, v in manifest.items() if k != "artifacts"})
-            manifest["artifacts"]["onnx"] = export_onnx(model, outdir / FORMATS["onnx"], batch=batch, metadata=meta)
+            manifest["artifacts"]["onnx"] = export_onnx(model, outdir / FORMATS["onnx"], ops=ops, batch=batch,
+                                                        metadata=meta)
         else:
-            manifest["artifacts"]["pte"] = export_pte(model, outdir / FORMATS["pte"], batch=batch,
+            manifest["artifacts"]["pte"] = export_pte(model, outdir / FORMATS["pte"], ops=ops, batch=batch,
                                                       state_style=state_style)
         if prefill:
             note(f"exporting {fmt} prefill (T={prefill})")
             fn = export_onnx if fmt == "onnx" else export_pte
             kw = {"metadata": meta} if fmt == "onnx" else {}
-            manifest["artifacts"][f"{fmt}_prefill"] = fn(model, outdir / PREFILL[fmt], batch=batch,
+            manifest["artifacts"][f"{fmt}_prefill"] = fn(model, outdir / PREFILL[fmt], ops=ops, batch=batch,
                                                          seq_len=prefill, **kw)
     tok = getattr(model, "tokenizer_file", None)
     if tok:

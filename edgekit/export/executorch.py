@@ -1,7 +1,7 @@
 """ExecuTorch exporter: the single-step graph as a `.pte`, XNNPACK-delegated.
 
-With `--ops fused` every Linear layer is `edgekit::dense` (weights packed at export,
-RecurrentModel.lowering_for) and the recurrences are edgekit's fused ops, all served by the
+With `--ops fused` every Linear layer is `edgekit::dense` (weights packed at export by the
+pack_dense pass, edgekit/export/passes/) and the recurrences are edgekit's fused ops, all served by the
 C++ out-variant kernels in kernels/ (one shared library, loaded by the session); XNNPACK
 takes what is left (norms, elementwise). With `--ops decomposed` the matmuls go to XNNPACK.
 
@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from edgekit._io import atomic_write_bytes, sha256_file
+from edgekit.export.passes import pipeline_for, trace
 from edgekit.export.wrappers import (SeqIO, StepBuffers, StepIO, buffer_name, example_inputs,
                                      graph_input_spec, output_name)
 from edgekit.ops import DOMAIN, REGISTRY, in_place_name
@@ -53,8 +54,8 @@ def _partitioner():
     return Partitioner()
 
 
-def export_pte(model, path: Path, *, batch: int = 1, state_style: str = DEFAULT_STATE_STYLE,
-               seq_len: int | None = None) -> dict:
+def export_pte(model, path: Path, *, ops: str = "fused", batch: int = 1,
+               state_style: str = DEFAULT_STATE_STYLE, seq_len: int | None = None) -> dict:
     """Export `model.step` (or, with seq_len, a prefill graph over seq_len steps, state
     as I/O) to `path`; returns the manifest's artifact entry."""
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
@@ -73,13 +74,11 @@ def export_pte(model, path: Path, *, batch: int = 1, state_style: str = DEFAULT_
         step, args = StepIO(model, batch), (*xs, *model.init_state(batch).values())
     step = step.eval().requires_grad_(False)
 
-    # With state in buffers the fused ops update it in place (their `_inplace` forms): no
-    # copy of the state back into its buffer after each op (Mamba-2: 19 MB per token).
-    in_place = state_style == "buffers"
-    with torch.no_grad(), model.lowering_for("executorch", state_in_place=in_place), warnings.catch_warnings():
+    pipeline = pipeline_for("pte", ops, state_style)
+    with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("executorch").setLevel(logging.ERROR)
-        ep = torch.export.export(step, args, strict=False)
+        ep, fired = trace(step, args, model, pipeline)
         edge = to_edge_transform_and_lower(
             ep, partitioner=[_partitioner()],
             compile_config=EdgeCompileConfig(_check_ir_validity=False))
@@ -119,4 +118,5 @@ def export_pte(model, path: Path, *, batch: int = 1, state_style: str = DEFAULT_
         "state_buffers": {s.name: buffer_name(s.name) for s in spec} if state_style == "buffers" else None,
         "kernel_library": "libedgekit_et_kernels.so" if edgekit_ops else None,
         "ops_used": {"edgekit": edgekit_ops, "stock": stock},
+        "passes": pipeline, "passes_fired": fired,
     }

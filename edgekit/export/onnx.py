@@ -23,6 +23,7 @@ import torch
 
 from edgekit._io import sha256_file
 from edgekit.errors import EdgekitError
+from edgekit.export.passes import pipeline_for, trace
 from edgekit.export.wrappers import SeqIO, StepIO, example_inputs, graph_input_spec, output_name
 from edgekit.ops import DOMAIN, ONNX_OPSET, REGISTRY
 
@@ -43,13 +44,13 @@ def _softplus(self, beta: float = 1.0, threshold: float = 20.0):
 
 
 def _translation_table() -> dict:
-    from edgekit.ops import _onnx_node_ops
+    from edgekit.ops.registry import _onnx_node_ops
     table = {info.torch_op.default: _onnx_node_ops[info.name] for info in REGISTRY.values()}
     table[torch.ops.aten.softplus.default] = _softplus
     return table
 
 
-def export_onnx(model, path: Path, *, batch: int = 1, metadata: dict | None = None,
+def export_onnx(model, path: Path, *, ops: str = "fused", batch: int = 1, metadata: dict | None = None,
                 external_data: bool | None = None, seq_len: int | None = None) -> dict:
     """Export `model.step` (or, with seq_len, the sequence form over a fixed chunk of
     seq_len steps: a prefill graph) to `path`; returns the manifest's artifact entry."""
@@ -63,10 +64,12 @@ def export_onnx(model, path: Path, *, batch: int = 1, metadata: dict | None = No
     input_names = [s.name for s in in_spec] + [s.name for s in spec]
     output_names = [out_name] + [output_name(s.name) for s in spec]
 
-    with torch.no_grad(), model.lowering_for("onnx"), warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+    pipeline = pipeline_for("onnx", ops)
+    with torch.no_grad(), warnings.catch_warnings(), redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        prog = torch.onnx.export(step, (*xs, *state), dynamo=True, opset_version=OPSET,
+        ep, fired = trace(step, (*xs, *state), model, pipeline)
+        prog = torch.onnx.export(ep, (*xs, *state), dynamo=True, opset_version=OPSET,
                                  input_names=input_names, output_names=output_names,
                                  custom_translation_table=_translation_table(),
                                  optimize=True, verbose=False)
@@ -122,4 +125,5 @@ def export_onnx(model, path: Path, *, batch: int = 1, metadata: dict | None = No
         "ops_used": {"edgekit": sorted({t for d, t in used if d == DOMAIN}),
                      "stock": sorted({t for d, t in used if d != DOMAIN})},
         "weight_bytes": weight_bytes,
+        "passes": pipeline, "passes_fired": fired,
     }

@@ -4,7 +4,7 @@
   ONNX always uses it; ExecuTorch can.
 * `StepBuffers`: state kept in place in mutable buffers — ``x_t -> y_t``; the new state
   is copied into the buffers (or, for a fused op's state, written there by the op
-  itself: RecurrentModel.fused_op), which ExecuTorch keeps in its planned memory arena
+  itself: passes/reinplace_state.py), which ExecuTorch keeps in its planned memory arena
   across `execute` calls. The runtime reads/writes them with `get_attribute`.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgekit.export.passes import note_state_buffers
 from edgekit.models.base import RecurrentModel
 
 
@@ -52,9 +53,10 @@ class StepBuffers(nn.Module):
 
     def forward(self, *xs):
         state = {n: getattr(self, buffer_name(n)) for n in self.names}
+        note_state_buffers(state.values())
         y, new = self.model.step(_pack(xs), state)
         for n in self.names:
-            if new[n] is not state[n]:          # not already updated in place (fused_op)
+            if new[n] is not state[n]:          # not already updated in place (reinplace_state)
                 state[n].copy_(new[n])
         return y
 

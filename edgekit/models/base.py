@@ -12,8 +12,6 @@ sessions, state save/restore and the manifest all read that one spec.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -50,9 +48,6 @@ class RecurrentModel(nn.Module):
     arch: ClassVar[str]
     input_kind: ClassVar[str] = "tokens"   # "tokens" (int64 ids) or "features" (float)
     output_name: ClassVar[str] = "logits"  # name of the step's output in every artifact
-    ops: str = "fused"                     # "fused" custom ops or "decomposed" stock ops
-    target: str = "torch"                  # the runtime being exported for (lowering_for)
-    state_in_place: bool = False           # fused ops update the state in place (lowering_for)
 
     # -- the contract ------------------------------------------------------------------
     def state_spec(self, batch: int = 1) -> list[StateSpec]:
@@ -87,59 +82,6 @@ class RecurrentModel(nn.Module):
         raise NotImplementedError
 
     # -- shared helpers ----------------------------------------------------------------
-    def set_ops(self, ops: str) -> "RecurrentModel":
-        if ops not in ("fused", "decomposed"):
-            raise EdgekitError(f"unknown --ops '{ops}'", expected="fused or decomposed",
-                               fix="pass --ops fused (custom ops) or --ops decomposed (stock ops only)")
-        self.ops = ops
-        return self
-
-    def fused_op(self, name: str, *args):
-        """`edgekit::<name>(*args)` -> (y, *new states). While exported with its state in
-        place (an ExecuTorch program keeping it in mutable buffers), the op's in-place form:
-        the state arguments are updated and returned as the new states, so the program
-        writes each state once, with no copy back into its buffer (edgekit/ops/__init__.py)."""
-        from edgekit.ops import call
-        return call(name, *args, in_place=self.state_in_place)
-
-    @property
-    def glue_kernels(self) -> bool:
-        """The graph is for ExecuTorch with fused ops: the elementwise work between two GEMVs
-        (residual add + RMSNorm, activated gates, the conv's SiLU, softplus) runs as edgekit
-        kernels (`add_rms_norm`, `gated_rms_norm`, `silu_mul`, `gelu_tanh_mul`,
-        `causal_conv1d_silu`, `softplus_bias`), each ~1 µs, not as XNNPACK delegate calls of
-        ~20 µs each (edgekit/ops/add_rms_norm.py)."""
-        return self.ops == "fused" and self.target == "executorch"
-
-    @contextmanager
-    def lowering_for(self, target: str, state_in_place: bool = False):
-        """While an exporter traces the model: `self.target` names the runtime the graph is
-        for ("onnx" | "executorch"; "torch" otherwise), for the few places where the same
-        math lowers differently (XNNPACK computes gelu(approximate="tanh") as the erf form;
-        ONNX has a one-node tanh Gelu). The math is the same for every target.
-        state_in_place: the state tensors passed to `step` are the program's own mutable
-        state (ExecuTorch buffers), which fused ops may update in place (`fused_op`)."""
-        from edgekit.models.layers import Linear, RMSNorm
-        before, self.target = self.target, target
-        self.state_in_place = state_in_place
-        norms = [m for m in self.modules() if isinstance(m, RMSNorm)]
-        for m in norms:
-            m.target = target
-        # ExecuTorch with fused ops: every Linear runs edgekit::dense (XNNPACK's fp32 GEMV
-        # reads weights at ~1.4x the memory floor here; edgekit/ops/dense.py).
-        linears = [m for m in self.modules() if isinstance(m, Linear)] \
-            if target == "executorch" and self.ops == "fused" else []
-        try:
-            for m in linears:
-                m.set_kernel_layout(True)
-            yield self
-        finally:
-            self.target, self.state_in_place = before, False
-            for m in norms:
-                m.target = before
-            for m in linears:          # every layer back, even after an error
-                m.set_kernel_layout(False)
-
     def state_bytes(self, batch: int = 1) -> int:
         return sum(s.nbytes for s in self.state_spec(batch))
 

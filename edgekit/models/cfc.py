@@ -487,10 +487,7 @@ class CfC(RecurrentModel):
 
     def _cell(self, L: _CfcLayer, x, dt, h):
         args = (x, dt, h, L.w_in, L.b_in, L.w_bb, L.b_bb, L.w_head, L.b_head, L.p)
-        if self.ops == "fused":
-            return torch.ops.edgekit.cfc_step(*args, L.cfg)
-        return cfc_step.cell_loop(*args, mode=self.cfg["mode"], n_bb=L.n_bb,
-                                  act=cfc_step.ACTIVATIONS[self.cfg["activation"]])
+        return torch.ops.edgekit.cfc_step(*args, L.cfg)
 
     # -- loading -----------------------------------------------------------------------
     @classmethod
@@ -568,10 +565,7 @@ class LTC(RecurrentModel):
             xs = xs + self.in_b
         args = (xs, dt, state["v"], self.s_mu, self.s_sigma, self.s_w, self.s_werev, self.mu, self.sigma,
                 self.w, self.werev, self.cm, self.gleak, self.gvleak)
-        if self.ops == "fused":
-            vs, v = torch.ops.edgekit.ltc_step(*args, self.solver)
-        else:
-            vs, v = ltc_step.ode_loop(*args, ode_unfolds=self.cfg["ode_unfolds"], eps=self.cfg["epsilon"])
+        vs, v = torch.ops.edgekit.ltc_step(*args, self.solver)
         y = vs[..., :_outputs(self.cfg)]                              # motor neurons first
         if om in ("affine", "linear"):
             y = y * self.out_w

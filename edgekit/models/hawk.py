@@ -53,12 +53,12 @@ from edgekit.errors import EdgekitError
 from edgekit.models import hf
 from edgekit.models.base import RecurrentModel, StateSpec, register_arch
 from edgekit.models.layers import Linear, RMSNorm, add_rms_norm   # RMSNorm weights: 1 + the checkpoint's (folded at load)
-from edgekit.ops import rglru_step
+
+edgekit_ops = torch.ops.edgekit   # the custom ops (edgekit/ops/): the math of each recurrence
 
 MODEL_TYPE = "recurrent_gemma"
 BLOCK_TYPES = ("recurrent", "attention")
 ACTIVATIONS = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu_fast": "tanh", "gelu": "none"}
-GELU_C = math.sqrt(2.0 / math.pi)
 LOG_A_SCALE = 8.0     # c in log a_t = -c · softplus(Λ) · r_t (paper eq. 3)
 
 
@@ -289,19 +289,18 @@ class RecurrentGemma(RecurrentModel):
         pos = pos0[:, None] + torch.arange(T, dtype=torch.int64)              # (B, T)
         new_state = {}
         h, y = self.emb(x), None                                              # (B, T, C)
-        glue = self.glue_kernels
         for i, blk in enumerate(self.blocks):
             p = f"layers.{i}."
-            h, xn = add_rms_norm(h, y, blk.temporal_pre_norm, glue)           # h += y; xn = norm(h)
+            h, xn = add_rms_norm(h, y, blk.temporal_pre_norm)                 # h += y; xn = norm(h)
             if blk.kind == "recurrent":
                 y, new_state[p + "conv"], new_state[p + "rg_lru"] = self._recurrent(
                     blk.temporal, xn, pos, state[p + "conv"], state[p + "rg_lru"])
             else:
                 y, new_state[p + "k_cache"], new_state[p + "v_cache"] = self._attention(
                     blk.temporal, xn, pos, state[p + "k_cache"], state[p + "v_cache"])
-            h, xn = add_rms_norm(h, y, blk.channel_pre_norm, glue)
+            h, xn = add_rms_norm(h, y, blk.channel_pre_norm)
             y = blk.down_proj(self._act_mul(blk.gate_proj(xn), blk.up_proj(xn)))
-        h, xn = add_rms_norm(h, y, self.final_norm, glue)
+        h, xn = add_rms_norm(h, y, self.final_norm)
         logits = self.head(xn)
         if self.cfg.logits_soft_cap is not None:
             cap = self.cfg.logits_soft_cap
@@ -309,29 +308,18 @@ class RecurrentGemma(RecurrentModel):
         new_state["position"] = pos0 + T
         return logits, new_state
 
-    def _act(self, x):
-        if ACTIVATIONS[self.cfg.hidden_activation] == "tanh":
-            if self.target == "executorch":
-                # written out: XNNPACK lowers F.gelu(approximate="tanh") to the erf form (5e-4 off)
-                return 0.5 * x * (1.0 + torch.tanh(GELU_C * (x + 0.044715 * x * x * x)))
-            return F.gelu(x, approximate="tanh")     # ONNX: one Gelu node (nine when written out)
-        return F.gelu(x)
-
     def _act_mul(self, a, b):
-        """act(a) · b: one `edgekit::gelu_tanh_mul` call where the glue runs as kernels."""
-        if self.glue_kernels and ACTIVATIONS[self.cfg.hidden_activation] == "tanh":
-            return torch.ops.edgekit.gelu_tanh_mul(a, b)
-        return self._act(a) * b
+        """act(a) · b (GeGLU); the tanh GELU as the `edgekit::gelu_tanh_mul` glue op."""
+        if ACTIVATIONS[self.cfg.hidden_activation] == "tanh":
+            return edgekit_ops.gelu_tanh_mul(a, b)
+        return F.gelu(a) * b
 
     # -- the two temporal blocks -------------------------------------------------------
     def _recurrent(self, rec: _Recurrent, x, pos, conv, h):
         y_branch = rec.linear_y(x)                                            # (B, T, D), before act
         reset = (pos == 0).to(torch.float32)                                  # (B, T)
         args = (rec.linear_x(x), reset, rec.conv_w, rec.conv_b, rec.gate_w, rec.gate_b, rec.log_a, conv, h)
-        if self.ops == "fused":
-            u, conv, h = self.fused_op("rglru_step", *args)
-        else:
-            u, conv, h = rglru_step.reference(*args)
+        u, conv, h = edgekit_ops.rglru_step(*args)
         return rec.linear_out(self._act_mul(y_branch, u)), conv, h
 
     def _attention(self, att: _Attention, x, pos, k_cache, v_cache):

@@ -54,8 +54,9 @@ import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
 from edgekit.models import hf
 from edgekit.models.base import RecurrentModel, StateSpec, register_arch
-from edgekit.models.layers import Linear, RMSNorm, add_rms_norm, rms_norm, softplus
-from edgekit.ops import causal_conv1d, mamba_step, ssd_step
+from edgekit.models.layers import Linear, RMSNorm, add_rms_norm
+
+edgekit_ops = torch.ops.edgekit   # the custom ops (edgekit/ops/): the math of each recurrence
 
 PREFIX = "backbone."
 
@@ -340,29 +341,11 @@ class _MambaBase(RecurrentModel):
         h, y = self.emb(x), None                                             # (B, T, D)
         for i, (norm, mix) in enumerate(zip(self.norms, self.mixers)):
             p = f"layers.{i}."
-            h, u = add_rms_norm(h, y, norm, self.glue_kernels)               # h += y; u = norm(h)
+            h, u = add_rms_norm(h, y, norm)                                  # h += y; u = norm(h)
             y, new_state[p + "conv"], new_state[p + "ssm"] = self._mix(
                 mix, u, state[p + "conv"], state[p + "ssm"])
-        h, u = add_rms_norm(h, y, self.norm_f, self.glue_kernels)
+        h, u = add_rms_norm(h, y, self.norm_f)
         return self.head(u), new_state
-
-    def _conv_silu(self, x, w, b, state):
-        """silu(the causal conv) with its state: one `causal_conv1d_silu` call where the glue
-        runs as kernels, else one `causal_conv1d` op (fused) or its stock-op form
-        (decomposed), then SiLU."""
-        if self.glue_kernels:
-            return self.fused_op("causal_conv1d_silu", x, w, b, state)
-        if self.ops == "fused":
-            y, state = self.fused_op("causal_conv1d", x, w, b, state)
-        else:
-            y, state = causal_conv1d.reference(x, w, b, state)
-        return F.silu(y), state
-
-    def _softplus_bias(self, x, b):
-        """Δ = softplus(x + b): one `edgekit::softplus_bias` call where the glue runs as kernels."""
-        if self.glue_kernels:
-            return torch.ops.edgekit.softplus_bias(x, b)
-        return softplus(x + b, self.target)
 
     # -- loading -----------------------------------------------------------------------
     @classmethod
@@ -452,15 +435,11 @@ class Mamba(_MambaBase):
         """u (B, T, D) normed -> (B, T, D). Mamba block, Fig. 3 / Alg. 2 of the paper."""
         c = self.cfg
         x, z = mix.in_proj(u).split(c.d_inner, dim=-1)                       # 2 x (B, T, E)
-        x, conv = self._conv_silu(x, mix.conv_w, mix.conv_b, conv)
+        x, conv = edgekit_ops.causal_conv1d_silu(x, mix.conv_w, mix.conv_b, conv)   # silu(conv(x))
         ts, Bm, C = mix.x_proj(x).split([c.dt_rank, c.d_state, c.d_state], dim=-1)
-        dt = self._softplus_bias(mix.dt_proj(ts), mix.dt_bias)              # Δ (B, T, E)
-        if self.ops == "fused":
-            y, ssm = self.fused_op("mamba_step", x, dt, mix.A, Bm, C, mix.D, ssm)
-        else:
-            y, ssm = mamba_step.reference(x, dt, mix.A, Bm, C, mix.D, ssm)
-        gated = torch.ops.edgekit.silu_mul(z, y) if self.glue_kernels else y * F.silu(z)
-        return mix.out_proj(gated), conv, ssm
+        dt = edgekit_ops.softplus_bias(mix.dt_proj(ts), mix.dt_bias)        # Δ = softplus(· + b) (B, T, E)
+        y, ssm = edgekit_ops.mamba_step(x, dt, mix.A, Bm, C, mix.D, ssm)
+        return mix.out_proj(edgekit_ops.silu_mul(z, y)), conv, ssm           # y · silu(z)
 
     @staticmethod
     def _load_mixer(mix: _Mixer, get) -> None:
@@ -496,31 +475,16 @@ class Mamba2(_MambaBase):
         Bsz, T, _ = u.shape
         E, G, N, H, P = c.d_inner, c.n_groups, c.d_state, c.n_heads, c.head_dim
         z, xBC, dt = mix.in_proj(u).split([E, c.conv_dim, H], dim=-1)
-        xBC, conv = self._conv_silu(xBC, mix.conv_w, mix.conv_b, conv)
-        if self.target == "executorch" and not self.glue_kernels:
-            # slices stay in XNNPACK's call with the SiLU (a split does not)
-            x, Bm, C = xBC[..., :E], xBC[..., E:E + G * N], xBC[..., E + G * N:]
-        else:
-            x, Bm, C = xBC.split([E, G * N, G * N], dim=-1)
-        dt = self._softplus_bias(dt, mix.dt_bias)                           # Δ (B, T, H)
+        xBC, conv = edgekit_ops.causal_conv1d_silu(xBC, mix.conv_w, mix.conv_b, conv)
+        x, Bm, C = xBC.split([E, G * N, G * N], dim=-1)
+        dt = edgekit_ops.softplus_bias(dt, mix.dt_bias)                     # Δ (B, T, H)
         lo, hi = c.dt_limit
         if (lo, hi) != (0.0, math.inf):
             dt = dt.clamp(lo, hi)
         args = (x.reshape(Bsz, T, H, P), dt, mix.A, Bm.reshape(Bsz, T, G, N), C.reshape(Bsz, T, G, N), mix.D, ssm)
-        if self.ops == "fused":
-            y, ssm = self.fused_op("ssd_step", *args)
-        else:
-            y, ssm = ssd_step.reference(*args)
+        y, ssm = edgekit_ops.ssd_step(*args)
         # Gated RMSNorm over groups of E / G channels: norm(y · silu(z)) · w.
-        if self.glue_kernels:
-            y = torch.ops.edgekit.gated_rms_norm(y.reshape(Bsz, T, E), z, mix.norm_w.reshape(G, E // G), mix.norm_eps)
-            return mix.out_proj(y), conv, ssm
-        y = y.reshape(Bsz, T, E) * F.silu(z)
-        if G == 1:
-            y = rms_norm(y, mix.norm_w, c.norm_eps, self.target)
-        else:
-            y = rms_norm(y.reshape(Bsz, T, G, E // G), mix.norm_w.reshape(G, E // G), c.norm_eps, self.target)
-            y = y.reshape(Bsz, T, E)
+        y = edgekit_ops.gated_rms_norm(y.reshape(Bsz, T, E), z, mix.norm_w.reshape(G, E // G), mix.norm_eps)
         return mix.out_proj(y), conv, ssm
 
     @staticmethod

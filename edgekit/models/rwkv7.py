@@ -34,7 +34,8 @@ import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
 from edgekit.models.base import RecurrentModel, StateSpec, register_arch
 from edgekit.models.layers import Linear
-from edgekit.ops import rwkv7_wkv
+
+edgekit_ops = torch.ops.edgekit   # the custom ops (edgekit/ops/): the math of each recurrence
 
 EXP_M05 = math.exp(-0.5)   # w = exp(-e^{-0.5} · sigmoid(w0 + lora(x)))  (decay in (e^{-0.607}, 1))
 LN_X_EPS = 64e-5           # GroupNorm eps of ln_x (head_size_divisor 8 -> 1e-5 * 8^2)
@@ -289,10 +290,9 @@ class RWKV7(RecurrentModel):
         y = y + ((r4 * k4 * att.r_k).sum(-1, keepdim=True) * v4).reshape(B, T, C)
         return att.output(y * g), x[:, -1], wkv, v_first
 
-    def _wkv(self, r, w, k, v, a, b, state):
-        if self.ops == "fused":
-            return self.fused_op("rwkv7_wkv", r, w, k, v, a, b, state)
-        return rwkv7_wkv.reference(r, w, k, v, a, b, state)
+    @staticmethod
+    def _wkv(r, w, k, v, a, b, state):
+        return edgekit_ops.rwkv7_wkv(r, w, k, v, a, b, state)
 
     @staticmethod
     def _channel_mix(ffn: _ChannelMix, x, shift):

@@ -9,6 +9,11 @@ source assumed (NIR stores none) and which integrator the source used, so the
 
 Saved edgekit SNN files are one ``.npz``: the arrays as ``<node>.<field>`` plus a json
 string ``__graph__`` (node kinds, scalar fields, edges, metadata).
+
+Each node kind converts itself from and to its NIR primitive (``Node.from_nir`` /
+``Node.to_nir``), so the kinds are listed once, in ``NODE_TYPES``. Reading a NIR file
+(``SNNGraph.from_nir``) lives here; writing one needs the ``lower`` pass for per-neuron
+sizes and lives in ``nir_io.py``. Dependencies run one way: nir_io -> passes -> graph.
 """
 
 from __future__ import annotations
@@ -25,10 +30,19 @@ from edgekit.errors import EdgekitError
 
 INTEGRATORS = ("exact", "euler")
 SNN_FORMAT = "edgekit.neuro.snn"
+SNNTORCH_DEFAULT_DT = 1e-4      # the dt assumed for a NIR file that records none
 
 
 def _arr(x) -> np.ndarray:
     return np.atleast_1d(np.asarray(x, dtype=np.float64))
+
+
+def _shape(type_dict) -> tuple:
+    """A shape from a NIR ``input_type`` / ``output_type`` dict."""
+    if not type_dict:
+        return ()
+    v = next(iter(type_dict.values()))
+    return tuple(int(s) for s in np.atleast_1d(np.asarray(v)).ravel())
 
 
 @dataclass
@@ -45,6 +59,22 @@ class Node:
             if v is not None:
                 setattr(self, name, _arr(v) if np.ndim(v) < 2 else np.asarray(v, np.float64))
 
+    # NIR (https://neuroir.org/docs/primitives.html): ``nir.<kind>`` has the same parameter
+    # names as the kind's ``arrays``; kinds with other fields override these two.
+    @classmethod
+    def from_nir(cls, n) -> "Node":
+        """This kind from its NIR node (an instance of ``nir.<kind>``)."""
+        kw = {f: getattr(n, f) for f in cls.arrays}
+        if "v_reset" in kw and kw["v_reset"] is None:       # NIR's default reset: 0
+            kw["v_reset"] = np.zeros_like(np.asarray(n.v_threshold, float))
+        return cls(**kw)
+
+    def to_nir(self):
+        """The NIR node of this kind (``nir.<kind>``)."""
+        import nir
+
+        return getattr(nir, self.kind)(**{f: getattr(self, f) for f in self.arrays})
+
 
 @dataclass
 class Input(Node):
@@ -57,6 +87,15 @@ class Input(Node):
     def size(self) -> int:
         return int(np.prod(self.shape))
 
+    @classmethod
+    def from_nir(cls, n) -> "Input":
+        return cls(shape=_shape(n.input_type))
+
+    def to_nir(self):
+        import nir
+
+        return nir.Input(input_type={"input": np.array(self.shape)})
+
 
 @dataclass
 class Output(Node):
@@ -64,6 +103,15 @@ class Output(Node):
 
     shape: tuple = ()
     kind: ClassVar[str] = "Output"
+
+    @classmethod
+    def from_nir(cls, n) -> "Output":
+        return cls(shape=_shape(n.output_type))
+
+    def to_nir(self):
+        import nir
+
+        return nir.Output(output_type={"output": np.array(self.shape)})
 
 
 @dataclass
@@ -102,6 +150,17 @@ class Flatten(Node):
     start_dim: int = 1
     end_dim: int = -1
     kind: ClassVar[str] = "Flatten"
+
+    @classmethod
+    def from_nir(cls, n) -> "Flatten":
+        return cls(input_shape=_shape(n.input_type), start_dim=int(n.start_dim),
+                   end_dim=int(n.end_dim))
+
+    def to_nir(self):
+        import nir
+
+        return nir.Flatten(input_type={"input": np.array(self.input_shape)},
+                           start_dim=self.start_dim, end_dim=self.end_dim)
 
 
 @dataclass
@@ -174,9 +233,22 @@ class LI(Node):
     neuron: ClassVar[bool] = True
 
 
+# every node kind, once: files (``SNNGraph.load``) and NIR (``SNNGraph.from_nir``) use this
 NODE_TYPES: dict[str, type[Node]] = {c.kind: c for c in
                                      (Input, Output, Affine, Linear, Scale, Flatten, LIF,
                                       CubaLIF, IF, LI)}
+
+
+def _node_from_nir(name: str, n) -> Node:
+    import nir
+
+    for cls in NODE_TYPES.values():
+        if isinstance(n, getattr(nir, cls.kind)):
+            return cls.from_nir(n)
+    kind = type(n).__name__
+    raise EdgekitError(f"NIR node '{name}' has unsupported type {kind}",
+                       expected="one of " + ", ".join(NODE_TYPES), got=kind,
+                       fix="replace or remove that node before exporting to NIR")
 
 
 @dataclass
@@ -277,6 +349,46 @@ class SNNGraph:
             nodes[name] = cls_(**kw)
         return cls(nodes, [tuple(e) for e in meta["edges"]], meta.get("metadata", {}))
 
+    # -- NIR (writing: nir_io.write_nir) ----------------------------------------------
+    @classmethod
+    def from_nir(cls, src) -> "SNNGraph":
+        """Read a NIR file (path) or a ``nir.NIRGraph`` (see nir_io.py on dt)."""
+        import nir
+
+        if isinstance(src, (str, Path)):
+            path = Path(src)
+            try:
+                g = nir.read(path, type_check=False)   # edgekit checks shapes itself (lower)
+            except Exception as e:  # h5py / nir raise many types on a bad file
+                raise EdgekitError(f"'{path}' is not a readable NIR file",
+                                   expected="an HDF5 file written by nir.write",
+                                   got=f"{type(e).__name__}: {str(e)[:80]}",
+                                   fix="re-export the model to NIR") from None
+        else:
+            g = src
+        if not isinstance(g, nir.NIRGraph):
+            raise EdgekitError("the NIR file does not hold a graph", expected="a NIRGraph",
+                               got=type(g).__name__)
+        nodes = {}
+        for name, n in g.nodes.items():
+            if isinstance(n, nir.NIRGraph):
+                raise EdgekitError(f"NIR node '{name}' is a nested NIRGraph (a recurrent "
+                                   f"subgraph)", expected="a flat graph of "
+                                   + ", ".join(NODE_TYPES), got="NIRGraph",
+                                   fix="export a feed-forward model")
+            nodes[str(name)] = _node_from_nir(str(name), n)
+        meta = dict(getattr(g, "metadata", None) or {})
+        md = {"source": "nir"}
+        if "edgekit.dt" in meta:
+            md["dt"], md["dt_origin"] = float(np.asarray(meta["edgekit.dt"])), "NIR metadata"
+            md["integrator"] = str(np.asarray(meta.get("edgekit.integrator", "exact")))
+        else:
+            md["dt"] = SNNTORCH_DEFAULT_DT
+            md["dt_origin"] = ("assumed: NIR stores no dt; 1e-4 s is snnTorch's exporter "
+                               "default (override with --dt)")
+            md["integrator"] = "exact"
+        return cls(nodes, [(str(a), str(b)) for a, b in g.edges], md)
+
 
 def load_graph(path: str | Path, *, dt: float | None = None,
                integrator: str | None = None) -> SNNGraph:
@@ -285,8 +397,7 @@ def load_graph(path: str | Path, *, dt: float | None = None,
 
     path = require_file(path, "SNN source", "pass a .nir file or a saved edgekit SNN (.npz)")
     if path.suffix.lower() in (".nir", ".h5", ".hdf5"):
-        from edgekit.neuro.nir_io import from_nir
-        g = from_nir(path)
+        g = SNNGraph.from_nir(path)
     elif path.suffix.lower() == ".npz":
         g = SNNGraph.load(path)
     else:

@@ -25,8 +25,8 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
-from edgekit.ops.mamba_step import overlaps
+from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
+from edgekit.ops.registry import overlaps
 
 NAME = "add_rms_norm"
 
@@ -99,5 +99,5 @@ def AddRmsNorm(x: FLOAT, r: FLOAT, w: FLOAT, eps: FLOAT):
     return h, y
 
 
-INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=AddRmsNorm,
+INFO = register(OpInfo(name=NAME, reference=reference, composite=reference, onnx_function=AddRmsNorm,
                        cpp_kernel=f"{NAME}.out", validate=validate))

@@ -29,7 +29,7 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
+from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
 from edgekit.ops.mamba_step import check_out
 
 NAME = "causal_conv1d"
@@ -70,6 +70,13 @@ def reference(x, w, b, state):
 
 def validate_silu(x, w, b, state) -> None:
     validate(x, w, b, state, NAME=NAME_SILU)
+
+
+def composite_silu(x, w, b, state):
+    """`causal_conv1d_silu` as the `causal_conv1d` op, then SiLU (a graph without the conv+SiLU
+    fusion keeps the conv as its own op: ONNX, ExecuTorch with decomposed glue)."""
+    y, s = torch.ops.edgekit.causal_conv1d(x, w, b, state)
+    return torch.nn.functional.silu(y), s
 
 
 def reference_silu(x, w, b, state):
@@ -172,7 +179,7 @@ class ThenSilu:
 
 INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=CausalConv1d,
                        onnx_step_function=CausalConv1dT1, cpp_kernel=f"{NAME}.out", state_args=(3,), validate=validate))
-INFO_SILU = register(OpInfo(name=NAME_SILU, reference=reference_silu,
+INFO_SILU = register(OpInfo(name=NAME_SILU, reference=reference_silu, composite=composite_silu,
                             onnx_function=ThenSilu(CausalConv1d, "CausalConv1dSilu"),
                             onnx_step_function=ThenSilu(CausalConv1dT1, "CausalConv1dSilu"),
                             cpp_kernel=f"{NAME_SILU}.out", state_args=(3,), validate=validate_silu))

@@ -36,8 +36,8 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
-from edgekit.ops.mamba_step import overlaps
+from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
+from edgekit.ops.registry import overlaps
 
 NAME = "cfc_step"
 MODES = ("default", "no_gate", "pure")
@@ -126,13 +126,18 @@ def cell_loop(x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, *, mode: str,
 
 
 def decode_cfg(cfg) -> dict:
-    mode, n_bb, scale, slope = cfg.tolist()
+    mode, n_bb, scale, slope = cfg.tolist() if isinstance(cfg, torch.Tensor) else cfg
     return {"mode": MODES[int(mode)], "n_bb": int(n_bb), "act": (scale, slope)}
 
 
 def reference(x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, cfg):
     """The op's reference: validate, decode cfg, run `cell_loop`."""
     validate(x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, cfg)
+    return cell_loop(x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, **decode_cfg(cfg))
+
+
+def decomposition(x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, cfg: list):
+    """The reference with cfg as a Python list (the decompose pass)."""
     return cell_loop(x, dt, h, w_in, b_in, w_bb, b_bb, w_head, b_head, p, **decode_cfg(cfg))
 
 
@@ -222,4 +227,5 @@ def CfcStep(x: FLOAT, dt: FLOAT, h: FLOAT, w_in: FLOAT, b_in: FLOAT, w_bb: FLOAT
 
 
 INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=CfcStep,
-                       cpp_kernel=f"{NAME}.out", validate=validate))
+                       cpp_kernel=f"{NAME}.out", validate=validate, config_args=(10,),
+                       decomposition=decomposition))

@@ -33,8 +33,8 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
-from edgekit.ops.mamba_step import overlaps
+from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
+from edgekit.ops.registry import overlaps
 
 NAME = "dense"
 TILE_ROWS, TILE_COLS = 4, 8   # kernels/dense.cpp: kTileRows, kTileCols

@@ -10,7 +10,7 @@ which is the form the kernel computes (one exp, no cancellation near u = 0).
 
 Not recurrences: they are the elementwise glue between two GEMVs that would otherwise be
 one XNNPACK delegate call of ~20-25 µs each in an ExecuTorch step (edgekit/ops/add_rms_norm.py
-says why that matters). `.pte` exports with `--ops fused` use them (RecurrentModel.glue_kernels);
+says why that matters). `.pte` exports with `--ops fused` keep them (passes fuse_silu_mul, fuse_gelu_tanh_mul);
 ONNX exports keep the stock nodes (ORT fuses Gelu and the multiply itself).
 
 Inputs: a, b (...), the same shape, float32. Output: y, that shape. The `.out` overloads
@@ -24,7 +24,7 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, impl_one_output, register
+from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, impl_one_output, register
 
 def silu(a):
     return torch.nn.functional.silu(a)
@@ -56,7 +56,7 @@ def _define(name: str, act, onnx_function) -> OpInfo:
         return act(a) * b
 
     impl_one_output(name, ("a", "b"), reference)
-    return register(OpInfo(name=name, reference=reference, onnx_function=onnx_function,
+    return register(OpInfo(name=name, reference=reference, composite=reference, onnx_function=onnx_function,
                            cpp_kernel=f"{name}.out", validate=validate))
 
 

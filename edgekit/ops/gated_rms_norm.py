@@ -23,7 +23,7 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, impl_one_output, register
+from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, impl_one_output, register
 
 NAME = "gated_rms_norm"
 
@@ -72,5 +72,5 @@ def GatedRmsNorm(y: FLOAT, z: FLOAT, w: FLOAT, eps: FLOAT) -> FLOAT:
     return op.Reshape(out, op.Shape(y))
 
 
-INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=GatedRmsNorm,
+INFO = register(OpInfo(name=NAME, reference=reference, composite=reference, onnx_function=GatedRmsNorm,
                        cpp_kernel=f"{NAME}.out", validate=validate))

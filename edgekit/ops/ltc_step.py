@@ -33,7 +33,7 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
+from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
 from edgekit.ops.cfc_step import check_out
 
 NAME = "ltc_step"
@@ -84,8 +84,13 @@ def ode_loop(x, dt, v, s_mu, s_sigma, s_w, s_werev, mu, sigma, w, werev, cm, gle
 
 
 def decode_cfg(cfg) -> dict:
-    n, eps = cfg.tolist()
+    n, eps = cfg.tolist() if isinstance(cfg, torch.Tensor) else cfg
     return {"ode_unfolds": int(n), "eps": eps}
+
+
+def decomposition(*args):
+    """The reference with cfg (the last argument) as a Python list (the decompose pass)."""
+    return ode_loop(*args[:-1], **decode_cfg(args[-1]))
 
 
 def reference(*args):
@@ -153,4 +158,5 @@ def LtcStep(x: FLOAT, dt: FLOAT, v: FLOAT, s_mu: FLOAT, s_sigma: FLOAT, s_w: FLO
 
 
 INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=LtcStep,
-                       cpp_kernel=f"{NAME}.out", validate=validate))
+                       cpp_kernel=f"{NAME}.out", validate=validate, config_args=(14,),
+                       decomposition=decomposition))

@@ -27,7 +27,7 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
+from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, overlaps, register
 
 NAME = "mamba_step"
 
@@ -74,12 +74,6 @@ def reference(x, dt, A, Bm, C, D, state):
         h = torch.exp(d * A) * h + (d * x[:, t, :, None]) * Bm[:, t, None, :]   # (B, D, N)
         ys.append((h @ C[:, t, :, None]).squeeze(-1) + D * x[:, t])   # (B, D)
     return torch.stack(ys, dim=1), h
-
-
-def overlaps(a, b) -> bool:
-    as_, ae = a.data_ptr(), a.data_ptr() + a.numel() * a.element_size()
-    bs, be = b.data_ptr(), b.data_ptr() + b.numel() * b.element_size()
-    return as_ < be and bs < ae
 
 
 def check_out(name, y, state_out, inputs, input_names, state) -> None:

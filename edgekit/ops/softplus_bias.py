@@ -23,7 +23,7 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, impl_one_output, register
+from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, impl_one_output, register
 
 NAME = "softplus_bias"
 
@@ -57,5 +57,5 @@ def SoftplusBias(x: FLOAT, b: FLOAT) -> FLOAT:
     return op.Softplus(op.Add(x, b))
 
 
-INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=SoftplusBias,
+INFO = register(OpInfo(name=NAME, reference=reference, composite=reference, onnx_function=SoftplusBias,
                        cpp_kernel=f"{NAME}.out", validate=validate))

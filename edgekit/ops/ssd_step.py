@@ -28,7 +28,7 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
+from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
 from edgekit.ops.mamba_step import check_out
 
 NAME = "ssd_step"

@@ -83,7 +83,7 @@ class StreamingSession:
         from edgekit.models import load_model
         from edgekit.runtimes.torch import TorchBackend
         model = load_model(path)
-        self.manifest = new_manifest(model, batch=1, ops=model.ops, tokenizer=_tokenizer_for(model))
+        self.manifest = new_manifest(model, batch=1, ops="fused", tokenizer=_tokenizer_for(model))
         self.artifact_path, self.format = path, "torch"
         self.backend = TorchBackend(model, threads=threads)
         tok = getattr(model, "tokenizer_file", None)
