@@ -17,7 +17,9 @@ A runtime session needs only the artifact and this manifest. Schema (version 1):
     tokenizer         tokenizer name or null
     artifacts         {"onnx": {...}, "pte": {...}}: file, bytes, sha256, inputs,
                       outputs ([{name, shape, dtype}]), ops_used {edgekit: [...],
-                      stock: [...]}, plus format-specific keys (state_style,
+                      stock: [...]}, passes (the lowering pipeline that ran, in
+                      order: edgekit/export/passes/), passes_fired ({pass: calls it
+                      rewrote}), plus format-specific keys (state_style,
                       kernel_library, external_data)
 """
 
