@@ -7,6 +7,11 @@ Python runtime (`executorch.runtime`) uses, so its static initializers register 
 into the runtime's operator registry: a plain `ctypes.CDLL` is enough, before or after
 `executorch.runtime` is imported. Load it once per process: a second, different library
 file that registers the same op aborts the process.
+
+`$EDGEKIT_KERNELS=/path/to/libedgekit_et_kernels.so` loads another build instead of
+build/kernels/'s, e.g. the scalar one (`EDGEKIT_SIMD=off bash kernels/build.sh PYTHON OUT.so`,
+tests/test_kernels_scalar.py). Set it before the first load, in a process that has not loaded
+the default library (a fresh subprocess).
 """
 
 from __future__ import annotations

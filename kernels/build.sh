@@ -8,10 +8,16 @@
 # different .so files registering the same op abort the process at load time.
 # Rebuilds only when a source/header/this script/libexecutorch.so is newer than OUT (~2 s).
 # Extra flags: EDGEKIT_KERNEL_CXXFLAGS (e.g. "-march=native"); EDGEKIT_KERNEL_FORCE=1 rebuilds.
+# EDGEKIT_SIMD=off builds the scalar fallbacks (what a CPU without AVX2/FMA runs): no -mavx2/-mfma,
+# and -mno-avx after EDGEKIT_KERNEL_CXXFLAGS, so no `__AVX2__`/`__FMA__` path is compiled in.
+# Give it its own OUT (tests/test_kernels_scalar.py: build/kernels-scalar/): the up-to-date
+# check compares times, not flags.
 set -euo pipefail
 
 PY=${1:?usage: build.sh PYTHON OUT.so}
 OUT=${2:?usage: build.sh PYTHON OUT.so}
+SIMD=${EDGEKIT_SIMD:-auto}
+case "$SIMD" in auto|off) ;; *) echo "build.sh: EDGEKIT_SIMD must be auto or off, got '$SIMD'" >&2; exit 1;; esac
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CXX=${CXX:-g++}
 
@@ -37,9 +43,16 @@ fi
 # them (a build/ copied to a CPU without AVX2 needs `make kernels` again), else the x86-64-v2
 # baseline; not -march=native, which would tie it to one CPU model. No -ffast-math: the
 # reductions vectorize through `omp simd reduction` (-fopenmp-simd, no OpenMP runtime).
+# EDGEKIT_SIMD=off: the x86-64-v2 baseline whatever this CPU has, and NOSIMD (after the extra
+# flags) turns AVX/AVX2/FMA off even under "-march=native". Elsewhere (aarch64) the kernels have
+# no intrinsics paths, so every build there is already the scalar one.
 ARCH=()
+NOSIMD=()
 if [ "$(uname -m)" = x86_64 ]; then
-  if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo 2>/dev/null; then
+  if [ "$SIMD" = off ]; then
+    ARCH=(-march=x86-64-v2)
+    NOSIMD=(-mno-avx -mno-fma)
+  elif grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo 2>/dev/null; then
     ARCH=(-march=x86-64-v2 -mavx2 -mfma)
   else
     ARCH=(-march=x86-64-v2)
@@ -50,11 +63,12 @@ mkdir -p "$(dirname "$OUT")"
 TMP="$OUT.tmp.$$"
 trap 'rm -f "$TMP"' EXIT
 # shellcheck disable=SC2086
-"$CXX" -std=c++17 -O3 -shared -fPIC -fopenmp-simd "${ARCH[@]}" ${EDGEKIT_KERNEL_CXXFLAGS:-} \
+"$CXX" -std=c++17 -O3 -shared -fPIC -fopenmp-simd "${ARCH[@]}" ${EDGEKIT_KERNEL_CXXFLAGS:-} "${NOSIMD[@]}" \
   -Wall -Wextra -Wno-unused-parameter \
   -DC10_USING_CUSTOM_GENERATED_MACROS -DET_EVENT_TRACER_ENABLED \
   -I"$ET/include" -I"$ET/include/executorch/runtime/core/portable_type/c10" \
   "${SRCS[@]}" -o "$TMP" \
   -L"$ET/lib" -lexecutorch -Wl,-rpath,"$ET/lib"
 mv -f "$TMP" "$OUT"  # atomic: a process that already mapped the old file keeps it intact
-echo "build.sh: built $OUT from ${#SRCS[@]} source(s)"
+if [ "$SIMD" = off ]; then echo "build.sh: built $OUT from ${#SRCS[@]} source(s), SIMD off"
+else echo "build.sh: built $OUT from ${#SRCS[@]} source(s)"; fi

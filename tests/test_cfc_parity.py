@@ -111,8 +111,8 @@ def test_live_module_export(ncps_models, tmp_path, case):
     from edgekit.export import export
     m, _, x, dt, ref = ncps_models[case]
     man = export(m, tmp_path, formats=("onnx",))
-    assert man["arch"] == CASES[case][0].lower() and man["input_kind"] == "features"
-    assert [s["name"] for s in man["inputs"]] == ["x", "dt"]
+    assert man.arch == CASES[case][0].lower() and man.input_kind == "features"
+    assert [s.name for s in man.inputs] == ["x", "dt"]
     sess = StreamingSession(tmp_path / "model.onnx")
     got = np.stack([sess.step((x[0, t].numpy(), dt[0, t].numpy())).copy() for t in range(50)])
     assert _rel(got, ref[:50]) <= TOL

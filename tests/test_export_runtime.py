@@ -47,7 +47,7 @@ def test_onnx_state_is_named_inputs_and_outputs(rwkv7_export):
 
 def test_manifest_describes_state(rwkv7_export):
     m = json.loads((rwkv7_export("fused") / "edgekit.json").read_text())
-    assert m["schema"] == "edgekit.manifest/1" and m["arch"] == "rwkv7"
+    assert m["schema"] == "edgekit.manifest/2" and m["arch"] == "rwkv7"
     wkv = next(s for s in m["state"] if s["name"] == "layers.0.wkv")
     assert wkv == {"name": "layers.0.wkv", "shape": [1, 4, 64, 64], "dtype": "float32", "bytes": 4 * 64 * 64 * 4}
     assert m["state_bytes"] == 4 * (4 * 64 * 64 * 4 + 2 * 256 * 4)
@@ -174,8 +174,7 @@ def test_onnx_external_data_for_large_models(rwkv7_ckpt, rwkv7_export, tmp_path,
     from edgekit.cli.export import export_to_dir
     monkeypatch.setattr(ox, "EXTERNAL_DATA_THRESHOLD", 1_000)
     m = export_to_dir(rwkv7_ckpt, tmp_path / "ext", ("onnx",), "fused", "buffers", 1, quiet=True)
-    entry = m["artifacts"]["onnx"]
-    assert entry["external_data"] == "model.onnx.data"
+    assert m.artifacts["onnx"].external_data == "model.onnx.data"
     assert (tmp_path / "ext" / "model.onnx").stat().st_size < 1_000_000
     assert (tmp_path / "ext" / "model.onnx.data").stat().st_size > 100_000_000
     assert sorted(p.name for p in (tmp_path / "ext").iterdir()) == ["edgekit.json", "model.onnx", "model.onnx.data"]

@@ -143,6 +143,6 @@ def test_pipelines_are_data_and_name_only_known_passes():
 def test_manifest_records_the_pipeline_that_ran(models, tmp_path):
     from edgekit.export import export
     m = export(models["mamba2"], tmp_path, formats=("onnx", "pte"), ops="fused")
-    for fmt, art in m["artifacts"].items():
-        assert art["passes"] == pipeline_for(fmt, "fused", art["state_style"])
-        assert all(art["passes_fired"][p] > 0 for p in art["passes"] if p in APPLIES and "mamba2" in APPLIES[p])
+    for fmt, art in m.artifacts.items():
+        assert list(art.passes) == pipeline_for(fmt, "fused", art.state_style)
+        assert all(art.passes_fired[p] > 0 for p in art.passes if "mamba2" in APPLIES[p])

@@ -126,7 +126,7 @@ def test_state_file_from_another_model(tmp_path, rwkv7_export, small_sd):
     from edgekit.runtimes.session import StreamingSession
     torch.save(small_sd, tmp_path / "other.pth")
     other = export_to_dir(tmp_path / "other.pth", tmp_path / "other", ("onnx",), "fused", "buffers", 1, quiet=True)
-    assert other["arch"] == "rwkv7"
+    assert other.arch == "rwkv7"
     s = StreamingSession(tmp_path / "other" / "model.onnx")
     s.feed([1, 2, 3])
     s.save_state(tmp_path / "other.state")

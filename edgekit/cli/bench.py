@@ -27,14 +27,14 @@ def bench_session(sess, steps: int, warmup: int = 16, seed: int = 0) -> dict:
     m = sess.manifest
 
     def draw(spec, n):
-        if spec["dtype"] == "int64":
-            return rng.integers(0, m["config"]["vocab_size"], size=(n, *spec["shape"]))
-        if spec["name"] == "dt":                          # irregular sampling intervals
-            return rng.uniform(0.5, 1.5, size=(n, *spec["shape"])).astype(np.float32)
-        return rng.standard_normal((n, *spec["shape"])).astype(np.float32)
+        if spec.dtype == "int64":
+            return rng.integers(0, m.config["vocab_size"], size=(n, *spec.shape))
+        if spec.name == "dt":                             # irregular sampling intervals
+            return rng.uniform(0.5, 1.5, size=(n, *spec.shape)).astype(np.float32)
+        return rng.standard_normal((n, *spec.shape)).astype(np.float32)
 
     def xs(n):
-        cols = [draw(s, n) for s in m["inputs"]]
+        cols = [draw(s, n) for s in m.inputs]
         return cols[0] if len(cols) == 1 else list(zip(*cols))
     for x in xs(warmup):
         sess.step(x)
@@ -64,7 +64,7 @@ def bench_session(sess, steps: int, warmup: int = 16, seed: int = 0) -> dict:
     c_loop = None
     run = getattr(sess.backend, "run_sequence", None)
     if run is not None:
-        cols = [draw(s, min(256, steps)) for s in m["inputs"]]    # 256 steps of y: 51 MB of LM logits
+        cols = [draw(s, min(256, steps)) for s in m.inputs]    # 256 steps of y: 51 MB of LM logits
         run([c[:16] for c in cols])                                   # warm
         t0 = time.perf_counter()
         ys = run(cols)
@@ -78,7 +78,7 @@ def bench_session(sess, steps: int, warmup: int = 16, seed: int = 0) -> dict:
             "steps": steps, "ms_per_step": statistics.median(times) * 1e3,
             "ms_per_step_mean": float(times.mean() * 1e3), "ms_per_step_c_loop": c_loop,
             "rss_mb_start": round(rss_start, 2),
-            "rss_mb_end": round(rss_end, 2), "state_bytes": m["state_bytes"], "finite": finite}
+            "rss_mb_end": round(rss_end, 2), "state_bytes": m.state_bytes, "finite": finite}
 
 
 def bench_cmd(

@@ -62,9 +62,9 @@ def demo_cmd(
     ckpt = make_demo_model(out / "rwkv7-demo.pth")
     con.print(f"demo model: {ckpt} (random weights, BlinkDL format, vocab 65536, C=256, L=2)")
     manifest = export_to_dir(ckpt, out / "rwkv7", ("onnx", "pte"), "fused", "buffers", 1, con)
-    for fmt, e in manifest["artifacts"].items():
-        con.print(f"exported {out / 'rwkv7' / e['file']}: {e['bytes'] / 1e6:.1f} MB, "
-                  f"edgekit ops {', '.join(e['ops_used']['edgekit'])}")
+    for fmt, e in manifest.artifacts.items():
+        con.print(f"exported {out / 'rwkv7' / e.file}: {e.bytes / 1e6:.1f} MB, "
+                  f"edgekit ops {', '.join(e.ops_used.get('edgekit', ()))}")
 
     table = Table(title=f"{tokens} tokens streamed after the prompt {PROMPT!r}")
     for col in ("backend", "artifact", "ms / token (median)", "state bytes", "same tokens as torch"):

@@ -10,11 +10,14 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from edgekit.errors import EdgekitError
 
-FORMAT_CHOICES = {"onnx": ("onnx",), "pte": ("pte",), "both": ("onnx", "pte")}
+from edgekit.formats import ARTIFACT_FORMATS
+
+# every artifact format by name, and "both" for all of them (from the format registry)
+FORMAT_CHOICES = {**{f: (f,) for f in ARTIFACT_FORMATS}, "both": ARTIFACT_FORMATS}
 
 
 def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: Console | None = None,
-                  quiet: bool = False, prefill: int = 0) -> dict:
+                  quiet: bool = False, prefill: int = 0):
     """`edgekit.export.export` with a progress bar (export itself is atomic per OUTDIR)."""
     from edgekit.export import export
     name = Path(str(src)).name if isinstance(src, (str, Path)) else type(src).__name__
@@ -39,13 +42,14 @@ def export_cmd(
 ) -> None:
     """Export a model as a single-step stateful graph, plus edgekit.json."""
     if format not in FORMAT_CHOICES:
-        raise EdgekitError(f"unknown --format '{format}'", expected="onnx, pte or both", fix="pass --format both")
+        raise EdgekitError(f"unknown --format '{format}'", expected=", ".join(FORMAT_CHOICES),
+                           fix="pass --format both")
     if quant != "none":
         raise EdgekitError(f"--quant {quant} is not available yet", expected="none",
                            fix="export without --quant; quantized export is on the roadmap")
     console = Console(stderr=True)
     manifest = export_to_dir(src, out, FORMAT_CHOICES[format], ops, state_style, batch, console, prefill=prefill)
-    for fmt, entry in manifest["artifacts"].items():
-        typer.echo(f"wrote {out / entry['file']} ({entry['bytes'] / 1e6:.1f} MB, ops: {manifest['ops']}"
-                   + (f", state: {entry['state_style']}" if fmt == "pte" else "") + ")")
-    typer.echo(f"wrote {out / 'edgekit.json'} (state {manifest['state_bytes']} bytes)")
+    for fmt, entry in manifest.artifacts.items():
+        typer.echo(f"wrote {out / entry.file} ({entry.bytes / 1e6:.1f} MB, ops: {manifest.ops}"
+                   + (f", state: {entry.state_style}" if fmt == "pte" else "") + ")")
+    typer.echo(f"wrote {out / 'edgekit.json'} (state {manifest.state_bytes} bytes)")

@@ -23,7 +23,7 @@ def parse_tokens(text: str) -> list[int]:
                            fix="pass e.g. --tokens 1,2,3") from None
 
 
-def read_feature_input(path: Path, manifest: dict) -> list[tuple[np.ndarray, ...]]:
+def read_feature_input(path: Path, manifest) -> list[tuple[np.ndarray, ...]]:
     """Per-step inputs of a feature model from a CSV or .npy file (docs/cfc.md).
 
     CSV: a header row naming the columns, one column per feature (in order) and an
@@ -31,13 +31,13 @@ def read_feature_input(path: Path, manifest: dict) -> list[tuple[np.ndarray, ...
     with dt in the last column. Returns one tuple per step, in the manifest's input order.
     """
     from edgekit._io import require_file
-    specs = manifest["inputs"]
-    feat = [s for s in specs if s["name"] != "dt"]
+    specs = manifest.inputs
+    feat = [s for s in specs if s.name != "dt"]
     if len(feat) != 1:
-        raise EdgekitError(f"--input cannot feed a model with inputs {[s['name'] for s in specs]}",
+        raise EdgekitError(f"--input cannot feed a model with inputs {[s.name for s in specs]}",
                            fix="use the Python API (StreamingSession.step) for this model")
-    n_feat = int(np.prod(feat[0]["shape"]))
-    has_dt = any(s["name"] == "dt" for s in specs)
+    n_feat = int(np.prod(feat[0].shape))
+    has_dt = any(s.name == "dt" for s in specs)
     path = require_file(path, "--input", "pass a .csv or .npy file")
     if path.suffix == ".npy":
         try:
@@ -90,14 +90,14 @@ def read_feature_input(path: Path, manifest: dict) -> list[tuple[np.ndarray, ...
                            expected="elapsed times dt > 0", fix="dt is the time since the previous sample")
     if not has_dt:
         return [(row.astype(np.float32),) for row in x]
-    order = [s["name"] for s in specs]
+    order = [s.name for s in specs]
     return [tuple(np.float32(d) if n == "dt" else row.astype(np.float32) for n in order)
             for row, d in zip(x, dt)]
 
 
-def _peek_manifest(artifact: Path) -> dict | None:
+def _peek_manifest(artifact: Path):
     """The artifact's manifest, or None for a checkpoint (no edgekit.json beside it)."""
-    from edgekit.export.manifest import FILENAME, read_manifest
+    from edgekit.artifact import FILENAME, read as read_manifest
     artifact = Path(artifact)
     if not (artifact.parent / FILENAME).is_file() and not (artifact / FILENAME).is_file():
         return None
@@ -154,13 +154,13 @@ def run_cmd(
     if manifest is None:                      # a checkpoint: the torch session knows it
         sess = StreamingSession(artifact, backend=backend, threads=threads)
         manifest = sess.manifest
-    features = manifest.get("input_kind") == "features"
+    features = manifest.input_kind == "features"
     if features and (prompt is not None or tokens is not None):
         flag = "--prompt" if prompt is not None else "--tokens"
-        raise EdgekitError(f"'{artifact}' is a {manifest['arch']} model that takes feature inputs, "
+        raise EdgekitError(f"'{artifact}' is a {manifest.arch} model that takes feature inputs, "
                            f"not {flag}", fix="pass --input data.csv (one column per feature, optional dt)")
     if not features and input_file is not None:
-        raise EdgekitError(f"'{artifact}' is a {manifest['arch']} model that takes token ids, not --input",
+        raise EdgekitError(f"'{artifact}' is a {manifest.arch} model that takes token ids, not --input",
                            fix="pass --prompt TEXT or --tokens 1,2,3")
     if features:
         xs = read_feature_input(input_file, manifest) if input_file is not None else []

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from edgekit import formats as fmts
+from edgekit.artifact import FILENAME, ArtifactEntry, Manifest, write
 from edgekit.errors import EdgekitError
-from edgekit.export.manifest import FILENAME, new_manifest, write_manifest
 from edgekit.models.base import RecurrentModel, load_model
-
-FORMATS = {"onnx": "model.onnx", "pte": "model.pte"}
-PREFILL = {"onnx": "prefill.onnx", "pte": "prefill.pte"}   # optional sequence-form graphs
-
-
-def _tokenizer_for(model) -> str | None:
-    """The tokenizer name a manifest records: the RWKV World vocabulary, or the name of
-    a tokenizer file (e.g. tokenizer.json) that export copies next to the artifact."""
-    from edgekit.tokenizer import WORLD_VOCAB
-    if model.arch == "rwkv7" and model.cfg.vocab_size == 65536:
-        return WORLD_VOCAB
-    f = getattr(model, "tokenizer_file", None)
-    return Path(f).name if f else None
-
 
 def _from_module(obj) -> RecurrentModel | None:
     """A live framework module (e.g. ncps.torch.CfC) converted by the first registered
@@ -45,9 +33,7 @@ def _from_module(obj) -> RecurrentModel | None:
 def _check_args(formats, ops, batch, state_style) -> str:
     from edgekit.export.executorch import DEFAULT_STATE_STYLE, STATE_STYLES
     for f in formats:
-        if f not in FORMATS:
-            raise EdgekitError(f"unknown format '{f}'", expected="onnx, pte or both",
-                               fix="pass --format onnx|pte|both")
+        fmts.by_name(f)
     if ops not in ("fused", "decomposed"):
         raise EdgekitError(f"unknown --ops '{ops}'", expected="fused or decomposed",
                            fix="pass --ops fused (custom ops) or --ops decomposed (stock ops only)")
@@ -62,7 +48,7 @@ def _check_args(formats, ops, batch, state_style) -> str:
 
 def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: int = 1,
            state_style: str | None = None, progress: Callable[[str], None] | None = None,
-           prefill: int = 0) -> dict:
+           prefill: int = 0) -> Manifest:
     """Export src (a checkpoint path, a RecurrentModel, or a module an architecture
     converts) to outdir. Returns the manifest.
 
@@ -89,10 +75,8 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
     tmp = Path(tempfile.mkdtemp(prefix=".edgekit-export-", dir=outdir))
     try:
         manifest = _export_into(model, tmp, formats, ops, batch, state_style, note, prefill)
-        files = [e[k] for e in manifest["artifacts"].values() for k in ("file", "external_data") if e.get(k)]
-        files += [manifest["tokenizer_file"]] if manifest.get("tokenizer_file") else []
-        stale = {"model.onnx", "model.onnx.data", "model.pte", "prefill.onnx", "prefill.onnx.data",
-                 "prefill.pte"} - set(files)
+        files = manifest.files()
+        stale = fmts.all_written_files() - set(files)
         for name in stale:
             if (outdir / name).exists():
                 (outdir / name).unlink()
@@ -110,36 +94,31 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _export_into(model, outdir: Path, formats, ops, batch, state_style, note, prefill: int = 0) -> dict:
-    from edgekit.export.executorch import export_pte
-    from edgekit.export.onnx import export_onnx
-
-    manifest = new_manifest(model, batch=batch, ops=ops, tokenizer=_tokenizer_for(model))
+def _export_into(model, outdir: Path, formats, ops, batch, state_style, note, prefill: int = 0) -> Manifest:
+    import json
+    import shutil
+    manifest = model.manifest(batch=batch, ops=ops)
     meta = {"edgekit.arch": model.arch, "edgekit.ops": ops,
-            "edgekit.manifest": ""}
-    for fmt in formats:
-        note(f"exporting {fmt}")
-        if fmt == "onnx":
-            import json
-            meta["edgekit.manifest"] = json.dumps({k: v for k, v in manifest.items() if k != "artifacts"})
-            manifest["artifacts"]["onnx"] = export_onnx(model, outdir / FORMATS["onnx"], ops=ops, batch=batch,
-                                                        metadata=meta)
-        else:
-            manifest["artifacts"]["pte"] = export_pte(model, outdir / FORMATS["pte"], ops=ops, batch=batch,
-                                                      state_style=state_style)
+            "edgekit.manifest": json.dumps(manifest.to_json(artifacts=False))}
+    for name in formats:
+        fmt = fmts.by_name(name)
+        kw = dict(ops=ops, batch=batch, state_style=state_style, metadata=meta)
+        note(f"exporting {name}")
+        manifest = manifest.with_artifact(name, _entry(fmt.export(model, outdir / fmt.file, **kw)))
         if prefill:
-            note(f"exporting {fmt} prefill (T={prefill})")
-            fn = export_onnx if fmt == "onnx" else export_pte
-            kw = {"metadata": meta} if fmt == "onnx" else {}
-            manifest["artifacts"][f"{fmt}_prefill"] = fn(model, outdir / PREFILL[fmt], ops=ops, batch=batch,
-                                                         seq_len=prefill, **kw)
-    tok = getattr(model, "tokenizer_file", None)
-    if tok:
-        import shutil
-        shutil.copyfile(tok, outdir / Path(tok).name)
-        manifest["tokenizer_file"] = Path(tok).name
-    write_manifest(outdir, manifest)
+            note(f"exporting {name} prefill (T={prefill})")
+            entry = fmt.export(model, outdir / fmt.prefill_file, seq_len=prefill, **kw)
+            manifest = manifest.with_artifact(f"{name}_prefill", _entry(entry))
+    tok = model.tokenizer()
+    if tok and tok.file:
+        shutil.copyfile(tok.file, outdir / tok.file.name)
+        manifest = replace(manifest, tokenizer_file=tok.file.name)
+    write(outdir, manifest)
     return manifest
+
+
+def _entry(d: dict) -> ArtifactEntry:
+    return ArtifactEntry.from_json(d, "the exporter")
 
 
 class _CallableModule(__import__("types").ModuleType):

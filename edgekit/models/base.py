@@ -42,6 +42,15 @@ class StateSpec:
                 "dtype": str(self.dtype).removeprefix("torch."), "bytes": self.nbytes}
 
 
+@dataclass(frozen=True)
+class TokenizerRef:
+    """The tokenizer a model's text goes through: a name the runtime resolves (the RWKV World
+    vocabulary, or a file name), and the file an export copies beside the artifact (or None)."""
+
+    name: str
+    file: Path | None = None
+
+
 class RecurrentModel(nn.Module):
     """Base class: one subclass per architecture, registered with `register_arch`."""
 
@@ -72,6 +81,12 @@ class RecurrentModel(nn.Module):
     def config_dict(self) -> dict:
         raise NotImplementedError
 
+    def tokenizer(self) -> TokenizerRef | None:
+        """The tokenizer of a token model: by default the checkpoint's own tokenizer file
+        (`tokenizer_file`, e.g. a Hugging Face directory's tokenizer.json), else None."""
+        f = getattr(self, "tokenizer_file", None)
+        return TokenizerRef(Path(f).name, Path(f)) if f else None
+
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "RecurrentModel":
         raise NotImplementedError
@@ -82,6 +97,21 @@ class RecurrentModel(nn.Module):
         raise NotImplementedError
 
     # -- shared helpers ----------------------------------------------------------------
+    def manifest(self, *, batch: int = 1, ops: str = "fused", quantization: str = "none",
+                 device: str | None = None):
+        """The artifact contract's facts about this model (edgekit/artifact.py), with no
+        artifacts yet: what an export records and what a torch-eager session reports."""
+        from edgekit import __version__
+        from edgekit.artifact import Manifest, TensorSpec
+        spec = lambda s: TensorSpec(s.name, tuple(s.shape), str(s.dtype).removeprefix("torch."))  # noqa: E731
+        tok = self.tokenizer()
+        return Manifest(arch=self.arch, model_id=model_fingerprint(self), config=self.config_dict(),
+                        input_kind=self.input_kind, batch=batch,
+                        inputs=tuple(spec(s) for s in self.input_spec(batch)), output=self.output_name,
+                        ops=ops, state=tuple(spec(s) for s in self.state_spec(batch)),
+                        quantization=quantization, device=device, tokenizer=tok.name if tok else None,
+                        edgekit_version=__version__)
+
     def state_bytes(self, batch: int = 1) -> int:
         return sum(s.nbytes for s in self.state_spec(batch))
 

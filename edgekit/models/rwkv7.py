@@ -32,7 +32,7 @@ from torch import nn
 
 import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
-from edgekit.models.base import RecurrentModel, StateSpec, register_arch
+from edgekit.models.base import RecurrentModel, StateSpec, TokenizerRef, register_arch
 from edgekit.models.layers import Linear
 
 edgekit_ops = torch.ops.edgekit   # the custom ops (edgekit/ops/): the math of each recurrence
@@ -237,6 +237,12 @@ class RWKV7(RecurrentModel):
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)
+
+    def tokenizer(self) -> TokenizerRef | None:
+        """The RWKV World vocabulary (shipped with the `rwkv` package) for the released vocab
+        size; None otherwise."""
+        from edgekit.tokenizer import WORLD_VOCAB
+        return TokenizerRef(WORLD_VOCAB) if self.cfg.vocab_size == 65536 else None
 
     def step(self, x, state):
         """tokens (B,) int64 -> logits (B, V)."""

@@ -47,21 +47,21 @@ class ExecuTorchBackend(Backend):
 
     name = "executorch"
 
-    def __init__(self, path: Path, entry: dict, n_inputs: int, threads: int | None = None,
-                 state_specs: list[dict] | None = None):
-        """entry: the manifest's artifact entry; state_specs: the manifest's "state" (needed
+    def __init__(self, path: Path, entry, n_inputs: int, threads: int | None = None,
+                 state_specs=None):
+        """entry: the manifest's ArtifactEntry; state_specs: the manifest's state TensorSpecs (needed
         with the state in buffers: their shapes and dtypes)."""
         from edgekit._io import native_stderr_captured
         with native_stderr_captured():
             from executorch.runtime import Runtime
             Runtime.get()             # registers the wheel's kernels and XNNPACK into libexecutorch
-        native = _load_kernel_library(required=bool(entry.get("kernel_library")))
+        native = _load_kernel_library(required=bool(entry.kernel_library))
         if threads is not None:
             if threads < 1:
                 raise EdgekitError(f"--threads {threads} is not positive", fix="pass --threads 1 or more")
             set_threads(threads)
         self.threads = thread_count()
-        self.style = entry["state_style"]
+        self.style = entry.state_style
         self.engine = (_NativeProgram if native else _PybindProgram)(Path(path), entry, n_inputs, state_specs or [])
         self.reset()
         if native and self.engine._state_io is None:
@@ -114,12 +114,12 @@ _NP = {"float32": np.float32, "int64": np.int64, "float16": np.float16, "int32":
 
 
 def _zeros(spec: dict) -> np.ndarray:
-    return np.zeros(spec["shape"], dtype=_NP[spec["dtype"]])
+    return np.zeros(spec.shape, dtype=_NP[spec.dtype])
 
 
-def _spec(specs: list[dict], name: str, path: Path) -> dict:
+def _spec(specs, name: str, path: Path):
     for s in specs:
-        if s["name"] == name:
+        if s.name == name:
             return s
     raise EdgekitError(f"'{path}': its manifest names state buffer '{name}' but lists no state '{name}'",
                        fix="the manifest is damaged; export again")
@@ -149,7 +149,7 @@ class _NativeProgram:
     state in buffers, `live` are numpy views of the method's own memory: writing them is
     writing the program's inputs and state."""
 
-    def __init__(self, path: Path, entry: dict, n_inputs: int, state_specs: list[dict]):
+    def __init__(self, path: Path, entry, n_inputs: int, state_specs):
         import ctypes
         import os
 
@@ -164,8 +164,8 @@ class _NativeProgram:
         # The runner owns the memory behind every view below: each view's base holds this
         # owner, so the runner is closed only once this program AND the last view are gone.
         owner = self._owner = _RunnerOwner(lib, h)
-        specs, self.y_spec = entry["inputs"], entry["outputs"][0]
-        style = entry["state_style"]
+        specs, self.y_spec = entry.inputs, entry.outputs[0]
+        style = entry.state_style
         n_prog = lib.edgekit_runner_num_inputs(h)
         want = len(specs) if style == "io" else n_inputs
         if n_prog != want:
@@ -176,12 +176,12 @@ class _NativeProgram:
         def view(ptr, spec, what):
             arr = _zeros(spec)
             if not ptr:
-                raise EdgekitError(f"'{path}': {what} '{spec['name']}' is not in the program "
+                raise EdgekitError(f"'{path}': {what} '{spec.name}' is not in the program "
                                    f"({lib.edgekit_runner_last_error().decode(errors='replace')})",
                                    fix="the .pte and edgekit.json are from different exports; export again")
             if nb.value != arr.nbytes:
-                raise EdgekitError(f"'{path}': {what} '{spec['name']}' has {nb.value} bytes in the program",
-                                   expected=f"{arr.nbytes} bytes, shape {tuple(spec['shape'])} {spec['dtype']} "
+                raise EdgekitError(f"'{path}': {what} '{spec.name}' has {nb.value} bytes in the program",
+                                   expected=f"{arr.nbytes} bytes, shape {spec.shape} {spec.dtype} "
                                             "(per edgekit.json)",
                                    fix="the .pte and edgekit.json are from different exports; export again")
             raw = (ctypes.c_char * arr.nbytes).from_address(ptr)
@@ -196,10 +196,10 @@ class _NativeProgram:
         if style == "buffers":
             self.live = {n: view(lib.edgekit_runner_attribute(h, b.encode(), ctypes.byref(nb)),
                                  _spec(state_specs, n, path), "state buffer")
-                         for n, b in entry["state_buffers"].items()}
+                         for n, b in entry.state_buffers.items()}
             self._state_io = None
         else:
-            self.live = {s["name"]: _zeros(s) for s in specs[n_inputs:]}
+            self.live = {s.name: _zeros(s) for s in specs[n_inputs:]}
             self._state_io = list(zip(ins[n_inputs:], self.live.values()))
         self._path = path
 
@@ -257,7 +257,7 @@ class _NativeProgram:
 class _PybindProgram:
     """The .pte's forward method on the executorch wheel's Python binding."""
 
-    def __init__(self, path: Path, entry: dict, n_inputs: int, state_specs: list[dict]):
+    def __init__(self, path: Path, entry, n_inputs: int, state_specs):
         import torch
 
         from edgekit._io import native_stderr_captured
@@ -274,18 +274,18 @@ class _PybindProgram:
         except Exception as e:
             raise _load_error(path, entry, f"method 'forward' could not be loaded ({_first(e)})", log.text) from None
         self._program = program
-        self.style = entry["state_style"]
-        self.tx = [torch.zeros(s["shape"], dtype=getattr(torch, s["dtype"])) for s in entry["inputs"][:n_inputs]]
+        self.style = entry.state_style
+        self.tx = [torch.zeros(s.shape, dtype=getattr(torch, s.dtype)) for s in entry.inputs[:n_inputs]]
         # numpy views of the input tensors: a step writes into them (a numpy assignment of a
         # small input is ~0.5 us; torch.from_numpy + copy_ was ~4 us per input)
         self.xs = [t.numpy() for t in self.tx]
         if self.style == "buffers":
             raw = self.method._method
-            self.live = {n: raw.get_attribute(b).numpy() for n, b in entry["state_buffers"].items()}
+            self.live = {n: raw.get_attribute(b).numpy() for n, b in entry.state_buffers.items()}
             self.names = list(self.live)
         else:
-            self.names = [s["name"] for s in entry["inputs"][n_inputs:]]
-            self.live = {s["name"]: _zeros(s) for s in entry["inputs"][n_inputs:]}
+            self.names = [s.name for s in entry.inputs[n_inputs:]]
+            self.live = {s.name: _zeros(s) for s in entry.inputs[n_inputs:]}
 
     def run(self) -> np.ndarray:
         import torch
@@ -305,13 +305,13 @@ class _PybindProgram:
         return out[0].numpy()
 
 
-def _load_error(path: Path, entry: dict, reason: str, native_log: str) -> EdgekitError:
+def _load_error(path: Path, entry, reason: str, native_log: str) -> EdgekitError:
     """One line for a .pte that does not load: a corrupt file, or a method whose operators
     this process lacks (an edgekit kernel library older than the export)."""
     msg = reason + _why(native_log)
     if "not a loadable" in reason or "cannot map" in reason:
         return EdgekitError(msg, fix="the file is truncated or corrupt; export it again")
-    if entry.get("kernel_library") and ("OperatorMissing" in msg or "Missing operator" in msg):
+    if entry.kernel_library and ("OperatorMissing" in msg or "Missing operator" in msg):
         from edgekit.kernels import kernel_library_path
         return EdgekitError(f"'{path}' needs edgekit kernels that {kernel_library_path()} lacks ({msg})",
                             fix="rebuild the library with `make setup` (or `make kernels`)")

@@ -21,8 +21,8 @@ _DT = {"float32": np.float32, "int64": np.int64, "float16": np.float16, "int32":
 class OrtBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: Path, entry: dict, n_inputs: int, threads: int | None = None,
-                 state_specs: list[dict] | None = None):
+    def __init__(self, path: Path, entry, n_inputs: int, threads: int | None = None,
+                 state_specs=None):
         """state_specs (the manifest's) is not needed: the state is the graph's extra inputs."""
         import onnxruntime as ort
         opts = ort.SessionOptions()
@@ -47,10 +47,10 @@ class OrtBackend(Backend):
             raise EdgekitError(f"'{path}' could not be loaded by onnxruntime ({first})",
                                fix="the file is truncated or corrupt; export it again") from None
         self.threads = threads
-        x_specs, state_in = entry["inputs"][:n_inputs], entry["inputs"][n_inputs:]
-        self.y_spec, *state_out = entry["outputs"]
-        self.names = [s["name"] for s in state_in]
-        mk = lambda s: np.zeros(s["shape"], dtype=_DT[s["dtype"]])  # noqa: E731
+        x_specs, state_in = entry.inputs[:n_inputs], entry.inputs[n_inputs:]
+        self.y_spec, *state_out = entry.outputs
+        self.names = [s.name for s in state_in]
+        mk = lambda s: np.zeros(s.shape, dtype=_DT[s.dtype])  # noqa: E731
         self.xs = [mk(s) for s in x_specs]
         self.y = mk(self.y_spec)
         self.sets = [[mk(s) for s in state_in], [mk(s) for s in state_in]]
@@ -58,11 +58,11 @@ class OrtBackend(Backend):
         for src, dst in ((0, 1), (1, 0)):
             io = self.sess.io_binding()
             for s, buf in zip(x_specs, self.xs):
-                io.bind_cpu_input(s["name"], buf)
+                io.bind_cpu_input(s.name, buf)
             for s_in, s_out, a, b in zip(state_in, state_out, self.sets[src], self.sets[dst]):
-                io.bind_ortvalue_input(s_in["name"], ort.OrtValue.ortvalue_from_numpy(a))
-                io.bind_ortvalue_output(s_out["name"], ort.OrtValue.ortvalue_from_numpy(b))
-            io.bind_ortvalue_output(self.y_spec["name"], ort.OrtValue.ortvalue_from_numpy(self.y))
+                io.bind_ortvalue_input(s_in.name, ort.OrtValue.ortvalue_from_numpy(a))
+                io.bind_ortvalue_output(s_out.name, ort.OrtValue.ortvalue_from_numpy(b))
+            io.bind_ortvalue_output(self.y_spec.name, ort.OrtValue.ortvalue_from_numpy(self.y))
             self.bindings.append(io)
         self.cur = 0          # index of the set holding the live state
 

@@ -17,12 +17,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from edgekit import artifact as _artifact, formats
 from edgekit.errors import EdgekitError
-from edgekit.export.manifest import read_manifest
 from edgekit.runtimes import state as state_io
 
-SUFFIX_FORMAT = {".onnx": "onnx", ".pte": "pte"}
-BACKENDS = ("onnxruntime", "executorch", "torch")
+BACKENDS = formats.BACKENDS
 
 
 def _pin_malloc_thresholds() -> None:
@@ -58,84 +57,72 @@ class StreamingSession:
     def __init__(self, artifact, *, backend: str | None = None, threads: int | None = None):
         _pin_malloc_thresholds()
         artifact = Path(artifact)
-        if backend is not None and backend not in BACKENDS:
-            raise EdgekitError(f"unknown backend '{backend}'", expected=", ".join(BACKENDS),
-                               fix="pass --backend onnxruntime|executorch|torch")
-        from edgekit.export.manifest import FILENAME
-        is_checkpoint = (artifact.is_file() and artifact.suffix not in SUFFIX_FORMAT) or \
-            (artifact.is_dir() and not (artifact / FILENAME).exists() and (artifact / "config.json").exists())
+        if backend is not None:
+            formats.by_backend(backend)                  # an unknown name: one clear error
+        is_checkpoint = (artifact.is_file() and formats.by_suffix(artifact) is None) or \
+            (artifact.is_dir() and not (artifact / _artifact.FILENAME).exists() and (artifact / "config.json").exists())
         if is_checkpoint:
-            self._init_torch(artifact, threads)           # a checkpoint: run it eagerly
+            if backend not in (None, formats.CHECKPOINT.backend):
+                raise EdgekitError(f"backend '{backend}' cannot run the checkpoint '{artifact}'",
+                                   fix="export it first (edgekit export), or use --backend torch")
+            self.manifest, self.backend, self.base_dir = formats.CHECKPOINT.open(artifact, None, None, threads)
+            self.artifact_path, self.format = artifact, formats.CHECKPOINT.name
         else:
             self._init_artifact(artifact, backend, threads)
         self.position = 0
         self.last_y: np.ndarray | None = None
-        self._batch1 = self.manifest["batch"] == 1
+        self._batch1 = self.manifest.batch == 1
 
     _facts: list[_InputFacts] | None = None
     prefill = None          # a backend running the sequence form over chunks of prefill_len
     prefill_len = 0
 
     # -- construction ------------------------------------------------------------------
-    def _init_torch(self, path: Path, threads):
-        from edgekit.export import _tokenizer_for
-        from edgekit.export.manifest import new_manifest
-        from edgekit.models import load_model
-        from edgekit.runtimes.torch import TorchBackend
-        model = load_model(path)
-        self.manifest = new_manifest(model, batch=1, ops="fused", tokenizer=_tokenizer_for(model))
-        self.artifact_path, self.format = path, "torch"
-        self.backend = TorchBackend(model, threads=threads)
-        tok = getattr(model, "tokenizer_file", None)
-        self.base_dir = Path(tok).parent if tok else path.parent
-
-    def _init_artifact(self, artifact: Path, backend, threads):
-        self.manifest, mpath = read_manifest(artifact)
-        arts = self.manifest["artifacts"]
-        if artifact.is_dir():
-            fmt = {"onnxruntime": "onnx", "executorch": "pte"}.get(backend) or \
-                ("pte" if "pte" in arts else "onnx")
+    def _init_artifact(self, path: Path, backend, threads):
+        self.manifest, mpath = _artifact.read(path)
+        arts = self.manifest.artifacts
+        if path.is_dir():
+            fmt = formats.by_backend(backend) if backend else \
+                next((f for f in reversed(formats.FORMATS.values()) if f.name in arts), None)
+            if fmt is None:
+                raise EdgekitError(f"'{mpath}' lists no artifact", fix="export again")
         else:
-            fmt = SUFFIX_FORMAT[artifact.suffix]
-        if fmt not in arts:
-            raise EdgekitError(f"'{mpath}' lists no {fmt} artifact", expected=", ".join(arts) or "one",
-                               fix=f"export with --format {fmt}")
-        entry = arts[fmt]
-        path = mpath.parent / entry["file"]
+            fmt = formats.by_suffix(path)
+            if backend not in (None, fmt.backend):
+                raise EdgekitError(f"backend '{backend}' cannot run {path.name}", fix=f"use --backend {fmt.backend}")
+        if fmt.name not in arts:
+            raise EdgekitError(f"'{mpath}' lists no {fmt.name} artifact", expected=", ".join(arts) or "one",
+                               fix=f"export with --format {fmt.name}")
+        entry = arts[fmt.name]
+        file = self._checked_file(mpath, entry)
+        self.artifact_path, self.format, self.base_dir = file, fmt.name, mpath.parent
+        pentry = arts.get(f"{fmt.name}_prefill")
+        if pentry and (mpath.parent / pentry.file).is_file():
+            self.prefill = fmt.open(self._checked_file(mpath, pentry), pentry, self.manifest, threads)
+            self.prefill_len = pentry.seq_len
+        self.backend = fmt.open(file, entry, self.manifest, threads)
+
+    @staticmethod
+    def _checked_file(mpath: Path, entry) -> Path:
+        """The artifact file an entry names: in the manifest's folder, present, of its size."""
+        path = mpath.parent / entry.file
         if not path.is_file():
             raise EdgekitError(f"artifact '{path}' named by {mpath.name} is missing", fix="export again")
-        if path.stat().st_size != entry["bytes"]:
+        if path.stat().st_size != entry.bytes:
             raise EdgekitError(f"artifact '{path}' has {path.stat().st_size} bytes",
-                               expected=f"{entry['bytes']} bytes (per {mpath.name})",
+                               expected=f"{entry.bytes} bytes (per {mpath.name})",
                                fix="the file is truncated or was replaced; export it again")
-        self.artifact_path, self.format, self.base_dir = path, fmt, mpath.parent
-        n_in = len(self.manifest["inputs"])
-        pentry = arts.get(f"{fmt}_prefill")
-        if pentry and (mpath.parent / pentry["file"]).is_file():
-            cls = _backend_class(fmt)
-            self.prefill = cls(mpath.parent / pentry["file"], pentry, n_in, threads, state_specs=self.manifest["state"])
-            self.prefill_len = pentry["seq_len"]
-        if fmt == "onnx":
-            if backend not in (None, "onnxruntime"):
-                raise EdgekitError(f"backend '{backend}' cannot run {path.name}", fix="use --backend onnxruntime")
-            from edgekit.runtimes.ort import OrtBackend
-            self.backend = OrtBackend(path, entry, len(self.manifest["inputs"]), threads)
-        else:
-            if backend not in (None, "executorch"):
-                raise EdgekitError(f"backend '{backend}' cannot run {path.name}", fix="use --backend executorch")
-            from edgekit.runtimes.executorch import ExecuTorchBackend
-            self.backend = ExecuTorchBackend(path, entry, len(self.manifest["inputs"]), threads,
-                                             state_specs=self.manifest["state"])
+        return path
 
     # -- facts -------------------------------------------------------------------------
     @property
     def state_bytes(self) -> int:
-        return self.manifest["state_bytes"]
+        return self.manifest.state_bytes
 
     @property
     def tokenizer(self):
         from edgekit.tokenizer import get_tokenizer
-        return get_tokenizer(self.manifest.get("tokenizer"), self.base_dir)
+        return get_tokenizer(self.manifest.tokenizer, self.base_dir)
 
     # -- streaming ---------------------------------------------------------------------
     def step(self, x) -> np.ndarray:
@@ -175,11 +162,11 @@ class StreamingSession:
         a few microseconds: looking these up in the manifest every step cost ~6 us)."""
         facts = self._facts
         if facts is None:
-            V = self.manifest["config"].get("vocab_size")
+            V = self.manifest.config.get("vocab_size")
             facts = self._facts = [
-                _InputFacts(s["name"], np.dtype(s["dtype"]), tuple(s["shape"]), int(np.prod(s["shape"])),
-                            (V if V is not None else -1) if s["dtype"] == "int64" else 0)
-                for s in self.manifest["inputs"]]
+                _InputFacts(s.name, np.dtype(s.dtype), s.shape, int(np.prod(s.shape)),
+                            (V if isinstance(V, int) else -1) if s.dtype == "int64" else 0)
+                for s in self.manifest.inputs]
         return facts
 
     def stream(self, xs, chunk: int = 4096):
@@ -212,7 +199,7 @@ class StreamingSession:
                 ys = np.stack([np.array(self.backend.step([c[t] for c in cols])) for t in range(n)])
             self.position += n
             self.last_y = np.array(ys[-1])
-            yield ys[:, 0] if self.manifest["batch"] == 1 else ys
+            yield ys[:, 0] if self._batch1 else ys
 
     def feed(self, xs: Iterable) -> np.ndarray | None:
         """Consume a sequence (a prompt); returns the last step's output."""
@@ -225,7 +212,7 @@ class StreamingSession:
         prefill graph when there is one (export --prefill T), the rest step by step."""
         xs = list(xs)
         ys, i = [], 0
-        if self.prefill is not None and len(self.manifest["inputs"]) == 1 and self.manifest["batch"] == 1:
+        if self.prefill is not None and len(self.manifest.inputs) == 1 and self._batch1:
             T = self.prefill_len
             while len(xs) - i >= T:
                 chunk = [self._check_inputs(x)[0] for x in xs[i:i + T]]
@@ -288,14 +275,6 @@ class StreamingSession:
         self.backend.set_state(state)
         self.position = position
         self.last_y = last
-
-
-def _backend_class(fmt: str):
-    if fmt == "onnx":
-        from edgekit.runtimes.ort import OrtBackend
-        return OrtBackend
-    from edgekit.runtimes.executorch import ExecuTorchBackend
-    return ExecuTorchBackend
 
 
 def _sample_top_p(logits: np.ndarray, top_p: float, temperature: float, rng) -> int:

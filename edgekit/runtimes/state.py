@@ -36,20 +36,20 @@ def _payload_sha(arrays: list[np.ndarray], position: str) -> str:
     return h.hexdigest()
 
 
-def _spec_json(manifest: dict) -> list[dict]:
-    return [{"name": s["name"], "shape": s["shape"], "dtype": s["dtype"]} for s in manifest["state"]]
+def _spec_json(manifest) -> list[dict]:
+    return [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in manifest.state]
 
 
 LAST_OUTPUT = "_last_output"   # the model's last output (logits), so generation can resume
 
 
-def save_state(path, manifest: dict, state: dict[str, np.ndarray], position: int,
+def save_state(path, manifest, state: dict[str, np.ndarray], position: int,
                last_output: np.ndarray | None = None) -> Path:
     from safetensors.numpy import save_file
     spec = _spec_json(manifest)
     arrays = [np.ascontiguousarray(state[s["name"]]) for s in spec]
     extra = {} if last_output is None else {LAST_OUTPUT: np.ascontiguousarray(last_output)}
-    meta = {"edgekit_state": STATE_FORMAT, "arch": manifest["arch"], "model_id": manifest.get("model_id", ""),
+    meta = {"edgekit_state": STATE_FORMAT, "arch": manifest.arch, "model_id": manifest.model_id,
             "spec": json.dumps(spec), "position": str(position),
             "payload_sha256": _payload_sha(arrays + list(extra.values()), str(position))}
     path = Path(path)
@@ -58,7 +58,7 @@ def save_state(path, manifest: dict, state: dict[str, np.ndarray], position: int
     return path
 
 
-def load_state(path, manifest: dict) -> tuple[dict[str, np.ndarray], int, np.ndarray | None]:
+def load_state(path, manifest) -> tuple[dict[str, np.ndarray], int, np.ndarray | None]:
     from safetensors import SafetensorError, safe_open
     path = Path(path)
     if not path.is_file():
@@ -73,10 +73,10 @@ def load_state(path, manifest: dict) -> tuple[dict[str, np.ndarray], int, np.nda
     if meta.get("edgekit_state") != STATE_FORMAT:
         raise EdgekitError(f"state file '{path}' has format {meta.get('edgekit_state')!r}",
                            expected=repr(STATE_FORMAT), fix="save the state again with this edgekit version")
-    if meta.get("arch") != manifest["arch"] or meta.get("model_id", "") != manifest.get("model_id", ""):
+    if meta.get("arch") != manifest.arch or meta.get("model_id", "") != manifest.model_id:
         raise EdgekitError(f"state file '{path}' was saved from another model "
                            f"({meta.get('arch')} {meta.get('model_id', '')[:12]})",
-                           expected=f"{manifest['arch']} {manifest.get('model_id', '')[:12]}",
+                           expected=f"{manifest.arch} {manifest.model_id[:12]}",
                            fix="load a state saved from this model, or start fresh without --state-in")
     spec = _spec_json(manifest)
     if json.loads(meta.get("spec", "[]")) != spec:

@@ -3,10 +3,22 @@ path (and the only one that needs no export)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from edgekit.runtimes.base import Backend
+
+
+def open_checkpoint(path: Path, threads: int | None = None):
+    """A checkpoint (any registered architecture) as (manifest, TorchBackend, the folder its
+    tokenizer file is in)."""
+    from edgekit.models import load_model
+    model = load_model(path)
+    tok = model.tokenizer()
+    base = tok.file.parent if tok and tok.file else Path(path).parent
+    return model.manifest(batch=1, ops="fused"), TorchBackend(model, threads=threads), base
 
 
 class TorchBackend(Backend):

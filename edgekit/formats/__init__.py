@@ -1,0 +1,96 @@
+"""The format registry: each way edgekit writes or runs a model is one entry here (STYLE.md
+§14), and the CLI's choices, suffix dispatch, `--backend`, and the stale-file cleanup of an
+export folder all come from it. Adding a format is one module and one line below.
+
+A `Format` knows its file names, how to export a model to it (`export`, for artifact
+formats), and how to open it as a `Backend` (`open`). The entries import their exporter and
+runtime only when called, so reading this registry loads neither torch nor a runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgekit.errors import EdgekitError
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str                       # "onnx" | "pte" | "checkpoint"; the manifest's artifact key
+    backend: str                    # the runtime that runs it: "onnxruntime" | "executorch" | "torch"
+    suffix: str | None = None       # ".onnx"
+    file: str | None = None         # what an export writes: "model.onnx"
+    prefill_file: str | None = None # the sequence-form graph (--prefill T): "prefill.onnx"
+    side_files: tuple[str, ...] = ()   # files an export may write beside (external data)
+    export: Callable | None = None  # (model, path, *, ops, batch, state_style, seq_len, metadata) -> entry dict
+    open: Callable | None = None    # (path, entry: ArtifactEntry, manifest: Manifest, threads) -> Backend
+
+    def written_files(self) -> tuple[str, ...]:
+        """Every file name an export of this format can leave in its folder."""
+        return tuple(f for f in (self.file, self.prefill_file, *self.side_files) if f)
+
+
+def _export_onnx(model, path, *, ops, batch, state_style=None, seq_len=None, metadata=None):
+    from edgekit.export.onnx import export_onnx
+    return export_onnx(model, path, ops=ops, batch=batch, seq_len=seq_len, metadata=metadata)
+
+
+def _open_onnx(path, entry, manifest, threads):
+    from edgekit.runtimes.ort import OrtBackend
+    return OrtBackend(path, entry, len(manifest.inputs), threads)
+
+
+def _export_pte(model, path, *, ops, batch, state_style=None, seq_len=None, metadata=None):
+    from edgekit.export.executorch import DEFAULT_STATE_STYLE, export_pte
+    return export_pte(model, path, ops=ops, batch=batch, state_style=state_style or DEFAULT_STATE_STYLE,
+                      seq_len=seq_len)
+
+
+def _open_pte(path, entry, manifest, threads):
+    from edgekit.runtimes.executorch import ExecuTorchBackend
+    return ExecuTorchBackend(path, entry, len(manifest.inputs), threads, state_specs=manifest.state)
+
+
+def _open_checkpoint(path, entry, manifest, threads):
+    """A checkpoint runs in torch eager: (manifest made from the model, backend)."""
+    from edgekit.runtimes.torch import open_checkpoint
+    return open_checkpoint(path, threads)
+
+
+FORMATS: dict[str, Format] = {
+    "onnx": Format("onnx", "onnxruntime", ".onnx", "model.onnx", "prefill.onnx",
+                   ("model.onnx.data", "prefill.onnx.data"), _export_onnx, _open_onnx),
+    "pte": Format("pte", "executorch", ".pte", "model.pte", "prefill.pte", (), _export_pte, _open_pte),
+}
+# Not an export target: a checkpoint path given to a session or `edgekit run` runs eagerly.
+CHECKPOINT = Format("checkpoint", "torch", open=_open_checkpoint)
+
+ARTIFACT_FORMATS = tuple(FORMATS)                        # what `edgekit export --format` takes
+BACKENDS = tuple(f.backend for f in (*FORMATS.values(), CHECKPOINT))
+
+
+def by_name(name: str) -> Format:
+    if name not in FORMATS:
+        raise EdgekitError(f"unknown format '{name}'", expected=", ".join(FORMATS) + " or both",
+                           fix="pass --format " + "|".join(FORMATS) + "|both")
+    return FORMATS[name]
+
+
+def by_suffix(path: Path) -> Format | None:
+    """The artifact format of a file name, None for anything else (a checkpoint, a folder)."""
+    return next((f for f in FORMATS.values() if f.suffix == Path(path).suffix), None)
+
+
+def by_backend(backend: str) -> Format:
+    for f in (*FORMATS.values(), CHECKPOINT):
+        if f.backend == backend:
+            return f
+    raise EdgekitError(f"unknown backend '{backend}'", expected=", ".join(BACKENDS),
+                       fix="pass --backend " + "|".join(BACKENDS))
+
+
+def all_written_files() -> set[str]:
+    """Every file name an export can write (the cleanup of a folder's stale artifacts)."""
+    return {n for f in FORMATS.values() for n in f.written_files()}
