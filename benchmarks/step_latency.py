@@ -22,6 +22,12 @@ of rest and 8 untimed steps, so the block is timed in steady state): the memory 
 these shared machines drifts by ±30% within seconds, so "x floor" is the median over rounds
 of each block's time over the floor measured next to it. The table
 header shows the median and the range of all bandwidth samples.
+
+Stability and memory (`--processes N`, default 5): the fused `.pte` (state in buffers) and
+the fused `.onnx` are each stepped in N fresh processes, one after another on the otherwise
+idle machine; each reports its median time per token and its resident memory after decoding.
+The table gives the median, the range and the spread (slowest / fastest - 1) over the
+processes, and decode RSS next to the artifact's weight bytes (the file's size).
 """
 
 from __future__ import annotations
@@ -193,6 +199,65 @@ class _CLoop:
         return lambda: self.sess.backend.run_sequence(cols)
 
 
+_FRESH = r"""
+import json, os, statistics, sys, time
+import numpy as np
+from edgekit.runtimes.session import StreamingSession
+art, steps = sys.argv[1], int(sys.argv[2])
+sess = StreamingSession(art)
+rng = np.random.default_rng(0)
+specs = sess._input_facts()
+def x():
+    cols = [rng.integers(0, max(f.vocab, 2), f.shape) if f.vocab else
+            (rng.uniform(0.5, 1.5, f.shape) if f.name == "dt" else rng.standard_normal(f.shape)).astype(f.dtype)
+            for f in specs]
+    return cols[0] if len(cols) == 1 else tuple(cols)
+for _ in range(32):
+    sess.step(x())
+t = []
+for _ in range(steps):
+    xi = x()
+    t0 = time.perf_counter()
+    sess.step(xi)
+    t.append(time.perf_counter() - t0)
+with open("/proc/self/statm") as f:
+    rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+print(json.dumps({"ms": statistics.median(t) * 1e3, "rss_mb": rss / 2**20}))
+"""
+
+
+def fresh_processes(art: Path, n: int, steps: int) -> dict:
+    """Median ms/token and decode RSS of `art` in n fresh processes, one at a time."""
+    import subprocess
+    runs = []
+    for _ in range(n):
+        r = subprocess.run([sys.executable, "-c", _FRESH, str(art), str(steps)], capture_output=True, text=True,
+                           cwd=REPO, timeout=1800)
+        if r.returncode != 0:
+            raise RuntimeError(f"fresh process on {art} failed: {r.stderr[-1500:]}")
+        runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    ms = [r["ms"] for r in runs]
+    weights = sum((art.parent / f).stat().st_size for f in (art.name, art.name + ".data")
+                  if (art.parent / f).exists())
+    return {"artifact": str(art), "ms_per_process": ms, "ms_median": statistics.median(ms),
+            "spread": max(ms) / min(ms) - 1, "rss_mb_per_process": [r["rss_mb"] for r in runs],
+            "rss_mb_median": statistics.median(r["rss_mb"] for r in runs), "artifact_mb": weights / 2**20}
+
+
+def print_fresh(res, console):
+    from rich.table import Table
+    t = Table(title=f"{res['case']}: {len(res['fresh'][0]['ms_per_process'])} fresh processes each "
+                    "(stability) and decode RSS vs the artifact's size")
+    for c in ("artifact", "ms/token median", "range", "spread", "decode RSS", "artifact size", "RSS / size"):
+        t.add_column(c, justify="left" if c == "artifact" else "right")
+    for f in res["fresh"]:
+        t.add_row(Path(f["artifact"]).parent.name + "/" + Path(f["artifact"]).name, _fmt_time(f["ms_median"]),
+                  f"{_fmt_time(min(f['ms_per_process']))} - {_fmt_time(max(f['ms_per_process']))}",
+                  f"{f['spread'] * 100:.1f}%", f"{f['rss_mb_median']:.0f} MB", f"{f['artifact_mb']:.0f} MB",
+                  f"{f['rss_mb_median'] / f['artifact_mb']:.2f}x")
+    console.print(t)
+
+
 def _fmt_time(ms: float) -> str:
     return f"{ms * 1e3:.1f} us" if ms < 0.1 else f"{ms:.2f} ms"
 
@@ -228,6 +293,8 @@ def main(argv=None):
     ap.add_argument("--no-oracle", action="store_true")
     ap.add_argument("--buffers-only", action="store_true",
                     help="skip the .pte state=io exports (halves export time)")
+    ap.add_argument("--processes", type=int, default=5,
+                    help="fresh processes per artifact for the stability / decode-RSS table (0: skip)")
     ap.add_argument("--no-c-loop", action="store_true",
                     help="skip the rows of .pte files stepped in C++ (edgekit_runner_run)")
     args = ap.parse_args(argv)
@@ -243,6 +310,11 @@ def main(argv=None):
         res = time_case(case, max(args.steps, getattr(case, "MIN_STEPS", 0)), args.rounds, args.work / case.NAME, console, args.no_oracle,
                         ("buffers",) if args.buffers_only else ("buffers", "io"), not args.no_c_loop)
         print_case(res, console)
+        if args.processes:
+            work = args.work / case.NAME / "fused-buffers"
+            res["fresh"] = [fresh_processes(work / f, args.processes, max(args.steps, 64))
+                            for f in ("model.pte", "model.onnx")]
+            print_fresh(res, console)
         results.append(res)
         gc.collect()
     if args.json:

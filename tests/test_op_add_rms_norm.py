@@ -13,7 +13,8 @@ import torch
 
 import edgekit.ops  # noqa: F401
 from edgekit.ops.add_rms_norm import reference
-from test_op_mamba_step import OpRunners, close, rows_prefill_then_steps, rows_split_equals_whole
+from op_battery import (close, cpp_kernel_refuses_like_python, dynamic_dim, OpRunners,
+                        rows_prefill_then_steps, rows_split_equals_whole)
 
 BATTERY_OPS = ("add_rms_norm",)  # read by test_registry.py
 B = 2
@@ -91,12 +92,12 @@ def test_bad_shapes_rejected():
         torch.ops.edgekit.add_rms_norm(x.double(), r, w, eps)
 
 
-def test_bad_shapes_rejected_by_cpp_kernel(runners):
-    """The C++ kernel checks shapes itself: a mismatched weight fails, it does not crash."""
-    x, r, w, eps = inputs(1, 37)
-    runners.et(x, r, w, eps)
-    with pytest.raises(Exception):
-        runners.et(x, r, torch.ones(36), eps)
+def test_bad_shapes_rejected_by_cpp_kernel(tmp_path):
+    """Inputs that disagree with each other (a dynamic dim lets them past ExecuTorch's own
+    input checks) reach the C++ kernel, which refuses them with the validator's words."""
+    args = list(inputs(1, 37))
+    bad = [*args[:2], torch.ones(36), args[3]]
+    cpp_kernel_refuses_like_python("add_rms_norm", args, bad, dynamic_dim(args, {2: 0}), tmp_path)
 
 
 def test_aliased_outputs_rejected():

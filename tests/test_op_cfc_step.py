@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import edgekit.ops  # noqa: F401
+from op_battery import close, cpp_kernel_refuses_like_python, dynamic_dim, OpRunners, ort_run as run_in_ort
 from edgekit.ops.cfc_step import _ARGS, cell_loop, decode_cfg, make_cfg, reference
 
 BATTERY_OPS = ("cfc_step",)  # read by test_registry.py
@@ -28,53 +29,23 @@ def inputs(T, mode="default", n_bb=1, seed=0, B=B, I=I, U=U, Z=Z, scale=0.25):
             r(Lx, Z, Z), r(Lx, Z), r(d_in, K), r(K), r(2, U).abs(), make_cfg(mode, n_bb, "lecun_tanh")]
 
 
-class OpOnly(torch.nn.Module):
-    def forward(self, *args):
-        return torch.ops.edgekit.cfc_step(*args)
-
-
-def close(a, b, tol=1e-5):
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6)) < tol
+RANK_OF = (0, 2)   # each output has the rank of this argument (for the ONNX one-node model)
 
 
 @pytest.fixture(scope="module")
-def et_runner(tmp_path_factory):
-    """Export the op alone to .pte per input shape and run it with the C++ kernel."""
-    from executorch.exir import EdgeCompileConfig, to_edge
-    from executorch.runtime import Runtime
-    from edgekit.kernels import load_kernels
-    load_kernels()
-    d = tmp_path_factory.mktemp("op")
-    cache = {}
+def runners(tmp_path_factory):
+    return OpRunners("cfc_step", tmp_path_factory.mktemp("op-cfc_step"), rank_of=RANK_OF)
 
-    def run(*args):
-        key = tuple(tuple(a.shape) for a in args)
-        if key not in cache:
-            ep = torch.export.export(OpOnly(), tuple(args), strict=False)
-            prog = to_edge(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
-            p = d / f"op_{len(cache)}.pte"
-            p.write_bytes(prog.buffer)
-            cache[key] = Runtime.get().load_program(p).load_method("forward")
-        return [t.clone() for t in cache[key].execute(list(args))]
-    return run
+
+@pytest.fixture(scope="module")
+def et_runner(runners):
+    """The op alone, exported to .pte per input shape, run with the C++ kernel."""
+    return runners.et
 
 
 def ort_run(*args):
-    """Run the op's ONNX function body (what stock ONNX Runtime executes)."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-    from edgekit.ops import REGISTRY
-    info = REGISTRY["cfc_step"]
-    vi = lambda n, d: helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * d)  # noqa: E731
-    g = helper.make_graph([helper.make_node(info.onnx_op_type, list(_ARGS), ["y", "h_out"], domain="edgekit")],
-                          "op", [vi(n, a.dim()) for n, a in zip(_ARGS, args)], [vi("y", 3), vi("h_out", 2)])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("edgekit", 1)],
-                          functions=[info.onnx_function_proto()], ir_version=10)
-    onnx.checker.check_model(m, full_check=True)
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, {n: a.numpy() for n, a in zip(_ARGS, args)})
+    """The op's ONNX function body in stock ONNX Runtime."""
+    return run_in_ort("cfc_step", RANK_OF, *args)
 
 
 RUNNERS = ("torch", "executorch", "onnxruntime")
@@ -156,14 +127,12 @@ def test_bad_shapes_rejected():
         torch.ops.edgekit.cfc_step(*bad(10, torch.tensor([7.0, 1.0, 1.0, 1.0])))
 
 
-def test_bad_shapes_rejected_by_cpp_kernel(et_runner):
-    """The C++ kernel checks shapes itself: a mismatched h fails, it does not crash."""
-    args = inputs(1)
-    et_runner(*args)
-    bad = list(args)
-    bad[2] = torch.zeros(B, U // 2)
-    with pytest.raises(Exception):
-        et_runner(*bad)
+def test_bad_shapes_rejected_by_cpp_kernel(tmp_path):
+    """Inputs that disagree with each other (a dynamic dim lets them past ExecuTorch's own
+    input checks) reach the C++ kernel, which refuses them with the validator's words."""
+    args = list(inputs(1))
+    bad = [*args[:2], torch.zeros(B, U // 2), *args[3:]]
+    cpp_kernel_refuses_like_python("cfc_step", args, bad, dynamic_dim(args, {2: 1}), tmp_path)
 
 
 def test_aliased_outputs_rejected_and_in_place_state_allowed():

@@ -1,7 +1,7 @@
 """STYLE.md §5 battery for `edgekit::mamba_step`, over T in {1, small, long}: native kernels
 (ExecuTorch C++, ONNX function body in ORT) vs the plain reference; split-and-carry equals
 one call; prefill then single steps equals a full forward; bad shapes and aliased outputs
-rejected. `OpRunners` is shared with test_op_ssd_step.py and test_op_causal_conv1d.py."""
+rejected. The runners and shared checks are in tests/op_battery.py."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import torch.nn.functional as F
 
 import edgekit.ops  # noqa: F401
 from edgekit.ops.mamba_step import reference
+from op_battery import (close, cpp_kernel_refuses_like_python, dynamic_dim, et_matches_at_1_and_2_threads,
+                        OpRunners, prefill_then_steps, rows_prefill_then_steps, rows_split_equals_whole,
+                        split_and_carry)
 
 BATTERY_OPS = ("mamba_step",)  # read by test_registry.py
 B, D, N = 2, 24, 16
@@ -28,139 +31,6 @@ def inputs(T, seed=0, B=B, D=D):
     Dp = torch.randn(D, generator=g)
     state = torch.randn(B, D, N, generator=g) * 0.5
     return x, dt, A, Bm, C, Dp, state
-
-
-def close(a, b, tol=1e-5):
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6)) < tol
-
-
-class OpRunners:
-    """Run one edgekit op alone: in ExecuTorch (an exported tiny graph, the C++ kernel) and in
-    ONNX Runtime (a one-node model carrying the op's function body: at T = 1 the step body,
-    as an exported step graph carries it, when the op has one)."""
-
-    def __init__(self, name: str, tmp_dir, rank_of=(0, -1)):
-        """rank_of: for each output, the argument whose rank it has (default (y, state))."""
-        from edgekit.kernels import load_kernels
-        from edgekit.ops import REGISTRY
-        load_kernels()
-        self.info, self.dir, self.cache, self.rank_of = REGISTRY[name], tmp_dir, {}, rank_of
-
-    def et(self, *args):
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
-        from executorch.runtime import Runtime
-        key = tuple(tuple(a.shape) for a in args)
-        if key not in self.cache:
-            op = self.info.torch_op
-
-            class OpOnly(torch.nn.Module):
-                def forward(self, *xs):
-                    return op(*xs)
-            ep = torch.export.export(OpOnly(), args, strict=False)
-            prog = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
-                                               compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
-            p = self.dir / f"op_{len(self.cache)}.pte"
-            p.write_bytes(prog.buffer)
-            self.cache[key] = Runtime.get().load_program(p).load_method("forward")
-        return [t.clone() for t in self.cache[key].execute(list(args))]
-
-    def ort(self, *args):
-        import onnx
-        import onnxruntime as ort
-        from onnx import TensorProto, helper
-        fn = self.info.onnx_function_proto(step=args[0].shape[1] == 1)
-        names = list(fn.input)
-        vi = lambda n, r: helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * r)  # noqa: E731
-        outs = [(f"out{i}", args[a].dim()) for i, a in enumerate(self.rank_of)][:len(fn.output)]
-        g = helper.make_graph([helper.make_node(self.info.onnx_op_type, names, [n for n, _ in outs], domain="edgekit")],
-                              "op", [vi(n, a.dim()) for n, a in zip(names, args)], [vi(n, r) for n, r in outs])
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("edgekit", 1)],
-                              functions=[fn], ir_version=10)
-        onnx.checker.check_model(m, full_check=True)
-        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-        return sess.run(None, {n: a.numpy() for n, a in zip(names, args)})
-
-    def all(self):
-        return {"torch": self.info.torch_op, "executorch": self.et, "onnxruntime": self.ort}
-
-
-def et_matches_at_1_and_2_threads(runners, args, reference) -> bool:
-    """The C++ kernel with edgekit's pool at 1 and at 2 threads gives the reference's answer."""
-    from edgekit.kernels import kernel_threads, set_kernel_threads
-    y_ref, s_ref = reference(*args)
-    ok, before = True, kernel_threads()
-    try:
-        for threads in (1, 2):
-            set_kernel_threads(threads)
-            y, s = runners.et(*args)
-            ok &= close(y, y_ref) and close(s, s_ref)
-    finally:
-        set_kernel_threads(before)
-    return ok
-
-
-def split_and_carry(runners, args, cut, slice_dims):
-    """Run args in one call and in two calls with the state carried; True if they agree."""
-    *xs, s0 = args
-    ok = True
-    for run in runners.all().values():
-        y_all, s_all = run(*xs, s0)
-        first = [x[:, :cut].contiguous() if sd else x for x, sd in zip(xs, slice_dims)]
-        second = [x[:, cut:].contiguous() if sd else x for x, sd in zip(xs, slice_dims)]
-        y1, s1 = run(*first, s0)
-        y2, s2 = run(*second, torch.as_tensor(np.asarray(s1)))
-        ok &= close(np.concatenate([y1, y2], axis=1), y_all) and close(s2, s_all)
-    return ok
-
-
-def prefill_then_steps(runners, args, T, n, slice_dims):
-    *xs, s0 = args
-    y_all, s_all = runners.info.torch_op(*xs, s0)
-    ok = True
-    for run in runners.all().values():
-        part = lambda a, b: [x[:, a:b].contiguous() if sd else x for x, sd in zip(xs, slice_dims)]  # noqa: E731
-        y, s = run(*part(0, T), s0)
-        ys = [np.asarray(y)]
-        for t in range(T, T + n):
-            y, s = run(*part(t, t + 1), torch.as_tensor(np.asarray(s)))
-            ys.append(np.asarray(y))
-        ok &= close(np.concatenate(ys, axis=1), y_all) and close(s, s_all)
-    return ok
-
-
-def _outputs(out) -> list:
-    return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else [np.asarray(out)]
-
-
-def _rows(args, sliced, a, b):
-    return [x[:, a:b].contiguous() if sd else x for x, sd in zip(args, sliced)]
-
-
-def rows_split_equals_whole(runners, args, cut, sliced) -> list[str]:
-    """A stateless op (no state to carry): rows [0, cut) and [cut, T) of the sliced arguments
-    in two calls give one call's outputs, every output, in every runtime. The runtimes that
-    do not."""
-    T, bad = args[0].shape[1], []
-    for name, run in runners.all().items():
-        whole = _outputs(run(*args))
-        parts = [_outputs(run(*_rows(args, sliced, a, b))) for a, b in ((0, cut), (cut, T))]
-        if not all(close(np.concatenate([p[i] for p in parts], axis=1), w) for i, w in enumerate(whole)):
-            bad.append(name)
-    return bad
-
-
-def rows_prefill_then_steps(runners, args, T, n, sliced) -> list[str]:
-    """A stateless op: T rows in one call, then n single rows, give the torch op's outputs
-    over all T + n rows, in every runtime. The runtimes that do not."""
-    want, bad = _outputs(runners.info.torch_op(*args)), []
-    for name, run in runners.all().items():
-        calls = [_outputs(run(*_rows(args, sliced, 0, T)))]
-        calls += [_outputs(run(*_rows(args, sliced, t, t + 1))) for t in range(T, T + n)]
-        if not all(close(np.concatenate([c[i] for c in calls], axis=1), w) for i, w in enumerate(want)):
-            bad.append(name)
-    return bad
 
 
 SLICED = (True, True, False, True, True, False)    # x, dt, A, Bm, C, D: which have a T axis
@@ -233,13 +103,12 @@ def test_bad_shapes_rejected():
         torch.ops.edgekit.mamba_step(x.double(), dt, A, Bm, C, Dp, s)
 
 
-def test_bad_shapes_rejected_by_cpp_kernel(runners):
-    """The C++ kernel checks shapes itself: a mismatched state fails, it does not crash."""
+def test_bad_shapes_rejected_by_cpp_kernel(tmp_path):
+    """Inputs that disagree with each other (a dynamic dim lets them past ExecuTorch's own
+    input checks) reach the C++ kernel, which refuses them with the validator's words."""
     args = list(inputs(1))
-    runners.et(*args)
-    args[-1] = torch.zeros(B, D, N // 2)
-    with pytest.raises(Exception):
-        runners.et(*args)
+    bad = [*args[:-1], torch.zeros(B, D, N // 2)]
+    cpp_kernel_refuses_like_python("mamba_step", args, bad, dynamic_dim(args, {6: 2}), tmp_path)
 
 
 def test_aliased_outputs_rejected_and_in_place_state_allowed():

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import edgekit.ops  # noqa: F401
+from op_battery import close, cpp_kernel_refuses_like_python, dynamic_dim, OpRunners, ort_run as run_in_ort
 from edgekit.ops.rglru_step import _INPUTS, reference
 
 BATTERY_OPS = ("rglru_step",)  # read by test_registry.py
@@ -40,64 +41,23 @@ def _slice_t(args, a, b):
     return (x[:, a:b].contiguous(), reset[:, a:b].contiguous(), *rest)
 
 
-class OpOnly(torch.nn.Module):
-    def forward(self, *args):
-        return torch.ops.edgekit.rglru_step(*args)
-
-
-def close(a, b, tol=1e-5):
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6)) < tol
+RANK_OF = (0, 7, 8)   # each output has the rank of this argument (for the ONNX one-node model)
 
 
 @pytest.fixture(scope="module")
-def et_runner(tmp_path_factory):
-    """Export the op alone to .pte per T and run it in the ExecuTorch runtime with the
-    edgekit kernel library (the C++ kernel)."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
-    from executorch.runtime import Runtime
-    from edgekit.kernels import load_kernels
-    load_kernels()
-    d = tmp_path_factory.mktemp("op_rglru")
-    cache = {}
-
-    def run(*args):
-        key = tuple(args[0].shape)
-        if key not in cache:
-            ep = torch.export.export(OpOnly(), tuple(args), strict=False)
-            prog = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
-                                               compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
-            p = d / f"op_{'x'.join(map(str, key))}.pte"
-            p.write_bytes(prog.buffer)
-            cache[key] = Runtime.get().load_program(p).load_method("forward")
-        return [t.clone() for t in cache[key].execute([torch.as_tensor(np.asarray(a)) for a in args])]
-    return run
+def runners(tmp_path_factory):
+    return OpRunners("rglru_step", tmp_path_factory.mktemp("op-rglru_step"), rank_of=RANK_OF)
 
 
-_ORT = {}
+@pytest.fixture(scope="module")
+def et_runner(runners):
+    """The op alone, exported to .pte per input shape, run with the C++ kernel."""
+    return runners.et
 
 
 def ort_run(*args):
-    """Run the op's ONNX function body (what stock ONNX Runtime executes): at T = 1 the
-    step body an exported step graph carries, else the general (Loop) body."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-    from edgekit.ops import REGISTRY
-    step = np.asarray(args[0]).shape[1] == 1
-    if step not in _ORT:
-        info = REGISTRY["rglru_step"]
-        ranks = [a.dim() for a in inputs(1)]
-        vi = lambda n, r: helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * r)  # noqa: E731
-        g = helper.make_graph(
-            [helper.make_node(info.onnx_op_type, list(_INPUTS), ["y", "c", "h"], domain="edgekit")], "op",
-            [vi(n, r) for n, r in zip(_INPUTS, ranks)], [vi("y", 3), vi("c", 3), vi("h", 2)])
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("edgekit", 1)],
-                              functions=[info.onnx_function_proto(step=step)], ir_version=10)
-        onnx.checker.check_model(m, full_check=True)
-        _ORT[step] = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    return _ORT[step].run(None, {n: np.asarray(a, dtype=np.float32) for n, a in zip(_INPUTS, args)})
+    """The op's ONNX function body in stock ONNX Runtime."""
+    return run_in_ort("rglru_step", RANK_OF, *args)
 
 
 def _runners(et_runner):
@@ -200,13 +160,13 @@ def test_bad_shapes_rejected():
         torch.ops.edgekit.rglru_step(*bad)
 
 
-def test_bad_shapes_rejected_by_cpp_kernel(et_runner):
-    """The C++ kernel checks shapes itself: a mismatched state fails, it does not crash."""
+def test_bad_shapes_rejected_by_cpp_kernel(tmp_path):
+    """Inputs that disagree with each other (a dynamic dim lets them past ExecuTorch's own
+    input checks) reach the C++ kernel, which refuses them with the validator's words."""
     args = list(inputs(1))
-    et_runner(*args)  # export for this shape
-    args[STATE[1]] = torch.zeros(B, D // 2)
-    with pytest.raises(Exception):
-        et_runner(*args)
+    bad = list(args)
+    bad[STATE[1]] = torch.zeros(B, D // 2)
+    cpp_kernel_refuses_like_python("rglru_step", args, bad, dynamic_dim(args, {STATE[1]: 1}), tmp_path)
 
 
 def test_aliased_outputs_rejected_and_in_place_state_allowed():

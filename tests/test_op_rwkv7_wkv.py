@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import edgekit.ops  # noqa: F401
+from op_battery import close, cpp_kernel_refuses_like_python, dynamic_dim, OpRunners, ort_run as run_in_ort
 from edgekit.ops.rwkv7_wkv import reference
 
 BATTERY_OPS = ("rwkv7_wkv",)  # read by test_registry.py
@@ -28,57 +29,23 @@ def inputs(T, seed=0, B=B):
     return r, w, k, v, -kk, kk * alpha, state
 
 
-class OpOnly(torch.nn.Module):
-    def forward(self, r, w, k, v, a, b, state):
-        return torch.ops.edgekit.rwkv7_wkv(r, w, k, v, a, b, state)
-
-
-def close(a, b, tol=1e-5):
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6)) < tol
+RANK_OF = (0, 6)   # each output has the rank of this argument (for the ONNX one-node model)
 
 
 @pytest.fixture(scope="module")
-def et_runner(tmp_path_factory):
-    """Export the op alone to .pte per T and run it in the ExecuTorch runtime with the
-    edgekit kernel library (the C++ kernel)."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
-    from executorch.runtime import Runtime
-    from edgekit.kernels import load_kernels
-    load_kernels()
-    d = tmp_path_factory.mktemp("op")
-    cache = {}
+def runners(tmp_path_factory):
+    return OpRunners("rwkv7_wkv", tmp_path_factory.mktemp("op-rwkv7_wkv"), rank_of=RANK_OF)
 
-    def run(*args):
-        key = tuple(args[0].shape)
-        if key not in cache:
-            ep = torch.export.export(OpOnly(), args, strict=False)
-            prog = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
-                                               compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
-            p = d / f"op_{'x'.join(map(str, key))}.pte"
-            p.write_bytes(prog.buffer)
-            cache[key] = Runtime.get().load_program(p).load_method("forward")
-        return [t.clone() for t in cache[key].execute(list(args))]
-    return run
+
+@pytest.fixture(scope="module")
+def et_runner(runners):
+    """The op alone, exported to .pte per input shape, run with the C++ kernel."""
+    return runners.et
 
 
 def ort_run(*args):
-    """Run the op's ONNX function body (what stock ONNX Runtime executes)."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-    from edgekit.ops import REGISTRY
-    info = REGISTRY["rwkv7_wkv"]
-    names = ["r", "w", "k", "v", "a", "b", "state"]
-    vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * 4)  # noqa: E731
-    g = helper.make_graph([helper.make_node(info.onnx_op_type, names, ["y", "s"], domain="edgekit")],
-                          "op", [vi(n) for n in names], [vi("y"), vi("s")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("edgekit", 1)],
-                          functions=[info.onnx_function_proto()], ir_version=10)
-    onnx.checker.check_model(m, full_check=True)
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, {n: a.numpy() for n, a in zip(names, args)})
+    """The op's ONNX function body in stock ONNX Runtime."""
+    return run_in_ort("rwkv7_wkv", RANK_OF, *args)
 
 
 @pytest.mark.parametrize("T", TS)
@@ -144,27 +111,11 @@ def test_bad_shapes_rejected():
 def test_bad_shapes_rejected_by_cpp_kernel(tmp_path):
     """With a dynamic T per input, mismatched inputs pass ExecuTorch's own input checks and
     reach the C++ kernel, which refuses them with the Python validator's exact words."""
-    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
-    from executorch.runtime import Runtime
-    from edgekit._io import native_stderr_captured
-    from edgekit.kernels import load_kernels
-    load_kernels()
-    args = inputs(3)
-    dyn = tuple({1: torch.export.Dim(f"T{i}", min=1, max=64)} for i in range(6)) + (None,)
-    ep = torch.export.export(OpOnly(), args, dynamic_shapes=dyn, strict=False)
-    prog = to_edge_transform_and_lower(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False)).to_executorch()
-    (tmp_path / "dyn.pte").write_bytes(prog.buffer)
-    program = Runtime.get().load_program(tmp_path / "dyn.pte")
-    method = program.load_method("forward")
-    y, _ = method.execute(list(args))
-    assert close(y, reference(*args)[0])
+    args = list(inputs(3))
     bad = list(args)
     bad[2] = bad[2][:, :2].contiguous()                     # k with T=2, the rest T=3
-    with pytest.raises(ValueError) as py_err:
-        torch.ops.edgekit.rwkv7_wkv(*bad)
-    with pytest.raises(RuntimeError), native_stderr_captured() as log:
-        method.execute(bad)
-    assert str(py_err.value) in log.text, log.text
+    cpp_kernel_refuses_like_python("rwkv7_wkv", args, bad, dynamic_dim(args, {i: 1 for i in range(6)}, 64),
+                                   tmp_path)
 
 
 def test_aliased_outputs_rejected_and_in_place_state_allowed():
