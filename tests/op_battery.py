@@ -205,3 +205,23 @@ def dynamic_dim(args, dims: dict[int, int], max_size: int = 4096):
     """dynamic_shapes for torch.export: argument i gets its own Dim on dimension dims[i]."""
     return tuple({dims[i]: torch.export.Dim(f"d{i}", min=1, max=max_size)} if i in dims else None
                  for i in range(len(args)))
+
+
+def battery_fixtures(name: str, rank_of):
+    """(runners, et_runner, ort_run) for a test module of op `name`: the module-scoped
+    fixtures `runners` (OpRunners) and `et_runner` (its ExecuTorch runner), and a plain
+    function running the op's ONNX body. rank_of: for each output, the argument whose rank
+    it has. Assign them to those names in the test module."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def runners(tmp_path_factory):
+        return OpRunners(name, tmp_path_factory.mktemp(f"op-{name}"), rank_of=rank_of)
+
+    @pytest.fixture(scope="module")
+    def et_runner(runners):
+        return runners.et
+
+    def run_in_ort(*args):
+        return ort_run(name, rank_of, *args)
+    return runners, et_runner, run_in_ort

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import edgekit.ops  # noqa: F401
-from op_battery import close, cpp_kernel_refuses_like_python, dynamic_dim, OpRunners, ort_run as run_in_ort
+from op_battery import battery_fixtures, close, cpp_kernel_refuses_like_python, dynamic_dim
 from edgekit.ops.cfc_step import _ARGS, cell_loop, decode_cfg, make_cfg, reference
 
 BATTERY_OPS = ("cfc_step",)  # read by test_registry.py
@@ -29,23 +29,9 @@ def inputs(T, mode="default", n_bb=1, seed=0, B=B, I=I, U=U, Z=Z, scale=0.25):
             r(Lx, Z, Z), r(Lx, Z), r(d_in, K), r(K), r(2, U).abs(), make_cfg(mode, n_bb, "lecun_tanh")]
 
 
-RANK_OF = (0, 2)   # each output has the rank of this argument (for the ONNX one-node model)
-
-
-@pytest.fixture(scope="module")
-def runners(tmp_path_factory):
-    return OpRunners("cfc_step", tmp_path_factory.mktemp("op-cfc_step"), rank_of=RANK_OF)
-
-
-@pytest.fixture(scope="module")
-def et_runner(runners):
-    """The op alone, exported to .pte per input shape, run with the C++ kernel."""
-    return runners.et
-
-
-def ort_run(*args):
-    """The op's ONNX function body in stock ONNX Runtime."""
-    return run_in_ort("cfc_step", RANK_OF, *args)
+# the op alone in torch, ExecuTorch (C++ kernel) and ONNX Runtime (its function body); each
+# output has the rank of argument (0, 2) (the one-node ONNX model declares it)
+runners, et_runner, ort_run = battery_fixtures("cfc_step", rank_of=(0, 2))
 
 
 RUNNERS = ("torch", "executorch", "onnxruntime")

@@ -11,7 +11,7 @@ import torch
 
 
 import edgekit.ops  # noqa: F401
-from op_battery import close, cpp_kernel_refuses_like_python, dynamic_dim, OpRunners, ort_run as run_in_ort
+from op_battery import battery_fixtures, close, cpp_kernel_refuses_like_python, dynamic_dim
 from edgekit.ops.ltc_step import _ARGS, reference
 
 BATTERY_OPS = ("ltc_step",)  # read by test_registry.py
@@ -32,23 +32,9 @@ def inputs(T, seed=0, B=B, unfolds=6):
             ru(0.9, 1.1, U), gleak, gleak * ru(-0.2, 0.2, U), torch.tensor([float(unfolds), 1e-8])]
 
 
-RANK_OF = (0, 2)   # each output has the rank of this argument (for the ONNX one-node model)
-
-
-@pytest.fixture(scope="module")
-def runners(tmp_path_factory):
-    return OpRunners("ltc_step", tmp_path_factory.mktemp("op-ltc_step"), rank_of=RANK_OF)
-
-
-@pytest.fixture(scope="module")
-def et_runner(runners):
-    """The op alone, exported to .pte per input shape, run with the C++ kernel."""
-    return runners.et
-
-
-def ort_run(*args):
-    """The op's ONNX function body in stock ONNX Runtime."""
-    return run_in_ort("ltc_step", RANK_OF, *args)
+# the op alone in torch, ExecuTorch (C++ kernel) and ONNX Runtime (its function body); each
+# output has the rank of argument (0, 2) (the one-node ONNX model declares it)
+runners, et_runner, ort_run = battery_fixtures("ltc_step", rank_of=(0, 2))
 
 
 RUNNERS = ("torch", "executorch", "onnxruntime")

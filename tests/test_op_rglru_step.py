@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import edgekit.ops  # noqa: F401
-from op_battery import close, cpp_kernel_refuses_like_python, dynamic_dim, OpRunners, ort_run as run_in_ort
+from op_battery import battery_fixtures, close, cpp_kernel_refuses_like_python, dynamic_dim
 from edgekit.ops.rglru_step import _INPUTS, reference
 
 BATTERY_OPS = ("rglru_step",)  # read by test_registry.py
@@ -41,23 +41,9 @@ def _slice_t(args, a, b):
     return (x[:, a:b].contiguous(), reset[:, a:b].contiguous(), *rest)
 
 
-RANK_OF = (0, 7, 8)   # each output has the rank of this argument (for the ONNX one-node model)
-
-
-@pytest.fixture(scope="module")
-def runners(tmp_path_factory):
-    return OpRunners("rglru_step", tmp_path_factory.mktemp("op-rglru_step"), rank_of=RANK_OF)
-
-
-@pytest.fixture(scope="module")
-def et_runner(runners):
-    """The op alone, exported to .pte per input shape, run with the C++ kernel."""
-    return runners.et
-
-
-def ort_run(*args):
-    """The op's ONNX function body in stock ONNX Runtime."""
-    return run_in_ort("rglru_step", RANK_OF, *args)
+# the op alone in torch, ExecuTorch (C++ kernel) and ONNX Runtime (its function body); each
+# output has the rank of argument (0, 7, 8) (the one-node ONNX model declares it)
+runners, et_runner, ort_run = battery_fixtures("rglru_step", rank_of=(0, 7, 8))
 
 
 def _runners(et_runner):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import edgekit.ops  # noqa: F401
-from op_battery import close, cpp_kernel_refuses_like_python, dynamic_dim, OpRunners, ort_run as run_in_ort
+from op_battery import battery_fixtures, close, cpp_kernel_refuses_like_python, dynamic_dim
 from edgekit.ops.rwkv7_wkv import reference
 
 BATTERY_OPS = ("rwkv7_wkv",)  # read by test_registry.py
@@ -29,23 +29,9 @@ def inputs(T, seed=0, B=B):
     return r, w, k, v, -kk, kk * alpha, state
 
 
-RANK_OF = (0, 6)   # each output has the rank of this argument (for the ONNX one-node model)
-
-
-@pytest.fixture(scope="module")
-def runners(tmp_path_factory):
-    return OpRunners("rwkv7_wkv", tmp_path_factory.mktemp("op-rwkv7_wkv"), rank_of=RANK_OF)
-
-
-@pytest.fixture(scope="module")
-def et_runner(runners):
-    """The op alone, exported to .pte per input shape, run with the C++ kernel."""
-    return runners.et
-
-
-def ort_run(*args):
-    """The op's ONNX function body in stock ONNX Runtime."""
-    return run_in_ort("rwkv7_wkv", RANK_OF, *args)
+# the op alone in torch, ExecuTorch (C++ kernel) and ONNX Runtime (its function body); each
+# output has the rank of argument (0, 6) (the one-node ONNX model declares it)
+runners, et_runner, ort_run = battery_fixtures("rwkv7_wkv", rank_of=(0, 6))
 
 
 @pytest.mark.parametrize("T", TS)
