@@ -39,13 +39,13 @@ PREFILL = 16   # exports carry a prefill graph over chunks of 16 tokens (sequenc
 @pytest.fixture(scope="session")
 def rwkv7_export(rwkv7_ckpt, tmp_path_factory):
     """export(ops, state_style) -> OUTDIR with model.onnx, model.pte, edgekit.json (cached)."""
-    from edgekit.cli.export import export_to_dir
+    from edgekit.export import export
 
     def get(ops: str = "fused", state_style: str = "buffers") -> Path:
         key = (ops, state_style)
         if key not in _EXPORTS:
             out = tmp_path_factory.mktemp(f"export-{ops}-{state_style}")
-            export_to_dir(rwkv7_ckpt, out, ("onnx", "pte"), ops, state_style, 1, quiet=True, prefill=PREFILL)
+            export(rwkv7_ckpt, out, formats=("onnx", "pte"), ops=ops, state_style=state_style, prefill=PREFILL)
             _EXPORTS[key] = out
         return _EXPORTS[key]
     return get

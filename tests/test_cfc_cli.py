@@ -40,9 +40,9 @@ def cfc_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cfc_export(cfc_dir, tmp_path_factory):
-    from edgekit.cli.export import export_to_dir
+    from edgekit.export import export
     out = tmp_path_factory.mktemp("cfc-cli-export")
-    export_to_dir(cfc_dir[1], out, ("onnx", "pte"), "fused", "buffers", 1, quiet=True)
+    export(cfc_dir[1], out, formats=("onnx", "pte"), ops="fused", state_style="buffers")
     return out
 
 

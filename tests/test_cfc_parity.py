@@ -54,12 +54,12 @@ _EXPORTS: dict = {}
 
 @pytest.fixture(scope="module")
 def exported(ncps_models, tmp_path_factory):
-    from edgekit.cli.export import export_to_dir
+    from edgekit.export import export
 
     def get(case, ops):
         if (case, ops) not in _EXPORTS:
             out = tmp_path_factory.mktemp(f"{case}-{ops}")
-            export_to_dir(ncps_models[case][1], out, ("onnx", "pte"), ops, "buffers", 1, quiet=True)
+            export(ncps_models[case][1], out, formats=("onnx", "pte"), ops=ops, state_style="buffers")
             _EXPORTS[case, ops] = out
         return _EXPORTS[case, ops]
     return get

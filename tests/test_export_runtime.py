@@ -171,9 +171,9 @@ def test_inspect_lists_state_ops_and_size(rwkv7_export):
 def test_onnx_external_data_for_large_models(rwkv7_ckpt, rwkv7_export, tmp_path, monkeypatch):
     """Models past ~2 GB are written with external data; forced here on the tiny model."""
     import edgekit.export.onnx as ox
-    from edgekit.cli.export import export_to_dir
+    from edgekit.export import export
     monkeypatch.setattr(ox, "EXTERNAL_DATA_THRESHOLD", 1_000)
-    m = export_to_dir(rwkv7_ckpt, tmp_path / "ext", ("onnx",), "fused", "buffers", 1, quiet=True)
+    m = export(rwkv7_ckpt, tmp_path / "ext", formats=("onnx",), ops="fused", state_style="buffers")
     assert m.artifacts["onnx"].external_data == "model.onnx.data"
     assert (tmp_path / "ext" / "model.onnx").stat().st_size < 1_000_000
     assert (tmp_path / "ext" / "model.onnx.data").stat().st_size > 100_000_000

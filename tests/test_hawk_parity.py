@@ -63,12 +63,12 @@ _EXPORTS: dict = {}
 @pytest.fixture(scope="session")
 def rg_export(rg_dir, tmp_path_factory):
     """export(kind, ops) -> OUTDIR with model.onnx, model.pte, edgekit.json (cached)."""
-    from edgekit.cli.export import export_to_dir
+    from edgekit.export import export
 
     def get(kind, ops="fused"):
         if (kind, ops) not in _EXPORTS:
             out = tmp_path_factory.mktemp(f"rg-export-{kind}-{ops}")
-            export_to_dir(rg_dir(kind), out, ("onnx", "pte"), ops, "buffers", 1, quiet=True)
+            export(rg_dir(kind), out, formats=("onnx", "pte"), ops=ops, state_style="buffers")
             _EXPORTS[kind, ops] = out
         return _EXPORTS[kind, ops]
     return get
@@ -224,9 +224,9 @@ def test_prefill_graph_matches_oracle(rg_dir, oracle_steps, tmp_path):
     """`export --prefill 8` on Griffin: the sequence graph (rglru_step's general ONNX body,
     the ring-buffer attention over 8 new keys) loads in ONNX Runtime and ExecuTorch, and 64
     tokens in chunks of 8 give the oracle's logits."""
-    from edgekit.cli.export import export_to_dir
+    from edgekit.export import export
     toks, ref = oracle_steps("griffin")
-    export_to_dir(rg_dir("griffin"), tmp_path, ("onnx", "pte"), "fused", "buffers", 1, quiet=True, prefill=8)
+    export(rg_dir("griffin"), tmp_path, formats=("onnx", "pte"), ops="fused", state_style="buffers", prefill=8)
     for fmt in ("onnx", "pte"):
         sess = StreamingSession(tmp_path / f"model.{fmt}")
         assert sess.prefill is not None and sess.prefill_len == 8, fmt

@@ -87,13 +87,13 @@ def oracle_steps(oracle):
 
 @pytest.fixture(scope="module")
 def exported(model_dir, tmp_path_factory):
-    from edgekit.cli.export import export_to_dir
+    from edgekit.export import export
     cache = {}
 
     def get(name, ops):
         if (name, ops) not in cache:
             out = tmp_path_factory.mktemp(f"export-{name}-{ops}")
-            export_to_dir(model_dir(name), out, ("onnx", "pte"), ops, "buffers", 1, quiet=True)
+            export(model_dir(name), out, formats=("onnx", "pte"), ops=ops, state_style="buffers")
             cache[name, ops] = out
         return cache[name, ops]
     return get
@@ -159,9 +159,9 @@ def test_prefill_graph_matches_oracle(model_dir, oracle_steps, tmp_path, name):
     """`export --prefill 8`: the sequence graph (the ops' general ONNX bodies, Loop over T)
     loads in ONNX Runtime and ExecuTorch, and 64 tokens in chunks of 8 give the oracle's
     logits and the same state as 64 single steps."""
-    from edgekit.cli.export import export_to_dir
+    from edgekit.export import export
     ref, _ = oracle_steps(name)
-    export_to_dir(model_dir(name), tmp_path, ("onnx", "pte"), "fused", "buffers", 1, quiet=True, prefill=8)
+    export(model_dir(name), tmp_path, formats=("onnx", "pte"), ops="fused", state_style="buffers", prefill=8)
     for fmt in ("onnx", "pte"):
         sess = StreamingSession(tmp_path / f"model.{fmt}")
         assert sess.prefill is not None and sess.prefill_len == 8, fmt

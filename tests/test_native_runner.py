@@ -21,14 +21,14 @@ I, U, STEPS = 6, 10, 40
 
 @pytest.fixture(scope="module")
 def cfc_exports(tmp_path_factory):
-    from edgekit.cli.export import export_to_dir
+    from edgekit.export import export
     from edgekit.models.cfc import random_ncps_module, save_ncps_dir
     d = save_ncps_dir(random_ncps_module("CfC", I, U, seed=11), tmp_path_factory.mktemp("cfc-native"))
     out = {}
     for ops, style in (("fused", "buffers"), ("fused", "io"), ("decomposed", "buffers"), ("decomposed", "io")):
         out[ops, style] = tmp_path_factory.mktemp(f"cfc-{ops}-{style}")
-        export_to_dir(d, out[ops, style], ("onnx", "pte") if style == "buffers" else ("pte",), ops, style, 1,
-                      quiet=True)
+        export(d, out[ops, style], formats=("onnx", "pte") if style == "buffers" else ("pte",), ops=ops,
+               state_style=style)
     return out
 
 

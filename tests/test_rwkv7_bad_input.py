@@ -122,10 +122,10 @@ def test_truncated_artifact(tmp_path, rwkv7_export, art, keep_manifest_size):
 
 
 def test_state_file_from_another_model(tmp_path, rwkv7_export, small_sd):
-    from edgekit.cli.export import export_to_dir
+    from edgekit.export import export
     from edgekit.runtimes.session import StreamingSession
     torch.save(small_sd, tmp_path / "other.pth")
-    other = export_to_dir(tmp_path / "other.pth", tmp_path / "other", ("onnx",), "fused", "buffers", 1, quiet=True)
+    other = export(tmp_path / "other.pth", tmp_path / "other", formats=("onnx",), ops="fused", state_style="buffers")
     assert other.arch == "rwkv7"
     s = StreamingSession(tmp_path / "other" / "model.onnx")
     s.feed([1, 2, 3])
@@ -136,7 +136,7 @@ def test_state_file_from_another_model(tmp_path, rwkv7_export, small_sd):
     sd2 = {k: v.clone() for k, v in small_sd.items()}
     sd2["head.weight"] += 1
     torch.save(sd2, tmp_path / "twin.pth")
-    export_to_dir(tmp_path / "twin.pth", tmp_path / "twin", ("onnx",), "fused", "buffers", 1, quiet=True)
+    export(tmp_path / "twin.pth", tmp_path / "twin", formats=("onnx",), ops="fused", state_style="buffers")
     r = run_cli("run", tmp_path / "twin" / "model.onnx", "--state-in", tmp_path / "other.state", "--steps", "2")
     assert_clean_failure(r, "another model")
 
