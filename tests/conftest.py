@@ -38,14 +38,19 @@ PREFILL = 16   # exports carry a prefill graph over chunks of 16 tokens (sequenc
 
 @pytest.fixture(scope="session")
 def rwkv7_export(rwkv7_ckpt, tmp_path_factory):
-    """export(ops, state_style) -> OUTDIR with model.onnx, model.pte, edgekit.json (cached)."""
+    """export(ops, state_style) -> OUTDIR with model.onnx, model.pte (with prefill graphs) and
+    edgekit.json; for state_style "io", model.pte alone (cached per session)."""
     from edgekit.export import export
 
     def get(ops: str = "fused", state_style: str = "buffers") -> Path:
         key = (ops, state_style)
         if key not in _EXPORTS:
             out = tmp_path_factory.mktemp(f"export-{ops}-{state_style}")
-            export(rwkv7_ckpt, out, formats=("onnx", "pte"), ops=ops, state_style=state_style, prefill=PREFILL)
+            # state as I/O is a .pte choice (ONNX always carries it so), and only the step graph
+            # is compared in that style: the io exports are the .pte step graph alone
+            io = state_style == "io"
+            export(rwkv7_ckpt, out, formats=("pte",) if io else ("onnx", "pte"), ops=ops, state_style=state_style,
+                   prefill=0 if io else PREFILL)
             _EXPORTS[key] = out
         return _EXPORTS[key]
     return get

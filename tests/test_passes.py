@@ -30,7 +30,7 @@ APPLIES = {
     "fuse_conv_silu": {"mamba", "mamba2"},
     "reinplace_state": {"rwkv7", "mamba", "mamba2", "recurrent_gemma"},
     "pack_dense": {"rwkv7", "mamba", "mamba2", "recurrent_gemma"},
-    "xnnpack_forms": {"rwkv7", "mamba", "mamba2", "recurrent_gemma"},
+    "xnnpack_forms": {"mamba", "mamba2", "recurrent_gemma"},
     "xnnpack_slices": {"mamba", "mamba2"},
 }
 ARCHS = sorted(set().union(*APPLIES.values()))

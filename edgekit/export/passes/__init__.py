@@ -44,6 +44,10 @@ class Pass:
         """A replacement result, or NotImplemented (this pass does not touch the call)."""
         return NotImplemented
 
+    def observe(self, func, args: tuple, out) -> None:
+        """Sees every call no pass rewrote, with its result (for rewrites that match a
+        pattern of two calls, e.g. a mean of squares)."""
+
     @contextmanager
     def modules(self, model: torch.nn.Module, ctx: "Lowering"):
         """Module rewrites in place for the duration of the trace, restored after."""
@@ -119,7 +123,11 @@ class Lowering(TorchFunctionMode):
             if out is not NotImplemented:
                 p.fired += 1
                 return out
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        for p in self.passes:
+            if p not in self._skip:
+                p.observe(func, args, out)
+        return out
 
     def _trace(self, p: Pass | None, fn: Callable, args, kwargs):
         """Run fn (a replacement) with the pipeline active, less pass p."""
