@@ -55,13 +55,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as e:  # typer exits this way for --help
         return int(e.code or 0)
-    except Exception as e:  # click usage errors
-        import click
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # usage errors: a bad option, a missing argument, a value of the wrong type
+        if isinstance(e, _usage_errors()):
             e.show()
             return e.exit_code
         raise
     return 0
+
+
+def _usage_errors() -> tuple[type, ...]:
+    """The exception types of a usage error. typer 0.29 raises those of the click it bundles
+    (`typer._click`), not the separately installed click's: catching only the latter printed
+    a traceback for every mistyped option."""
+    from typer import _click          # typer is pinned (pyproject): its bundled click raises these
+    return (_click.exceptions.ClickException,)
 
 
 def entry() -> None:
