@@ -19,6 +19,7 @@ OUT=${2:?usage: build.sh PYTHON OUT.so}
 SIMD=${EDGEKIT_SIMD:-auto}
 case "$SIMD" in auto|off) ;; *) echo "build.sh: EDGEKIT_SIMD must be auto or off, got '$SIMD'" >&2; exit 1;; esac
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
 CXX=${CXX:-g++}
 
 shopt -s nullglob
@@ -33,7 +34,7 @@ ET=$("$PY" -c 'import executorch; print(list(executorch.__path__)[0])')
 # When it is, touch OUT so make (whose other prerequisites may be newer) stops asking.
 if [ -f "$OUT" ] && [ "${EDGEKIT_KERNEL_FORCE:-0}" != 1 ]; then
   stale=0
-  for f in "${SRCS[@]}" "$HERE"/*.h "$HERE/build.sh" "$ET/lib/libexecutorch.so"; do
+  for f in "${SRCS[@]}" "$HERE"/*.h "$HERE/build.sh" "$ET/lib/libexecutorch.so" "$ROOT"/edgekit/ops/*.py "$HERE/gen_checks.py"; do
     [ "$f" -nt "$OUT" ] && stale=1
   done
   if [ $stale = 0 ]; then touch "$OUT"; echo "build.sh: $OUT is up to date"; exit 0; fi
@@ -61,12 +62,17 @@ fi
 
 mkdir -p "$(dirname "$OUT")"
 TMP="$OUT.tmp.$$"
+GEN="$(dirname "$OUT")/generated"
 trap 'rm -f "$TMP"' EXIT
+# The kernels' argument checks, generated from the op specs (kernels/gen_checks.py), so the
+# C++ kernels refuse a bad call with the Python validator's words.
+mkdir -p "$GEN"
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" "$HERE/gen_checks.py" "$GEN/edgekit_op_checks.h"
 # shellcheck disable=SC2086
 "$CXX" -std=c++17 -O3 -shared -fPIC -fopenmp-simd "${ARCH[@]}" ${EDGEKIT_KERNEL_CXXFLAGS:-} "${NOSIMD[@]}" \
   -Wall -Wextra -Wno-unused-parameter \
   -DC10_USING_CUSTOM_GENERATED_MACROS -DET_EVENT_TRACER_ENABLED \
-  -I"$ET/include" -I"$ET/include/executorch/runtime/core/portable_type/c10" \
+  -I"$HERE" -I"$GEN" -I"$ET/include" -I"$ET/include/executorch/runtime/core/portable_type/c10" \
   "${SRCS[@]}" -o "$TMP" \
   -L"$ET/lib" -lexecutorch -Wl,-rpath,"$ET/lib"
 mv -f "$TMP" "$OUT"  # atomic: a process that already mapped the old file keeps it intact

@@ -14,6 +14,7 @@
 // Channel c's window depends only on its own previous window, so state_out may be state
 // itself (in-place update): each channel's K-window is read into registers first.
 #include "edgekit_kernel.h"
+#include "edgekit_op_checks.h"
 
 
 namespace edgekit {
@@ -21,7 +22,6 @@ namespace kernels {
 namespace {
 
 constexpr int kMaxTaps = 64;
-constexpr const char* kConvInputNames[3] = {"x", "w", "b"};
 
 // KK > 0: K == KK at compile time (unrolled); KK == 0: any K <= kMaxTaps. The window is
 // read whole before anything is written, so state_out may be state itself.
@@ -48,68 +48,11 @@ void conv_channels(const float* xp, const float* wp, const float* bp, const floa
   }
 }
 
-void causal_conv1d_out(KernelRuntimeContext& ctx, const char* op, bool silu, const Tensor& x, const Tensor& w, const Tensor& b,
+// Dims: the generated checks' dims of causal_conv1d or causal_conv1d_silu (the same letters).
+template <typename Dims>
+void causal_conv1d_out(const Dims& dims, bool silu, const Tensor& x, const Tensor& w, const Tensor& b,
                        const Tensor& state, Tensor& y, Tensor& state_out) {
-  // ---- validate: the same words as edgekit/ops/causal_conv1d.py `validate` / `check_out` ----
-  ET_KERNEL_CHECK_MSG(ctx, x.dim() == 3, InvalidArgument, ,
-                      "%s: x must be (B, T, C); got %d dims", op, (int)x.dim());
-  ET_KERNEL_CHECK_MSG(ctx, w.dim() == 2 && w.size(1) >= 1, InvalidArgument, ,
-                      "%s: w must be (C, K) with K >= 1; got %s", op, ShapeStr(w).c_str());
-  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), K = w.size(1);
-  ET_KERNEL_CHECK_MSG(ctx, K <= kMaxTaps, InvalidArgument, ,
-                      "%s: w has K = %d taps; this kernel supports up to %d", op, (int)K, kMaxTaps);
-  struct Want {
-    const Tensor* t;
-    const char* name;
-    const char* form;
-    std::initializer_list<int64_t> shape;
-  };
-  const Want wants[4] = {{&x, "x", "(B, T, C)", {B, T, C}}, {&w, "w", "(C, K)", {C, K}},
-                         {&b, "b", "(C,)", {C}}, {&state, "state", "(B, C, K)", {B, C, K}}};
-  for (const Want& wt : wants) {
-    char want[64];
-    size_t n = std::snprintf(want, sizeof(want), "(");
-    size_t i = 0;
-    for (int64_t s : wt.shape) {
-      n += std::snprintf(want + n, sizeof(want) - n, i++ ? ", %d" : "%d", (int)s);
-    }
-    std::snprintf(want + n, sizeof(want) - n, wt.shape.size() == 1 ? ",)" : ")");
-    ET_KERNEL_CHECK_MSG(ctx, has_shape(*wt.t, wt.shape) && wt.t->scalar_type() == ScalarType::Float,
-                        InvalidArgument, , "%s: %s must be %s = %s float32; got %s %s", op,
-                        wt.name, wt.form, want, ShapeStr(*wt.t).c_str(), dtype_name(wt.t->scalar_type()));
-    ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_default_dim_order(*wt.t),
-                        InvalidArgument, , "%s: %s must be contiguous", op, wt.name);
-  }
-  ET_KERNEL_CHECK_MSG(
-      ctx,
-      y.scalar_type() == ScalarType::Float &&
-          executorch::runtime::resize_tensor(y, x.sizes()) == executorch::runtime::Error::Ok,
-      InvalidArgument, , "%s: y must be (B, T, C) = (%d, %d, %d) float32; got %s %s", op,
-      (int)B, (int)T, (int)C, ShapeStr(y).c_str(), dtype_name(y.scalar_type()));
-  ET_KERNEL_CHECK_MSG(
-      ctx,
-      state_out.scalar_type() == ScalarType::Float &&
-          executorch::runtime::resize_tensor(state_out, state.sizes()) ==
-              executorch::runtime::Error::Ok,
-      InvalidArgument, , "%s: state_out must be (B, C, K) = (%d, %d, %d) float32; got %s %s", op,
-      (int)B, (int)C, (int)K, ShapeStr(state_out).c_str(), dtype_name(state_out.scalar_type()));
-  const Tensor* ins[3] = {&x, &w, &b};
-  for (int i = 0; i < 3; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, *ins[i]), InvalidArgument, ,
-                        "%s: y must not alias input %s", op, kConvInputNames[i]);
-  }
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, state), InvalidArgument, ,
-                      "%s: y must not alias input state", op);
-  for (int i = 0; i < 3; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, !overlaps(state_out, *ins[i]), InvalidArgument, ,
-                        "%s: state_out must not alias input %s", op, kConvInputNames[i]);
-  }
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(state_out, state) || same_data(state_out, state),
-                      InvalidArgument, ,
-                      "%s: state_out must be state itself or not overlap it", op);
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, state_out), InvalidArgument, ,
-                      "%s: y must not alias state_out", op);
-
+  const int64_t B = dims.B, T = dims.T, C = dims.C, K = dims.K;
   // ---- compute: per channel, slide a K-window over its T inputs ----
   const float* xp = x.const_data_ptr<float>();
   const float* wp = w.const_data_ptr<float>();
@@ -128,11 +71,17 @@ void causal_conv1d_out(KernelRuntimeContext& ctx, const char* op, bool silu, con
 
 // Boxed entry points. Stack: x, w, b, state, y, state_out, then the TensorList the emitter
 // appends for the returned (y, state_out) — ignored.
-template <bool Silu>
 void conv_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  const char* op = Silu ? "causal_conv1d_silu" : "causal_conv1d";
-  if (!tensor_args(ctx, stack, 6, op)) return;
-  causal_conv1d_out(ctx, op, Silu, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
+  checks::causal_conv1d_dims dims;
+  if (!checks::check_causal_conv1d(ctx, stack, dims)) return;
+  causal_conv1d_out(dims, false, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
+                    stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor());
+}
+
+void conv_silu_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
+  checks::causal_conv1d_silu_dims dims;
+  if (!checks::check_causal_conv1d_silu(ctx, stack, dims)) return;
+  causal_conv1d_out(dims, true, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
                     stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor());
 }
 
@@ -140,7 +89,7 @@ void conv_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
 }  // namespace kernels
 }  // namespace edgekit
 
-EDGEKIT_OUT_KERNEL("causal_conv1d.out", edgekit::kernels::conv_out_boxed<false>);
-EDGEKIT_IN_PLACE_KERNEL("causal_conv1d", edgekit::kernels::conv_out_boxed<false>, 4, 3);
-EDGEKIT_OUT_KERNEL("causal_conv1d_silu.out", edgekit::kernels::conv_out_boxed<true>);
-EDGEKIT_IN_PLACE_KERNEL("causal_conv1d_silu", edgekit::kernels::conv_out_boxed<true>, 4, 3);
+EDGEKIT_OUT_KERNEL("causal_conv1d.out", edgekit::kernels::conv_out_boxed);
+EDGEKIT_IN_PLACE_KERNEL("causal_conv1d", edgekit::kernels::conv_out_boxed, 4, 3);
+EDGEKIT_OUT_KERNEL("causal_conv1d_silu.out", edgekit::kernels::conv_silu_out_boxed);
+EDGEKIT_IN_PLACE_KERNEL("causal_conv1d_silu", edgekit::kernels::conv_silu_out_boxed, 4, 3);

@@ -18,6 +18,7 @@
 // over the output. Scratch space is a fixed stack buffer: the step allocates nothing.
 // h_out may be h itself (in-place): [x_t, h] is copied into scratch before h is written.
 #include "edgekit_kernel.h"
+#include "edgekit_op_checks.h"
 #include "edgekit_threadpool.h"
 
 #include <cmath>
@@ -28,8 +29,6 @@ namespace kernels {
 namespace {
 
 constexpr int kCfcMaxWidth = 4096;  // max of I+U, Z and K (the scratch buffers' size)
-constexpr const char* kCfcNames[11] = {"x",  "dt",     "h",      "w_in", "b_in", "w_bb",
-                                       "b_bb", "w_head", "b_head", "p",    "cfg"};
 
 // out[j] = b[j] + sum_i in[i] * W[i, j] for j in [j0, j1), W (n_in, n_out) row-major. Under
 // AVX2 the output is kept in registers, 64 (then 8) columns at a time, while the rows of W
@@ -95,31 +94,12 @@ inline void scaled_tanh(const float* u, int64_t n, float scale, float slope, flo
 
 inline float sigmoidf(float v) { return 1.f / (1.f + std::exp(-v)); }
 
-void cfc_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& dt, const Tensor& h,
+void cfc_step_out(KernelRuntimeContext& ctx, const checks::cfc_step_dims& dims, const Tensor& x, const Tensor& dt, const Tensor& h,
                   const Tensor& w_in, const Tensor& b_in, const Tensor& w_bb, const Tensor& b_bb,
                   const Tensor& w_head, const Tensor& b_head, const Tensor& p, const Tensor& cfg,
                   Tensor& y, Tensor& h_out) {
-  // ---- validate: the same words as edgekit/ops/cfc_step.py `validate` / `check_out` ----
-  const Tensor* ins[11] = {&x, &dt, &h, &w_in, &b_in, &w_bb, &b_bb, &w_head, &b_head, &p, &cfg};
-  for (int i = 0; i < 11; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, ins[i]->scalar_type() == ScalarType::Float, InvalidArgument, ,
-                        "cfc_step: %s must be float32; got %s", kCfcNames[i],
-                        dtype_name(ins[i]->scalar_type()));
-    ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_default_dim_order(*ins[i]),
-                        InvalidArgument, , "cfc_step: %s must be contiguous", kCfcNames[i]);
-  }
-  ET_KERNEL_CHECK_MSG(ctx, x.dim() == 3, InvalidArgument, ,
-                      "cfc_step: x must be (B, T, I); got %d dims", (int)x.dim());
-  const int64_t B = x.size(0), T = x.size(1), I = x.size(2);
-  ET_KERNEL_CHECK_MSG(ctx, has_shape(cfg, {4}), InvalidArgument, ,
-                      "cfc_step: cfg must be (4,) = [mode, n_bb, act_scale, act_slope]; got %s",
-                      ShapeStr(cfg).c_str());
-  ET_KERNEL_CHECK_MSG(ctx, h.dim() == 2 && h.size(0) == B, InvalidArgument, ,
-                      "cfc_step: h must be (B, U) with B = %d; got %s", (int)B, ShapeStr(h).c_str());
-  const int64_t U = h.size(1);
-  ET_KERNEL_CHECK_MSG(ctx, has_shape(dt, {B, T, 1}), InvalidArgument, ,
-                      "cfc_step: dt must be (B, T, 1) = (%d, %d, 1); got %s", (int)B, (int)T,
-                      ShapeStr(dt).c_str());
+  // ---- the configuration's checks (edgekit/ops/cfc_step.py `check`; the spec's are generated) ----
+  const int64_t B = dims.B, T = dims.T, I = dims.I, U = dims.U;
   const float* c = cfg.const_data_ptr<float>();
   const int mode = (int)c[0], n_bb = (int)c[1];
   const float scale = c[2], slope = c[3];
@@ -144,38 +124,9 @@ void cfc_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& dt, 
   ET_KERNEL_CHECK_MSG(ctx, has_shape(w_head, {d_in, K}) && has_shape(b_head, {K}), InvalidArgument, ,
                       "cfc_step: w_head must be (%d, %d) and b_head (%d,); got %s and %s", (int)d_in,
                       (int)K, (int)K, ShapeStr(w_head).c_str(), ShapeStr(b_head).c_str());
-  ET_KERNEL_CHECK_MSG(ctx, has_shape(p, {2, U}), InvalidArgument, ,
-                      "cfc_step: p must be (2, U) = (2, %d); got %s", (int)U, ShapeStr(p).c_str());
   ET_KERNEL_CHECK_MSG(ctx, I + U <= kCfcMaxWidth && Z <= kCfcMaxWidth && K <= kCfcMaxWidth,
                       InvalidArgument, , "cfc_step: widths I+U = %d, Z = %d, K = %d exceed %d",
                       (int)(I + U), (int)Z, (int)K, kCfcMaxWidth);
-
-  const SizesType y_sizes[3] = {(SizesType)B, (SizesType)T, (SizesType)U};
-  ET_KERNEL_CHECK_MSG(
-      ctx,
-      y.scalar_type() == ScalarType::Float &&
-          executorch::runtime::resize_tensor(y, {y_sizes, 3}) == executorch::runtime::Error::Ok,
-      InvalidArgument, , "cfc_step: y must be (B, T, U) = (%d, %d, %d) float32; got %s %s", (int)B,
-      (int)T, (int)U, ShapeStr(y).c_str(), dtype_name(y.scalar_type()));
-  ET_KERNEL_CHECK_MSG(
-      ctx,
-      h_out.scalar_type() == ScalarType::Float &&
-          executorch::runtime::resize_tensor(h_out, h.sizes()) == executorch::runtime::Error::Ok,
-      InvalidArgument, , "cfc_step: h_out must be (B, U) = (%d, %d) float32; got %s %s", (int)B,
-      (int)U, ShapeStr(h_out).c_str(), dtype_name(h_out.scalar_type()));
-  for (int i = 0; i < 11; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, *ins[i]), InvalidArgument, ,
-                        "cfc_step: y must not alias input %s", kCfcNames[i]);
-  }
-  for (int i = 0; i < 11; ++i) {
-    if (i == 2) continue;
-    ET_KERNEL_CHECK_MSG(ctx, !overlaps(h_out, *ins[i]), InvalidArgument, ,
-                        "cfc_step: h_out must not alias input %s", kCfcNames[i]);
-  }
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(h_out, h) || same_data(h_out, h), InvalidArgument, ,
-                      "cfc_step: h_out must be h itself or not overlap it");
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, h_out), InvalidArgument, ,
-                      "cfc_step: y must not alias h_out");
 
   // ---- compute ----
   float zbuf[kCfcMaxWidth], zb2[kCfcMaxWidth], heads[kCfcMaxWidth];
@@ -241,8 +192,9 @@ void cfc_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& dt, 
 // Boxed entry point. Stack: the 11 inputs, y, h_out, then the TensorList the emitter
 // appends for the returned (y, h_out) — ignored.
 void cfc_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  if (!tensor_args(ctx, stack, 13, "cfc_step")) return;
-  cfc_step_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
+  checks::cfc_step_dims dims;
+  if (!checks::check_cfc_step(ctx, stack, dims)) return;
+  cfc_step_out(ctx, dims, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
                stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor(),
                stack[6]->toTensor(), stack[7]->toTensor(), stack[8]->toTensor(),
                stack[9]->toTensor(), stack[10]->toTensor(), stack[11]->toTensor(),
@@ -254,3 +206,4 @@ void cfc_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
 }  // namespace edgekit
 
 EDGEKIT_OUT_KERNEL("cfc_step.out", edgekit::kernels::cfc_step_out_boxed);
+EDGEKIT_IN_PLACE_KERNEL("cfc_step", edgekit::kernels::cfc_step_out_boxed, 11, 2);

@@ -15,6 +15,7 @@
 // four at a time 1.16-1.53x that read's time, packed tiles 1.07-1.15x. (A software prefetch
 // 8 KiB ahead measured 1.02-1.19x: not a consistent gain, so not used.)
 #include "edgekit_kernel.h"
+#include "edgekit_op_checks.h"
 #include "edgekit_threadpool.h"
 
 #include <algorithm>
@@ -80,46 +81,12 @@ void row_groups(const Job& j, int64_t g0, int64_t g1) {
   }
 }
 
-void dense_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& w, const Tensor& b, Tensor& out) {
-  // ---- validate: the same words as edgekit/ops/dense.py `validate` ----
-  ET_KERNEL_CHECK_MSG(ctx, x.dim() >= 1, InvalidArgument, , "dense: x must be (..., K); got 0 dims");
-  ET_KERNEL_CHECK_MSG(ctx, b.dim() == 1 && b.scalar_type() == ScalarType::Float, InvalidArgument, ,
-                      "dense: b must be (N,) float32; got %s %s", ShapeStr(b).c_str(), dtype_name(b.scalar_type()));
-  const int64_t N = b.size(0), K = x.size(x.dim() - 1);
-  ET_KERNEL_CHECK_MSG(ctx, x.scalar_type() == ScalarType::Float, InvalidArgument, ,
-                      "dense: x must be (..., K) float32; got %s %s", ShapeStr(x).c_str(),
-                      dtype_name(x.scalar_type()));
+void dense_out(const checks::dense_dims& dims, const Tensor& x, const Tensor& w, const Tensor& b, Tensor& out) {
+  const int64_t N = dims.N, K = dims.K;
   const int64_t N4 = (N + kTileRows - 1) / kTileRows, K8 = (K + kTileCols - 1) / kTileCols;
-  ET_KERNEL_CHECK_MSG(ctx, has_shape(w, {N4, K8, kTileRows, kTileCols}) && w.scalar_type() == ScalarType::Float,
-                      InvalidArgument, ,
-                      "dense: w must be the packed (N4, K8, 4, 8) = (%d, %d, 4, 8) float32 for N = %d, K = %d; got %s %s",
-                      (int)N4, (int)K8, (int)N, (int)K, ShapeStr(w).c_str(), dtype_name(w.scalar_type()));
-  const Tensor* ins[3] = {&x, &w, &b};
-  const char* names[3] = {"x", "w", "b"};
-  for (int i = 0; i < 3; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_default_dim_order(*ins[i]),
-                        InvalidArgument, , "dense: %s must be contiguous", names[i]);
-  }
-  SizesType sizes[16];
-  ET_KERNEL_CHECK_MSG(ctx, x.dim() <= 16, InvalidArgument, , "dense: x has more than 16 dims");
-  for (ssize_t d = 0; d + 1 < x.dim(); ++d) sizes[d] = x.size(d);
-  sizes[x.dim() - 1] = (SizesType)N;
-  ET_KERNEL_CHECK_MSG(
-      ctx,
-      out.scalar_type() == ScalarType::Float &&
-          executorch::runtime::resize_tensor(
-              out, executorch::aten::ArrayRef<SizesType>(sizes, (size_t)x.dim())) ==
-              executorch::runtime::Error::Ok,
-      InvalidArgument, , "dense: out must be (..., N) = (..., %d) float32; got %s %s", (int)N,
-      ShapeStr(out).c_str(), dtype_name(out.scalar_type()));
-  for (int i = 0; i < 3; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, !overlaps(out, *ins[i]), InvalidArgument, ,
-                        "dense: out must not alias input %s", names[i]);
-  }
 
   // ---- compute: blocks of row groups over the pool ----
-  int64_t M = 1;
-  for (ssize_t d = 0; d + 1 < x.dim(); ++d) M *= x.size(d);
+  const int64_t M = dims.lead_numel;
   const float* xp = x.const_data_ptr<float>();
   int64_t x_stride = K;
   if (K % kTileCols != 0) {
@@ -140,8 +107,9 @@ void dense_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& w, cons
 
 // Boxed entry point. Stack: x, w, b, out, then the returned out (ignored).
 void dense_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  if (!tensor_args(ctx, stack, 4, "dense")) return;
-  dense_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(), stack[3]->toTensor());
+  checks::dense_dims dims;
+  if (!checks::check_dense(ctx, stack, dims)) return;
+  dense_out(dims, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(), stack[3]->toTensor());
 }
 
 }  // namespace

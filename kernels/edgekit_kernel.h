@@ -14,6 +14,7 @@
 #include <executorch/runtime/core/event_tracer_hooks.h>
 
 #include <cmath>
+#include <cstdarg>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -84,6 +85,67 @@ inline bool overlaps(const Tensor& x, const Tensor& z) {
 
 inline bool same_data(const Tensor& x, const Tensor& z) {
   return x.const_data_ptr() == z.const_data_ptr();
+}
+
+// Fail the kernel's context with a printf-formatted message (logged, as ET_KERNEL_CHECK_MSG
+// logs); returns false. The generated argument checks (edgekit_op_checks.h) use it.
+__attribute__((format(printf, 2, 3))) inline bool fail(KernelRuntimeContext& ctx, const char* fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  ET_LOG(Error, "%s", msg);
+  ctx.fail(executorch::runtime::Error::InvalidArgument);
+  return false;
+}
+
+// An expected shape: the leading dims of a tensor (an op's `...`), then sizes.
+struct Want {
+  SizesType v[16];
+  size_t n = 0;
+  void prefix(const Tensor* t, ssize_t k) {
+    for (ssize_t i = 0; t != nullptr && i < k && n < 16; ++i) v[n++] = (SizesType)t->size(i);
+  }
+  void add(int64_t s) {
+    if (n < 16) v[n++] = (SizesType)s;
+  }
+  bool matches(const Tensor& t) const {
+    if ((size_t)t.dim() != n) return false;
+    for (size_t i = 0; i < n; ++i) {
+      if (t.size(i) != v[i]) return false;
+    }
+    return true;
+  }
+  // Python's tuple repr, like ShapeStr.
+  void str(char* s, size_t cap) const {
+    size_t k = std::snprintf(s, cap, "(");
+    for (size_t i = 0; i < n && k < cap; ++i) k += std::snprintf(s + k, cap - k, i ? ", %d" : "%d", (int)v[i]);
+    if (n == 1 && k < cap) k += std::snprintf(s + k, cap - k, ",");
+    if (k < cap) std::snprintf(s + k, cap - k, ")");
+  }
+};
+
+// t has shape w and dtype st, else fail with "<what><w> <dtype>; got <shape> <dtype>", the
+// Python validator's "op: x must be (B, T, D) = (1, 2, 3) float32; got (1, 2) torch.float32".
+inline bool expect(KernelRuntimeContext& ctx, const Tensor& t, const Want& w, ScalarType st, const char* what,
+                   const char* dtype) {
+  if (w.matches(t) && t.scalar_type() == st) return true;
+  char want[96];
+  w.str(want, sizeof(want));
+  return fail(ctx, "%s%s %s; got %s %s", what, want, dtype, ShapeStr(t).c_str(), dtype_name(t.scalar_type()));
+}
+
+// An output resized to w (its dtype must be st), with expect's message when it cannot be.
+inline bool resize_out(KernelRuntimeContext& ctx, Tensor& t, const Want& w, ScalarType st, const char* what,
+                       const char* dtype) {
+  if (t.scalar_type() == st && executorch::runtime::resize_tensor(
+                                   t, executorch::aten::ArrayRef<SizesType>(w.v, w.n)) == executorch::runtime::Error::Ok) {
+    return true;
+  }
+  char want[96];
+  w.str(want, sizeof(want));
+  return fail(ctx, "%s%s %s; got %s %s", what, want, dtype, ShapeStr(t).c_str(), dtype_name(t.scalar_type()));
 }
 
 #if defined(__AVX2__) && defined(__FMA__)

@@ -9,6 +9,7 @@
 // element (exp256 under AVX2, within 2 ulp of expf: sigmoid is 0 below s = -88 and 1 above
 // s = 87, as in float32 arithmetic; NaN stays NaN).
 #include "edgekit_kernel.h"
+#include "edgekit_op_checks.h"
 
 #include <cmath>
 
@@ -44,42 +45,21 @@ void gated(const float* a, const float* b, float* y, int64_t n) {
   for (; i < n; ++i) y[i] = a[i] * sigmoid1(gate_arg<A>(a[i])) * b[i];
 }
 
-template <Act A>
-void gated_out(KernelRuntimeContext& ctx, const char* op, const Tensor& a, const Tensor& b, Tensor& y) {
-  // ---- validate: the same words as edgekit/ops/gated.py `validate_for` ----
-  ET_KERNEL_CHECK_MSG(ctx, a.scalar_type() == ScalarType::Float, InvalidArgument, ,
-                      "%s: a must be float32; got %s %s", op, ShapeStr(a).c_str(), dtype_name(a.scalar_type()));
-  bool b_ok = b.dim() == a.dim() && b.scalar_type() == ScalarType::Float;
-  for (ssize_t d = 0; b_ok && d < a.dim(); ++d) b_ok = b.size(d) == a.size(d);
-  ET_KERNEL_CHECK_MSG(ctx, b_ok, InvalidArgument, , "%s: b must be the shape of a = %s float32; got %s %s", op,
-                      ShapeStr(a).c_str(), ShapeStr(b).c_str(), dtype_name(b.scalar_type()));
-  ET_KERNEL_CHECK_MSG(ctx,
-                      executorch::runtime::tensor_is_default_dim_order(a) &&
-                          executorch::runtime::tensor_is_default_dim_order(b),
-                      InvalidArgument, , "%s: a and b must be contiguous", op);
-  ET_KERNEL_CHECK_MSG(ctx,
-                      y.scalar_type() == ScalarType::Float &&
-                          executorch::runtime::resize_tensor(y, a.sizes()) == executorch::runtime::Error::Ok,
-                      InvalidArgument, , "%s: y must be the shape of a = %s float32; got %s %s", op,
-                      ShapeStr(a).c_str(), ShapeStr(y).c_str(), dtype_name(y.scalar_type()));
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, a), InvalidArgument, , "%s: y must not alias input a", op);
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, b), InvalidArgument, , "%s: y must not alias input b", op);
-  gated<A>(a.const_data_ptr<float>(), b.const_data_ptr<float>(), y.mutable_data_ptr<float>(), a.numel());
-}
-
 // Boxed entry points. Stack: a, b, y, then the returned y (ignored).
-template <Act A>
-void gated_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack, const char* op) {
-  if (!tensor_args(ctx, stack, 3, op)) return;
-  gated_out<A>(ctx, op, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor());
-}
-
 void silu_mul_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  gated_out_boxed<Act::kSilu>(ctx, stack, "silu_mul");
+  checks::silu_mul_dims dims;
+  if (!checks::check_silu_mul(ctx, stack, dims)) return;
+  const Tensor& a = stack[0]->toTensor();
+  gated<Act::kSilu>(a.const_data_ptr<float>(), stack[1]->toTensor().const_data_ptr<float>(),
+                    stack[2]->toTensor().mutable_data_ptr<float>(), a.numel());
 }
 
 void gelu_tanh_mul_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  gated_out_boxed<Act::kGeluTanh>(ctx, stack, "gelu_tanh_mul");
+  checks::gelu_tanh_mul_dims dims;
+  if (!checks::check_gelu_tanh_mul(ctx, stack, dims)) return;
+  const Tensor& a = stack[0]->toTensor();
+  gated<Act::kGeluTanh>(a.const_data_ptr<float>(), stack[1]->toTensor().const_data_ptr<float>(),
+                        stack[2]->toTensor().mutable_data_ptr<float>(), a.numel());
 }
 
 }  // namespace

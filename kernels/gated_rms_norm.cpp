@@ -8,14 +8,13 @@
 //
 //   g = y * silu(z);  out[j*S:(j+1)*S] = g_j / sqrt(mean(g_j^2) + eps) * w[j]    (per row, group j)
 #include "edgekit_kernel.h"
+#include "edgekit_op_checks.h"
 
 #include <cmath>
 
 namespace edgekit {
 namespace kernels {
 namespace {
-
-constexpr const char* kNames[4] = {"y", "z", "w", "eps"};
 
 // g = y * silu(z) over n floats
 void gate(const float* y, const float* z, float* g, int64_t n) {
@@ -29,37 +28,9 @@ void gate(const float* y, const float* z, float* g, int64_t n) {
   for (; i < n; ++i) g[i] = y[i] * (z[i] * sigmoid1(z[i]));
 }
 
-void gated_rms_norm_out(KernelRuntimeContext& ctx, const Tensor& y, const Tensor& z, const Tensor& w,
+void gated_rms_norm_out(const checks::gated_rms_norm_dims& dims, const Tensor& y, const Tensor& z, const Tensor& w,
                         const Tensor& eps, Tensor& out) {
-  // ---- validate: the same words as edgekit/ops/gated_rms_norm.py `validate` ----
-  ET_KERNEL_CHECK_MSG(ctx, y.dim() >= 1 && y.scalar_type() == ScalarType::Float, InvalidArgument, ,
-                      "gated_rms_norm: y must be (..., D) float32; got %s %s", ShapeStr(y).c_str(),
-                      dtype_name(y.scalar_type()));
-  bool z_ok = z.dim() == y.dim() && z.scalar_type() == ScalarType::Float;
-  for (ssize_t d = 0; z_ok && d < y.dim(); ++d) z_ok = z.size(d) == y.size(d);
-  ET_KERNEL_CHECK_MSG(ctx, z_ok, InvalidArgument, , "gated_rms_norm: z must be the shape of y = %s float32; got %s %s",
-                      ShapeStr(y).c_str(), ShapeStr(z).c_str(), dtype_name(z.scalar_type()));
-  const int64_t D = y.size(y.dim() - 1);
-  ET_KERNEL_CHECK_MSG(ctx, w.dim() == 2 && w.size(0) * w.size(1) == D && w.scalar_type() == ScalarType::Float,
-                      InvalidArgument, , "gated_rms_norm: w must be (G, S) float32 with G * S = D = %d; got %s %s",
-                      (int)D, ShapeStr(w).c_str(), dtype_name(w.scalar_type()));
-  ET_KERNEL_CHECK_MSG(ctx, has_shape(eps, {1}) && eps.scalar_type() == ScalarType::Float, InvalidArgument, ,
-                      "gated_rms_norm: eps must be (1,) float32; got %s %s", ShapeStr(eps).c_str(),
-                      dtype_name(eps.scalar_type()));
-  const Tensor* ins[4] = {&y, &z, &w, &eps};
-  for (int i = 0; i < 4; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_default_dim_order(*ins[i]), InvalidArgument, ,
-                        "gated_rms_norm: %s must be contiguous", kNames[i]);
-  }
-  ET_KERNEL_CHECK_MSG(ctx,
-                      out.scalar_type() == ScalarType::Float &&
-                          executorch::runtime::resize_tensor(out, y.sizes()) == executorch::runtime::Error::Ok,
-                      InvalidArgument, , "gated_rms_norm: out must be the shape of y = %s float32; got %s %s",
-                      ShapeStr(y).c_str(), ShapeStr(out).c_str(), dtype_name(out.scalar_type()));
-  for (int i = 0; i < 4; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, !overlaps(out, *ins[i]), InvalidArgument, ,
-                        "gated_rms_norm: out must not alias input %s", kNames[i]);
-  }
+  const int64_t D = dims.D;
 
   // ---- compute: gate into out, then normalize each group of S in place ----
   const int64_t G = w.size(0), S = w.size(1), M = D > 0 ? y.numel() / D : 0;
@@ -81,8 +52,9 @@ void gated_rms_norm_out(KernelRuntimeContext& ctx, const Tensor& y, const Tensor
 
 // Boxed entry point. Stack: y, z, w, eps, out, then the returned out (ignored).
 void gated_rms_norm_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  if (!tensor_args(ctx, stack, 5, "gated_rms_norm")) return;
-  gated_rms_norm_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(), stack[3]->toTensor(),
+  checks::gated_rms_norm_dims dims;
+  if (!checks::check_gated_rms_norm(ctx, stack, dims)) return;
+  gated_rms_norm_out(dims, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(), stack[3]->toTensor(),
                      stack[4]->toTensor());
 }
 

@@ -16,6 +16,7 @@
 // Sources are the outer loop so the target loop (j) is contiguous and vectorizes. Each
 // unfold reads the old v (copied to scratch) and writes the new one: v_out may be v.
 #include "edgekit_kernel.h"
+#include "edgekit_op_checks.h"
 
 #include <cmath>
 #include <cstring>
@@ -24,75 +25,16 @@ namespace edgekit {
 namespace kernels {
 namespace {
 
-constexpr int kLtcMaxUnits = 4096;  // scratch size (U)
-constexpr const char* kLtcNames[15] = {"x",  "dt",    "v",  "s_mu",  "s_sigma", "s_w",  "s_werev", "mu",
-                                       "sigma", "w", "werev", "cm", "gleak", "gvleak", "cfg"};
+constexpr int kLtcMaxUnits = 4096;  // scratch size (U): edgekit/ops/ltc_step.py MAX_UNITS
 
-void ltc_step_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
+void ltc_step_out(const checks::ltc_step_dims& dims, Span<EValue*> stack) {
   const Tensor* ins[15];
   for (int i = 0; i < 15; ++i) ins[i] = &stack[i]->toTensor();
   const Tensor &x = *ins[0], &dt = *ins[1], &v = *ins[2];
   Tensor& y = stack[15]->toTensor();
   Tensor& v_out = stack[16]->toTensor();
 
-  // ---- validate: the same words as edgekit/ops/ltc_step.py `validate` / `check_out` ----
-  for (int i = 0; i < 15; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, ins[i]->scalar_type() == ScalarType::Float, InvalidArgument, ,
-                        "ltc_step: %s must be float32; got %s", kLtcNames[i],
-                        dtype_name(ins[i]->scalar_type()));
-    ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_default_dim_order(*ins[i]),
-                        InvalidArgument, , "ltc_step: %s must be contiguous", kLtcNames[i]);
-  }
-  ET_KERNEL_CHECK_MSG(ctx, x.dim() == 3, InvalidArgument, ,
-                      "ltc_step: x must be (B, T, I); got %d dims", (int)x.dim());
-  const int64_t B = x.size(0), T = x.size(1), I = x.size(2);
-  ET_KERNEL_CHECK_MSG(ctx, v.dim() == 2 && v.size(0) == B, InvalidArgument, ,
-                      "ltc_step: v must be (B, U) with B = %d; got %s", (int)B, ShapeStr(v).c_str());
-  const int64_t U = v.size(1);
-  ET_KERNEL_CHECK_MSG(ctx, has_shape(dt, {B, T, 1}), InvalidArgument, ,
-                      "ltc_step: dt must be (%d, %d, 1); got %s", (int)B, (int)T, ShapeStr(dt).c_str());
-  for (int i = 3; i < 7; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, has_shape(*ins[i], {I, U}), InvalidArgument, ,
-                        "ltc_step: %s must be (%d, %d); got %s", kLtcNames[i], (int)I, (int)U,
-                        ShapeStr(*ins[i]).c_str());
-  }
-  for (int i = 7; i < 11; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, has_shape(*ins[i], {U, U}), InvalidArgument, ,
-                        "ltc_step: %s must be (%d, %d); got %s", kLtcNames[i], (int)U, (int)U,
-                        ShapeStr(*ins[i]).c_str());
-  }
-  for (int i = 11; i < 14; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, has_shape(*ins[i], {U}), InvalidArgument, ,
-                        "ltc_step: %s must be (%d,); got %s", kLtcNames[i], (int)U,
-                        ShapeStr(*ins[i]).c_str());
-  }
-  ET_KERNEL_CHECK_MSG(ctx, has_shape(*ins[14], {2}), InvalidArgument, ,
-                      "ltc_step: cfg must be (2,); got %s", ShapeStr(*ins[14]).c_str());
-  ET_KERNEL_CHECK_MSG(ctx, U <= kLtcMaxUnits, InvalidArgument, ,
-                      "ltc_step: U = %d exceeds %d", (int)U, kLtcMaxUnits);
-  const SizesType y_sizes[3] = {(SizesType)B, (SizesType)T, (SizesType)U};
-  ET_KERNEL_CHECK_MSG(
-      ctx,
-      y.scalar_type() == ScalarType::Float &&
-          executorch::runtime::resize_tensor(y, {y_sizes, 3}) == executorch::runtime::Error::Ok,
-      InvalidArgument, , "ltc_step: y must be (B, T, U) = (%d, %d, %d) float32; got %s %s", (int)B,
-      (int)T, (int)U, ShapeStr(y).c_str(), dtype_name(y.scalar_type()));
-  ET_KERNEL_CHECK_MSG(
-      ctx,
-      v_out.scalar_type() == ScalarType::Float &&
-          executorch::runtime::resize_tensor(v_out, v.sizes()) == executorch::runtime::Error::Ok,
-      InvalidArgument, , "ltc_step: v_out must be (B, U) = (%d, %d) float32; got %s %s", (int)B,
-      (int)U, ShapeStr(v_out).c_str(), dtype_name(v_out.scalar_type()));
-  for (int i = 0; i < 15; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, *ins[i]), InvalidArgument, ,
-                        "ltc_step: y must not alias input %s", kLtcNames[i]);
-    if (i == 2) continue;
-    ET_KERNEL_CHECK_MSG(ctx, !overlaps(v_out, *ins[i]), InvalidArgument, ,
-                        "ltc_step: v_out must not alias input %s", kLtcNames[i]);
-  }
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(v_out, v) || same_data(v_out, v), InvalidArgument, ,
-                      "ltc_step: v_out must be v itself or not overlap it");
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, v_out), InvalidArgument, , "ltc_step: y must not alias v_out");
+  const int64_t B = dims.B, T = dims.T, I = dims.I, U = dims.U;
 
   // ---- compute ----
   const float* cfg = ins[14]->const_data_ptr<float>();
@@ -155,8 +97,9 @@ void ltc_step_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
 // Boxed entry point. Stack: the 15 inputs, y, v_out, then the TensorList the emitter
 // appends for the returned (y, v_out) — ignored.
 void ltc_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  if (!tensor_args(ctx, stack, 17, "ltc_step")) return;
-  ltc_step_out(ctx, stack);
+  checks::ltc_step_dims dims;
+  if (!checks::check_ltc_step(ctx, stack, dims)) return;
+  ltc_step_out(dims, stack);
 }
 
 }  // namespace
@@ -164,3 +107,4 @@ void ltc_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
 }  // namespace edgekit
 
 EDGEKIT_OUT_KERNEL("ltc_step.out", edgekit::kernels::ltc_step_out_boxed);
+EDGEKIT_IN_PLACE_KERNEL("ltc_step", edgekit::kernels::ltc_step_out_boxed, 15, 2);

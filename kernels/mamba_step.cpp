@@ -1,6 +1,6 @@
 // ExecuTorch kernel for `edgekit::mamba_step.out` — the Mamba (S6) selective state-space
-// recurrence (arXiv:2312.00752, eq. 2a/2b, ZOH for A, Euler for B). Schema, reference and
-// validator: edgekit/ops/mamba_step.py.
+// recurrence (arXiv:2312.00752, eq. 2a/2b, ZOH for A, Euler for B). Spec, reference and
+// validator: edgekit/ops/mamba_step.py; argument checks generated from the spec (edgekit_op_checks.h).
 //
 //   mamba_step.out(Tensor x, Tensor dt, Tensor A, Tensor Bm, Tensor C, Tensor D, Tensor state, *,
 //                  Tensor(a!) y, Tensor(b!) state_out) -> (Tensor(a!), Tensor(b!))
@@ -13,6 +13,7 @@
 // Channel d's row of h depends only on its own previous row, so state_out may be state
 // itself (in-place update). T is looped inside a channel, so its row stays in L1.
 #include "edgekit_kernel.h"
+#include "edgekit_op_checks.h"
 #include "edgekit_threadpool.h"
 
 #include <cmath>
@@ -22,72 +23,10 @@ namespace edgekit {
 namespace kernels {
 namespace {
 
-constexpr const char* kMambaInputNames[6] = {"x", "dt", "A", "Bm", "C", "D"};
-
-void mamba_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& dt, const Tensor& A,
-                    const Tensor& Bm, const Tensor& C, const Tensor& Dp, const Tensor& state,
-                    Tensor& y, Tensor& state_out) {
-  // ---- validate: the same words as edgekit/ops/mamba_step.py `validate` / `check_out` ----
-  ET_KERNEL_CHECK_MSG(ctx, x.dim() == 3, InvalidArgument, ,
-                      "mamba_step: x must be (B, T, D); got %d dims", (int)x.dim());
-  ET_KERNEL_CHECK_MSG(ctx, A.dim() == 2, InvalidArgument, ,
-                      "mamba_step: A must be (D, N); got %d dims", (int)A.dim());
-  const int64_t B = x.size(0), T = x.size(1), D = x.size(2), N = A.size(1);
-  struct Want {
-    const Tensor* t;
-    const char* name;
-    const char* form;
-    std::initializer_list<int64_t> shape;
-  };
-  const Want wants[7] = {{&x, "x", "(B, T, D)", {B, T, D}},    {&dt, "dt", "(B, T, D)", {B, T, D}},
-                         {&A, "A", "(D, N)", {D, N}},          {&Bm, "Bm", "(B, T, N)", {B, T, N}},
-                         {&C, "C", "(B, T, N)", {B, T, N}},    {&Dp, "D", "(D,)", {D}},
-                         {&state, "state", "(B, D, N)", {B, D, N}}};
-  for (const Want& w : wants) {
-    char want[64];
-    size_t n = std::snprintf(want, sizeof(want), "(");
-    size_t i = 0;
-    for (int64_t s : w.shape) {
-      n += std::snprintf(want + n, sizeof(want) - n, i++ ? ", %d" : "%d", (int)s);
-    }
-    std::snprintf(want + n, sizeof(want) - n, w.shape.size() == 1 ? ",)" : ")");
-    ET_KERNEL_CHECK_MSG(ctx, has_shape(*w.t, w.shape) && w.t->scalar_type() == ScalarType::Float,
-                        InvalidArgument, , "mamba_step: %s must be %s = %s float32; got %s %s",
-                        w.name, w.form, want, ShapeStr(*w.t).c_str(),
-                        dtype_name(w.t->scalar_type()));
-    ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_default_dim_order(*w.t),
-                        InvalidArgument, , "mamba_step: %s must be contiguous", w.name);
-  }
-  ET_KERNEL_CHECK_MSG(
-      ctx,
-      y.scalar_type() == ScalarType::Float &&
-          executorch::runtime::resize_tensor(y, x.sizes()) == executorch::runtime::Error::Ok,
-      InvalidArgument, , "mamba_step: y must be (B, T, D) = (%d, %d, %d) float32; got %s %s",
-      (int)B, (int)T, (int)D, ShapeStr(y).c_str(), dtype_name(y.scalar_type()));
-  ET_KERNEL_CHECK_MSG(
-      ctx,
-      state_out.scalar_type() == ScalarType::Float &&
-          executorch::runtime::resize_tensor(state_out, state.sizes()) ==
-              executorch::runtime::Error::Ok,
-      InvalidArgument, , "mamba_step: state_out must be (B, D, N) = (%d, %d, %d) float32; got %s %s",
-      (int)B, (int)D, (int)N, ShapeStr(state_out).c_str(), dtype_name(state_out.scalar_type()));
-  const Tensor* ins[6] = {&x, &dt, &A, &Bm, &C, &Dp};
-  for (int i = 0; i < 6; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, *ins[i]), InvalidArgument, ,
-                        "mamba_step: y must not alias input %s", kMambaInputNames[i]);
-  }
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, state), InvalidArgument, ,
-                      "mamba_step: y must not alias input state");
-  for (int i = 0; i < 6; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, !overlaps(state_out, *ins[i]), InvalidArgument, ,
-                        "mamba_step: state_out must not alias input %s", kMambaInputNames[i]);
-  }
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(state_out, state) || same_data(state_out, state),
-                      InvalidArgument, ,
-                      "mamba_step: state_out must be state itself or not overlap it");
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, state_out), InvalidArgument, ,
-                      "mamba_step: y must not alias state_out");
-
+void mamba_step_out(const checks::mamba_step_dims& dims, const Tensor& x, const Tensor& dt, const Tensor& A,
+                    const Tensor& Bm, const Tensor& C, const Tensor& Dp, const Tensor& state, Tensor& y,
+                    Tensor& state_out) {
+  const int64_t B = dims.B, T = dims.T, D = dims.D, N = dims.N;
   // ---- compute: step 0 reads `state` and writes `state_out` (the same memory when in
   // place: each element is read before it is written), later steps update state_out ----
   if (T == 0 && !same_data(state_out, state) && state.nbytes() > 0) {
@@ -143,10 +82,11 @@ void mamba_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& dt
 // Boxed entry point. Stack: x, dt, A, Bm, C, D, state, y, state_out, then the TensorList the
 // emitter appends for the returned (y, state_out) — ignored.
 void mamba_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  if (!tensor_args(ctx, stack, 9, "mamba_step")) return;
-  mamba_step_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
-                 stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor(),
-                 stack[6]->toTensor(), stack[7]->toTensor(), stack[8]->toTensor());
+  checks::mamba_step_dims d;
+  if (!checks::check_mamba_step(ctx, stack, d)) return;
+  mamba_step_out(d, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(), stack[3]->toTensor(),
+                 stack[4]->toTensor(), stack[5]->toTensor(), stack[6]->toTensor(), stack[7]->toTensor(),
+                 stack[8]->toTensor());
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 // for step t (overwritten by h), the gate pre-activations in a per-thread scratch buffer
 // that grows once (nothing is allocated per step after the first call).
 #include "edgekit_kernel.h"
+#include "edgekit_op_checks.h"
 #include "edgekit_threadpool.h"
 
 #include <cmath>
@@ -29,91 +30,13 @@ namespace edgekit {
 namespace kernels {
 namespace {
 
-constexpr const char* kRglruInputs[9] = {"x",      "reset", "conv_w",     "conv_b", "gate_w",
-                                         "gate_b", "log_a", "conv_state", "h_state"};
-
-// Python's tuple repr of an expected shape.
-struct TupleStr {
-  char s[96];
-  explicit TupleStr(std::initializer_list<int64_t> shape) {
-    size_t n = 0;
-    n += std::snprintf(s + n, sizeof(s) - n, "(");
-    size_t i = 0;
-    for (int64_t d : shape) {
-      if (n < sizeof(s)) n += std::snprintf(s + n, sizeof(s) - n, i ? ", %lld" : "%lld", (long long)d);
-      ++i;
-    }
-    if (shape.size() == 1 && n < sizeof(s)) n += std::snprintf(s + n, sizeof(s) - n, ",");
-    if (n < sizeof(s)) std::snprintf(s + n, sizeof(s) - n, ")");
-  }
-  const char* c_str() const { return s; }
-};
-
 inline float sigmoidf(float v) { return 1.f / (1.f + std::exp(-v)); }
 
-void rglru_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& reset,
+void rglru_step_out(const checks::rglru_step_dims& dims, const Tensor& x, const Tensor& reset,
                     const Tensor& conv_w, const Tensor& conv_b, const Tensor& gate_w,
                     const Tensor& gate_b, const Tensor& log_a, const Tensor& conv_state,
                     const Tensor& h_state, Tensor& y, Tensor& conv_state_out, Tensor& h_state_out) {
-  // ---- validate: the same words as edgekit/ops/rglru_step.py `validate` / `_check_out` ----
-  ET_KERNEL_CHECK_MSG(ctx, x.dim() == 3, InvalidArgument, ,
-                      "rglru_step: x must be (B, T, D); got %d dims", (int)x.dim());
-  const int64_t B = x.size(0), T = x.size(1), D = x.size(2);
-  ET_KERNEL_CHECK_MSG(ctx, conv_w.dim() == 2 && conv_w.size(0) >= 1, InvalidArgument, ,
-                      "rglru_step: conv_w must be (K, D) with K >= 1; got %s", ShapeStr(conv_w).c_str());
-  const int64_t K = conv_w.size(0);
-  ET_KERNEL_CHECK_MSG(ctx, gate_w.dim() == 3 && gate_w.size(0) >= 1, InvalidArgument, ,
-                      "rglru_step: gate_w must be (H, W, 2W); got %s", ShapeStr(gate_w).c_str());
-  const int64_t H = gate_w.size(0), W = gate_w.size(1);
-  ET_KERNEL_CHECK_MSG(ctx, H * W == D, InvalidArgument, ,
-                      "rglru_step: gate_w must be (H, W, 2W) with H*W = D = %lld; got %s", (long long)D,
-                      ShapeStr(gate_w).c_str());
-  const Tensor* ins[9] = {&x, &reset, &conv_w, &conv_b, &gate_w, &gate_b, &log_a, &conv_state, &h_state};
-  const char* legend[9] = {"(B, T, D)", "(B, T)", "(K, D)", "(D,)", "(H, W, 2W)",
-                           "(H, 2W)",   "(D,)",   "(B, D, K-1)", "(B, D)"};
-  const std::initializer_list<int64_t> expect[9] = {{B, T, D}, {B, T},       {K, D},          {D},   {H, W, 2 * W},
-                                                    {H, 2 * W}, {D},         {B, D, K - 1},   {B, D}};
-  for (int i = 0; i < 9; ++i) {
-    const Tensor& t = *ins[i];
-    ET_KERNEL_CHECK_MSG(ctx, has_shape(t, expect[i]) && t.scalar_type() == ScalarType::Float,
-                        InvalidArgument, , "rglru_step: %s must be %s = %s float32; got %s %s",
-                        kRglruInputs[i], legend[i], TupleStr(expect[i]).c_str(), ShapeStr(t).c_str(),
-                        dtype_name(t.scalar_type()));
-    ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_default_dim_order(t), InvalidArgument, ,
-                        "rglru_step: %s must be contiguous", kRglruInputs[i]);
-  }
-  // Outputs: float32, resized to their input's shape (fails if the planned buffer is too small).
-  Tensor* outs[3] = {&y, &conv_state_out, &h_state_out};
-  const Tensor* like[3] = {&x, &conv_state, &h_state};
-  const char* out_names[3] = {"y", "conv_state_out", "h_state_out"};
-  for (int i = 0; i < 3; ++i) {
-    ET_KERNEL_CHECK_MSG(
-        ctx,
-        outs[i]->scalar_type() == ScalarType::Float &&
-            executorch::runtime::resize_tensor(*outs[i], like[i]->sizes()) == executorch::runtime::Error::Ok,
-        InvalidArgument, , "rglru_step: %s must be %s float32; got %s %s", out_names[i],
-        ShapeStr(*like[i]).c_str(), ShapeStr(*outs[i]).c_str(), dtype_name(outs[i]->scalar_type()));
-  }
-  // Aliasing: each state output is its state input itself or disjoint from it; nothing else overlaps.
-  for (int o = 0; o < 3; ++o) {
-    for (int i = 0; i < 9; ++i) {
-      const bool own = (o == 1 && i == 7) || (o == 2 && i == 8);
-      if (own) {
-        ET_KERNEL_CHECK_MSG(ctx, !overlaps(*outs[o], *ins[i]) || same_data(*outs[o], *ins[i]),
-                            InvalidArgument, , "rglru_step: %s must be %s itself or not overlap it",
-                            out_names[o], kRglruInputs[i]);
-      } else {
-        ET_KERNEL_CHECK_MSG(ctx, !overlaps(*outs[o], *ins[i]), InvalidArgument, ,
-                            "rglru_step: %s must not alias input %s", out_names[o], kRglruInputs[i]);
-      }
-    }
-  }
-  ET_KERNEL_CHECK_MSG(ctx,
-                      !overlaps(y, conv_state_out) && !overlaps(y, h_state_out) &&
-                          !overlaps(conv_state_out, h_state_out),
-                      InvalidArgument, ,
-                      "rglru_step: outputs y, conv_state_out, h_state_out must not alias each other");
-
+  const int64_t B = dims.B, T = dims.T, D = dims.D, K = dims.K, H = dims.H, W = dims.W;
   const int64_t KH = K - 1;  // history length
   if (T == 0) {               // no steps: the state passes through
     if (!same_data(conv_state_out, conv_state) && conv_state.nbytes() > 0)
@@ -193,8 +116,9 @@ void rglru_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& re
 // Boxed entry point. Stack: the 9 inputs, y, conv_state_out, h_state_out, then the TensorList
 // the emitter appends for the returned tuple — ignored.
 void rglru_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  if (!tensor_args(ctx, stack, 12, "rglru_step")) return;
-  rglru_step_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
+  checks::rglru_step_dims dims;
+  if (!checks::check_rglru_step(ctx, stack, dims)) return;
+  rglru_step_out(dims, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
                  stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor(),
                  stack[6]->toTensor(), stack[7]->toTensor(), stack[8]->toTensor(),
                  stack[9]->toTensor(), stack[10]->toTensor(), stack[11]->toTensor());

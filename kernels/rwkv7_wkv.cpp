@@ -17,14 +17,13 @@
 // together so their reductions overlap. T is looped inside, so a head's state (16 KiB at
 // N = 64) stays in L1 across steps.
 #include "edgekit_kernel.h"
+#include "edgekit_op_checks.h"
 
 #include <cstring>
 
 namespace edgekit {
 namespace kernels {
 namespace {
-
-constexpr const char* kInputNames[6] = {"r", "w", "k", "v", "a", "b"};
 
 // Four rows i0..i0+3 of one head at one step: read from `src`, write to `dst` (which may be
 // `src`: element j is read before it is written, and rows are independent). Four rows give
@@ -119,73 +118,10 @@ void wkv_head(const float* S0, float* S, const float* r, const float* w, const f
   }
 }
 
-void rwkv7_wkv_out(KernelRuntimeContext& ctx, const Tensor& r, const Tensor& w, const Tensor& k,
+void rwkv7_wkv_out(const checks::rwkv7_wkv_dims& dims, const Tensor& r, const Tensor& w, const Tensor& k,
                    const Tensor& v, const Tensor& a, const Tensor& b, const Tensor& state,
                    Tensor& y, Tensor& state_out) {
-  // ---- validate: the same words as edgekit/ops/rwkv7_wkv.py `validate` / `_check_out` ----
-  ET_KERNEL_CHECK_MSG(ctx, r.dim() == 4, InvalidArgument, ,
-                      "rwkv7_wkv: r must be (B, T, H, N); got %d dims", (int)r.dim());
-  const int64_t B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
-  const Tensor* ins[6] = {&r, &w, &k, &v, &a, &b};
-  for (int i = 0; i < 6; ++i) {
-    const Tensor& x = *ins[i];
-    ET_KERNEL_CHECK_MSG(
-        ctx, has_shape(x, {B, T, H, N}) && x.scalar_type() == ScalarType::Float,
-        InvalidArgument, ,
-        "rwkv7_wkv: %s must be (B, T, H, N) = (%d, %d, %d, %d) float32; got %s %s",
-        kInputNames[i], (int)B, (int)T, (int)H, (int)N, ShapeStr(x).c_str(),
-        dtype_name(x.scalar_type()));
-    ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_default_dim_order(x),
-                        InvalidArgument, , "rwkv7_wkv: %s must be contiguous", kInputNames[i]);
-  }
-  ET_KERNEL_CHECK_MSG(
-      ctx, has_shape(state, {B, H, N, N}) && state.scalar_type() == ScalarType::Float,
-      InvalidArgument, ,
-      "rwkv7_wkv: state must be (B, H, N, N) = (%d, %d, %d, %d) float32; got %s %s", (int)B,
-      (int)H, (int)N, (int)N, ShapeStr(state).c_str(), dtype_name(state.scalar_type()));
-  ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_default_dim_order(state),
-                      InvalidArgument, , "rwkv7_wkv: state must be contiguous");
-
-  // Outputs: float32, resized to the input shapes (fails if the planned buffer is too small).
-  ET_KERNEL_CHECK_MSG(
-      ctx,
-      y.scalar_type() == ScalarType::Float &&
-          executorch::runtime::resize_tensor(y, r.sizes()) == executorch::runtime::Error::Ok,
-      InvalidArgument, , "rwkv7_wkv: y must be (B, T, H, N) = (%d, %d, %d, %d) float32; got %s %s",
-      (int)B, (int)T, (int)H, (int)N, ShapeStr(y).c_str(), dtype_name(y.scalar_type()));
-  ET_KERNEL_CHECK_MSG(
-      ctx,
-      state_out.scalar_type() == ScalarType::Float &&
-          executorch::runtime::resize_tensor(state_out, state.sizes()) ==
-              executorch::runtime::Error::Ok,
-      InvalidArgument, ,
-      "rwkv7_wkv: state_out must be (B, H, N, N) = (%d, %d, %d, %d) float32; got %s %s", (int)B,
-      (int)H, (int)N, (int)N, ShapeStr(state_out).c_str(), dtype_name(state_out.scalar_type()));
-
-  // Aliasing: y aliases nothing; state_out is state itself or disjoint from every input.
-  for (int i = 0; i < 6; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, *ins[i]), InvalidArgument, ,
-                        "rwkv7_wkv: y must not alias input %s", kInputNames[i]);
-  }
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, state), InvalidArgument, ,
-                      "rwkv7_wkv: y must not alias input state");
-  for (int i = 0; i < 6; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, !overlaps(state_out, *ins[i]), InvalidArgument, ,
-                        "rwkv7_wkv: state_out must not alias input %s", kInputNames[i]);
-  }
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(state_out, state) || same_data(state_out, state),
-                      InvalidArgument, ,
-                      "rwkv7_wkv: state_out must be state itself or not overlap it");
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, state_out), InvalidArgument, ,
-                      "rwkv7_wkv: y must not alias state_out");
-
-  if (B * T * H * N == 0) {  // no steps: state_out = state
-    if (!same_data(state_out, state) && state.nbytes() > 0) {
-      std::memcpy(state_out.mutable_data_ptr<float>(), state.const_data_ptr<float>(),
-                  state.nbytes());
-    }
-    return;
-  }
+  const int64_t B = dims.B, T = dims.T, H = dims.H, N = dims.N;
 
   // ---- compute: state_out is written row by row from state (no separate copy) ----
   const float* S0 = state.const_data_ptr<float>();
@@ -207,8 +143,9 @@ void rwkv7_wkv_out(KernelRuntimeContext& ctx, const Tensor& r, const Tensor& w, 
 // Boxed entry point. Stack: r, w, k, v, a, b, state, y, state_out, then the TensorList the
 // emitter appends for the returned (y, state_out) — ignored.
 void rwkv7_wkv_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  if (!tensor_args(ctx, stack, 9, "rwkv7_wkv")) return;
-  rwkv7_wkv_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
+  checks::rwkv7_wkv_dims dims;
+  if (!checks::check_rwkv7_wkv(ctx, stack, dims)) return;
+  rwkv7_wkv_out(dims, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
                 stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor(),
                 stack[6]->toTensor(), stack[7]->toTensor(), stack[8]->toTensor());
 }

@@ -9,6 +9,7 @@
 //   log1p(u) = ln(1 + u) * u / ((1 + u) - 1)  (Goldberg), = u where 1 + u rounds to 1
 // No overflow for any v; below v = -87 (e^v < 1.7e-38) 0; +Inf -> +Inf, -Inf -> 0, NaN -> NaN.
 #include "edgekit_kernel.h"
+#include "edgekit_op_checks.h"
 
 #include <cmath>
 
@@ -46,34 +47,17 @@ void softplus_rows(const float* x, const float* b, float* y, int64_t M, int64_t 
   }
 }
 
-void softplus_bias_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& b, Tensor& y) {
-  // ---- validate: the same words as edgekit/ops/softplus_bias.py `validate` ----
-  ET_KERNEL_CHECK_MSG(ctx, x.dim() >= 1 && x.scalar_type() == ScalarType::Float, InvalidArgument, ,
-                      "softplus_bias: x must be (..., C) float32; got %s %s", ShapeStr(x).c_str(),
-                      dtype_name(x.scalar_type()));
-  const int64_t C = x.size(x.dim() - 1);
-  ET_KERNEL_CHECK_MSG(ctx, has_shape(b, {C}) && b.scalar_type() == ScalarType::Float, InvalidArgument, ,
-                      "softplus_bias: b must be (C,) = (%d,) float32; got %s %s", (int)C, ShapeStr(b).c_str(),
-                      dtype_name(b.scalar_type()));
-  ET_KERNEL_CHECK_MSG(ctx,
-                      executorch::runtime::tensor_is_default_dim_order(x) &&
-                          executorch::runtime::tensor_is_default_dim_order(b),
-                      InvalidArgument, , "softplus_bias: x and b must be contiguous");
-  ET_KERNEL_CHECK_MSG(ctx,
-                      y.scalar_type() == ScalarType::Float &&
-                          executorch::runtime::resize_tensor(y, x.sizes()) == executorch::runtime::Error::Ok,
-                      InvalidArgument, , "softplus_bias: y must be the shape of x = %s float32; got %s %s",
-                      ShapeStr(x).c_str(), ShapeStr(y).c_str(), dtype_name(y.scalar_type()));
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, x), InvalidArgument, , "softplus_bias: y must not alias input x");
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, b), InvalidArgument, , "softplus_bias: y must not alias input b");
+void softplus_bias_out(const checks::softplus_bias_dims& dims, const Tensor& x, const Tensor& b, Tensor& y) {
+  const int64_t C = dims.C;
   softplus_rows(x.const_data_ptr<float>(), b.const_data_ptr<float>(), y.mutable_data_ptr<float>(),
                 C > 0 ? x.numel() / C : 0, C);
 }
 
 // Boxed entry point. Stack: x, b, y, then the returned y (ignored).
 void softplus_bias_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  if (!tensor_args(ctx, stack, 3, "softplus_bias")) return;
-  softplus_bias_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor());
+  checks::softplus_bias_dims dims;
+  if (!checks::check_softplus_bias(ctx, stack, dims)) return;
+  softplus_bias_out(dims, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor());
 }
 
 }  // namespace

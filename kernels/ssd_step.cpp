@@ -15,6 +15,7 @@
 // A head's state depends only on its own previous state, so state_out may be state itself
 // (in-place update). T is looped inside a head, so its P x N state stays in cache.
 #include "edgekit_kernel.h"
+#include "edgekit_op_checks.h"
 #include "edgekit_threadpool.h"
 
 #include <cmath>
@@ -24,78 +25,10 @@ namespace edgekit {
 namespace kernels {
 namespace {
 
-constexpr const char* kSsdInputNames[6] = {"x", "dt", "A", "Bm", "C", "D"};
-
-void ssd_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& dt, const Tensor& A,
+void ssd_step_out(const checks::ssd_step_dims& dims, const Tensor& x, const Tensor& dt, const Tensor& A,
                   const Tensor& Bm, const Tensor& C, const Tensor& Dp, const Tensor& state,
                   Tensor& y, Tensor& state_out) {
-  // ---- validate: the same words as edgekit/ops/ssd_step.py `validate` / `check_out` ----
-  ET_KERNEL_CHECK_MSG(ctx, x.dim() == 4, InvalidArgument, ,
-                      "ssd_step: x must be (B, T, H, P); got %d dims", (int)x.dim());
-  ET_KERNEL_CHECK_MSG(ctx, Bm.dim() == 4, InvalidArgument, ,
-                      "ssd_step: Bm must be (B, T, G, N); got %d dims", (int)Bm.dim());
-  const int64_t B = x.size(0), T = x.size(1), H = x.size(2), P = x.size(3);
-  const int64_t G = Bm.size(2), N = Bm.size(3);
-  ET_KERNEL_CHECK_MSG(ctx, G >= 1 && H % G == 0, InvalidArgument, ,
-                      "ssd_step: groups G = %d must divide heads H = %d", (int)G, (int)H);
-  struct Want {
-    const Tensor* t;
-    const char* name;
-    const char* form;
-    std::initializer_list<int64_t> shape;
-  };
-  const Want wants[7] = {{&x, "x", "(B, T, H, P)", {B, T, H, P}},
-                         {&dt, "dt", "(B, T, H)", {B, T, H}},
-                         {&A, "A", "(H,)", {H}},
-                         {&Bm, "Bm", "(B, T, G, N)", {B, T, G, N}},
-                         {&C, "C", "(B, T, G, N)", {B, T, G, N}},
-                         {&Dp, "D", "(H,)", {H}},
-                         {&state, "state", "(B, H, P, N)", {B, H, P, N}}};
-  for (const Want& w : wants) {
-    char want[64];
-    size_t n = std::snprintf(want, sizeof(want), "(");
-    size_t i = 0;
-    for (int64_t s : w.shape) {
-      n += std::snprintf(want + n, sizeof(want) - n, i++ ? ", %d" : "%d", (int)s);
-    }
-    std::snprintf(want + n, sizeof(want) - n, w.shape.size() == 1 ? ",)" : ")");
-    ET_KERNEL_CHECK_MSG(ctx, has_shape(*w.t, w.shape) && w.t->scalar_type() == ScalarType::Float,
-                        InvalidArgument, , "ssd_step: %s must be %s = %s float32; got %s %s",
-                        w.name, w.form, want, ShapeStr(*w.t).c_str(),
-                        dtype_name(w.t->scalar_type()));
-    ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::tensor_is_default_dim_order(*w.t),
-                        InvalidArgument, , "ssd_step: %s must be contiguous", w.name);
-  }
-  ET_KERNEL_CHECK_MSG(
-      ctx,
-      y.scalar_type() == ScalarType::Float &&
-          executorch::runtime::resize_tensor(y, x.sizes()) == executorch::runtime::Error::Ok,
-      InvalidArgument, , "ssd_step: y must be (B, T, H, P) = (%d, %d, %d, %d) float32; got %s %s",
-      (int)B, (int)T, (int)H, (int)P, ShapeStr(y).c_str(), dtype_name(y.scalar_type()));
-  ET_KERNEL_CHECK_MSG(
-      ctx,
-      state_out.scalar_type() == ScalarType::Float &&
-          executorch::runtime::resize_tensor(state_out, state.sizes()) ==
-              executorch::runtime::Error::Ok,
-      InvalidArgument, ,
-      "ssd_step: state_out must be (B, H, P, N) = (%d, %d, %d, %d) float32; got %s %s", (int)B,
-      (int)H, (int)P, (int)N, ShapeStr(state_out).c_str(), dtype_name(state_out.scalar_type()));
-  const Tensor* ins[6] = {&x, &dt, &A, &Bm, &C, &Dp};
-  for (int i = 0; i < 6; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, *ins[i]), InvalidArgument, ,
-                        "ssd_step: y must not alias input %s", kSsdInputNames[i]);
-  }
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, state), InvalidArgument, ,
-                      "ssd_step: y must not alias input state");
-  for (int i = 0; i < 6; ++i) {
-    ET_KERNEL_CHECK_MSG(ctx, !overlaps(state_out, *ins[i]), InvalidArgument, ,
-                        "ssd_step: state_out must not alias input %s", kSsdInputNames[i]);
-  }
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(state_out, state) || same_data(state_out, state),
-                      InvalidArgument, ,
-                      "ssd_step: state_out must be state itself or not overlap it");
-  ET_KERNEL_CHECK_MSG(ctx, !overlaps(y, state_out), InvalidArgument, ,
-                      "ssd_step: y must not alias state_out");
+  const int64_t B = dims.B, T = dims.T, H = dims.H, P = dims.P, G = dims.G, N = dims.N;
 
   // ---- compute: step 0 reads `state` and writes `state_out` (the same memory when in
   // place: each element is read before it is written), later steps update state_out ----
@@ -149,8 +82,9 @@ void ssd_step_out(KernelRuntimeContext& ctx, const Tensor& x, const Tensor& dt, 
 // Boxed entry point. Stack: x, dt, A, Bm, C, D, state, y, state_out, then the TensorList the
 // emitter appends for the returned (y, state_out) — ignored.
 void ssd_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  if (!tensor_args(ctx, stack, 9, "ssd_step")) return;
-  ssd_step_out(ctx, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
+  checks::ssd_step_dims dims;
+  if (!checks::check_ssd_step(ctx, stack, dims)) return;
+  ssd_step_out(dims, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
                stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor(),
                stack[6]->toTensor(), stack[7]->toTensor(), stack[8]->toTensor());
 }

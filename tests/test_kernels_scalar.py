@@ -34,115 +34,67 @@ EXACT = {("add_rms_norm", 0), ("causal_conv1d", 1), ("causal_conv1d_silu", 1), (
 
 # ---------------------------------------------------------------- the cases (child side) --
 def _cases():
-    """(op, label, args, in_place) for every registered op. Sizes: B = 2; T = 1 (decode) and
-    T > 1; channel / state sizes with a tail past every multiple of 8 (and of 4) next to the
-    real model sizes."""
-    import torch
-    import torch.nn.functional as F
+    """(op, label, args, in_place) for every registered op, made by its spec's
+    `sample_inputs` at shapes with a tail past every multiple of 8 (and of 4) next to the real
+    model sizes: T = 1 (decode) and T > 1, and each stateful op's in-place form."""
+    from edgekit.ops import REGISTRY
 
-    from edgekit.ops.cfc_step import make_cfg
-    from edgekit.ops.dense import pack
-
-    g = torch.Generator().manual_seed(1234)
-    rn = lambda *s: torch.randn(*s, generator=g)            # noqa: E731
-    ru = lambda lo, hi, *s: torch.rand(*s, generator=g) * (hi - lo) + lo  # noqa: E731
-    B = 2
     out = []
 
-    def add(op, label, args, in_place=False):
-        out.append((op, label, list(args), in_place))
+    def add(op, T, in_place=False, scale_a=None, **shape):
+        args = list(REGISTRY[op].sample_inputs(T, seed=1234 + len(out), **shape))
+        if scale_a is not None:                  # large |pre-activations|: the saturated branches
+            args[0] = args[0] * scale_a
+        label = "_".join([f"T{T}", *(f"{k}{v}" for k, v in shape.items())] + (["inplace"] if in_place else []))
+        out.append((op, label, args, in_place))
 
     # dense: (N, K) with N % 4 and K % 8 tails; (258, 203) is split over the kernel pool
     for N, K in ((23, 37), (8, 16), (258, 203)):
         for T in (1, 5):
-            add("dense", f"N{N}_K{K}_T{T}", (rn(B, T, K), pack(rn(N, K)), rn(N)))
-
+            add("dense", T, N=N, K=K)
     # mamba_step: N = 16 (Mamba's), 19 (8 + 8 + 3), 5; odd D
-    def mamba(T, D, N):
-        return (rn(B, T, D), F.softplus(rn(B, T, D) - 2), -torch.exp(ru(0, 2, D, N)), rn(B, T, N),
-                rn(B, T, N), rn(D), rn(B, D, N) * 0.5)
     for T, D, N in ((1, 13, 16), (7, 13, 19), (5, 3, 5)):
-        add("mamba_step", f"T{T}_D{D}_N{N}", mamba(T, D, N))
-    add("mamba_step", "inplace_T6_D13_N19", mamba(6, 13, 19), in_place=True)
-
+        add("mamba_step", T, D=D, N=N)
     # ssd_step: (H, G, P, N), P and N with tails
-    def ssd(T, H, G, P, N):
-        return (rn(B, T, H, P), F.softplus(rn(B, T, H) - 1), -torch.exp(ru(0, 2, H)), rn(B, T, G, N),
-                rn(B, T, G, N), rn(H), rn(B, H, P, N) * 0.5)
     for T, H, G, P, N in ((1, 4, 2, 9, 19), (7, 4, 2, 9, 19), (5, 3, 1, 8, 16)):
-        add("ssd_step", f"T{T}_H{H}_G{G}_P{P}_N{N}", ssd(T, H, G, P, N))
-    add("ssd_step", "inplace_T6_H4_G2_P9_N19", ssd(6, 4, 2, 9, 19), in_place=True)
-
+        add("ssd_step", T, H=H, G=G, P=P, N=N)
     # rwkv7_wkv: N = 64 (its specialized kernel) and N = 37 (generic, N % 4 = 1), N = 6
-    def wkv(T, H, N):
-        r, k, v = rn(B, T, H, N) * 0.5, rn(B, T, H, N) * 0.5, rn(B, T, H, N) * 0.5
-        w = ru(0.5, 1.0, B, T, H, N)
-        kk = F.normalize(rn(B, T, H, N), dim=-1)
-        return r, w, k, v, -kk, kk * ru(0, 1, B, T, H, N), rn(B, H, N, N) * 0.1
     for T, H, N in ((1, 2, 64), (6, 2, 64), (1, 3, 37), (6, 3, 37), (4, 1, 6)):
-        add("rwkv7_wkv", f"T{T}_H{H}_N{N}", wkv(T, H, N))
-    add("rwkv7_wkv", "inplace_T5_H3_N37", wkv(5, 3, 37), in_place=True)
-    add("rwkv7_wkv", "inplace_T5_H2_N64", wkv(5, 2, 64), in_place=True)
-
+        add("rwkv7_wkv", T, H=H, N=N)
     # causal_conv1d(_silu): K = 4 (Mamba's), 3, 2 (specialized), 5 (generic); C = 37
     for op in ("causal_conv1d", "causal_conv1d_silu"):
         for T, C, K in ((1, 37, 4), (7, 37, 4), (7, 37, 3), (5, 37, 2), (7, 11, 5)):
-            add(op, f"T{T}_C{C}_K{K}", (rn(B, T, C), rn(C, K), rn(C), rn(B, C, K)))
-        add(op, "inplace_T6_C37_K4", (rn(B, 6, 37), rn(37, 4), rn(37), rn(B, 37, 4)), in_place=True)
-
+            add(op, T, C=C, K=K)
     # rglru_step: D = H * W with W = 9 and 10 (not multiples of 8), conv width K = 4 (Griffin's), 3
-    def rglru(T, D, H, K):
-        W = D // H
-        reset = torch.zeros(B, T)
-        reset[0, 0] = 1.0
-        log_a = 8 * torch.log(ru(0.9, 0.999, D))
-        return (rn(B, T, D), reset, rn(K, D) * 0.5, rn(D) * 0.1, rn(H, W, 2 * W) / W ** 0.5,
-                rn(H, 2 * W) * 0.3, log_a, rn(B, D, K - 1), rn(B, D))
     for T, D, H, K in ((1, 36, 4, 4), (7, 36, 4, 4), (5, 30, 3, 3), (6, 32, 4, 4)):
-        add("rglru_step", f"T{T}_D{D}_H{H}_K{K}", rglru(T, D, H, K))
-    add("rglru_step", "inplace_T6_D36_H4_K4", rglru(6, 36, 4, 4), in_place=True)
-
+        add("rglru_step", T, D=D, H=H, K=K)
     # cfc_step: the three modes; U = 19 / 37 and Z = 131 / 200 have 8- and 64-column tails, and
     # (I, U, Z) = (7, 37, 200) is large enough for its affine maps to go over the pool. Weights
-    # scaled 1/sqrt(width) as an init does (test_op_cfc_step.py's WIDE cases): at 0.25 and
-    # Z = 131 the float32 reference itself is 3e-5 off float64 (the cell amplifies rounding).
-    def cfc(T, mode, n_bb, I, U, Z):
-        scale = min(0.25, 1 / max(Z, I + U) ** 0.5)
-        r = lambda *s: rn(*s) * scale   # noqa: E731
-        K = U if mode == "pure" else 4 * U
-        Lx, d_in = max(n_bb - 1, 1), (Z if n_bb > 0 else I + U)
-        return (r(B, T, I), ru(0.2, 2.0, B, T, 1), r(B, U), r(I + U, Z), r(Z), r(Lx, Z, Z), r(Lx, Z),
-                r(d_in, K), r(K), r(2, U).abs(), make_cfg(mode, n_bb, "lecun_tanh"))
+    # scaled 1/sqrt(width) as an init does: at 0.25 and Z = 131 the float32 reference itself is
+    # 3e-5 off float64 (the cell amplifies rounding).
     for T, mode, n_bb, I, U, Z in ((1, "default", 1, 5, 8, 12), (6, "default", 1, 5, 19, 131),
                                    (5, "no_gate", 2, 7, 19, 131), (1, "default", 2, 7, 37, 200),
                                    (6, "pure", 0, 5, 13, 12), (4, "pure", 1, 3, 21, 67)):
-        add("cfc_step", f"T{T}_{mode}_bb{n_bb}_I{I}_U{U}_Z{Z}", cfc(T, mode, n_bb, I, U, Z))
-
+        add("cfc_step", T, mode=mode, n_bb=n_bb, I=I, U=U, Z=Z, scale=min(0.25, 1 / max(Z, I + U) ** 0.5))
     # ltc_step: U = 7 and 19, in ncps' init ranges after its folding
-    def ltc(T, I, U, unfolds=6):
-        sign = lambda *s: torch.where(torch.rand(*s, generator=g) < 0.33, -1.0, 1.0)  # noqa: E731
-        s_w, w, gleak = ru(0.3, 1.3, I, U), ru(0.3, 1.3, U, U), ru(0.3, 1.3, U)
-        return (rn(B, T, I), ru(0.2, 2.0, B, T, 1), rn(B, U) * 0.1, ru(0.3, 0.8, I, U), ru(3, 8, I, U),
-                s_w, s_w * sign(I, U), ru(0.3, 0.8, U, U), ru(3, 8, U, U), w, w * sign(U, U),
-                ru(0.9, 1.1, U), gleak, gleak * ru(-0.2, 0.2, U), torch.tensor([float(unfolds), 1e-8]))
     for T, I, U in ((1, 4, 7), (6, 4, 7), (5, 3, 19)):
-        add("ltc_step", f"T{T}_I{I}_U{U}", ltc(T, I, U))
-
+        add("ltc_step", T, I=I, U=U)
     # the glue ops: widths 37 / 35 / 19 (tails) and 768 (GPT-class)
     for T, D in ((1, 37), (5, 37), (1, 768), (3, 1)):
-        add("add_rms_norm", f"T{T}_D{D}", (rn(B, T, D) * 3, rn(B, T, D), ru(0.5, 1.5, D), torch.tensor([1e-5])))
+        add("add_rms_norm", T, D=D)
     for op in ("silu_mul", "gelu_tanh_mul"):
         for T, D in ((1, 35), (5, 35), (2, 768), (3, 7)):
-            add(op, f"T{T}_D{D}", (rn(B, T, D) * 4, rn(B, T, D)))
-        # large |a|: the saturated sigmoid / e^-s branches
-        add(op, "T2_D37_wide", (rn(B, 2, 37) * 60, rn(B, 2, 37)))
+            add(op, T, D=D)
+        add(op, 2, D=37, scale_a=30.0)           # the saturated sigmoid / e^-s branches
     for T, G, S in ((1, 2, 37), (5, 2, 37), (4, 1, 19), (1, 3, 64)):
-        add("gated_rms_norm", f"T{T}_G{G}_S{S}",
-            (rn(B, T, G * S), rn(B, T, G * S) * 3, ru(0.5, 1.5, G, S), torch.tensor([1e-5])))
+        add("gated_rms_norm", T, G=G, S=S)
     for T, C in ((1, 37), (5, 37), (2, 768), (3, 5)):
-        add("softplus_bias", f"T{T}_C{C}", (rn(B, T, C) * 4, rn(C)))
-    # large |v| (e^-|v| underflows, softplus(v) = v) and v below -87
-    add("softplus_bias", "T2_C37_wide", (rn(B, 2, 37) * 60, rn(37)))
+        add("softplus_bias", T, C=C)
+    add("softplus_bias", 2, C=37, scale_a=8.0)   # |v| ~ 60: e^-|v| underflows, and v below -87
+    # every stateful op's in-place form, state in mutable buffers
+    for name, info in sorted(REGISTRY.items()):
+        if info.state_args:
+            add(name, 6, in_place=True)
     return out
 
 

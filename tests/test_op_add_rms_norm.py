@@ -1,4 +1,4 @@
-"""STYLE.md §5 battery for `edgekit::add_rms_norm` (h = x + r, y = RMSNorm(h) · w), over T in
+"""Beyond the registry's op battery (tests/test_ops.py), for `edgekit::add_rms_norm` (h = x + r, y = RMSNorm(h) · w), over T in
 {1, small, long} rows and a model width (768, the kernel's vector loop) and an odd one
 (37, its scalar tail): the C++ ExecuTorch kernel and the ONNX function body in ORT vs the
 plain reference; the reference vs transformers' own RMSNorm (MambaRMSNorm, the oracle the
@@ -13,13 +13,10 @@ import torch
 
 import edgekit.ops  # noqa: F401
 from edgekit.ops.add_rms_norm import reference
-from op_battery import (close, cpp_kernel_refuses_like_python, dynamic_dim, OpRunners,
-                        rows_prefill_then_steps, rows_split_equals_whole)
+from op_battery import close, OpRunners
 
-BATTERY_OPS = ("add_rms_norm",)  # read by test_registry.py
 B = 2
 TS = [1, 5, 40]
-SLICED = (True, True, False, False)  # x, r, w, eps: which have a T axis
 WIDTHS = [768, 37]
 
 
@@ -31,7 +28,7 @@ def inputs(T, D=768, seed=0, eps=1e-5):
 
 @pytest.fixture(scope="module")
 def runners(tmp_path_factory):
-    return OpRunners("add_rms_norm", tmp_path_factory.mktemp("op-arn"), rank_of=(0, 0))
+    return OpRunners("add_rms_norm", tmp_path_factory.mktemp("op-arn"))
 
 
 @pytest.mark.parametrize("D", WIDTHS)
@@ -67,47 +64,3 @@ def test_epsilon_is_used():
     want = 1e-3 / np.sqrt(1e-6 + 1e-6)
     assert abs(float(y1[0, 0, 0]) - want) < 1e-5 * want
 
-
-@pytest.mark.parametrize("T", TS)
-def test_split_and_carry_equals_one_call(T, runners):
-    """No state to carry: rows [0, cut) and [cut, T) in two calls equal one call."""
-    assert not rows_split_equals_whole(runners, inputs(T + 3, seed=1), (T + 3) // 2, SLICED)
-
-
-@pytest.mark.parametrize("T", TS)
-def test_prefill_then_single_steps_equals_full(T, runners):
-    assert not rows_prefill_then_steps(runners, inputs(T + 4, 37, seed=2), T, 4, SLICED)
-
-
-def test_bad_shapes_rejected():
-    x, r, w, eps = inputs(2, 37)
-    with pytest.raises(ValueError, match=r"add_rms_norm: r must be the shape of x = \(2, 2, 37\) float32; "
-                                         r"got \(2, 1, 37\)"):
-        torch.ops.edgekit.add_rms_norm(x, r[:, :1], w, eps)
-    with pytest.raises(ValueError, match=r"add_rms_norm: w must be \(D,\) = \(37,\) float32; got \(36,\)"):
-        torch.ops.edgekit.add_rms_norm(x, r, w[:36], eps)
-    with pytest.raises(ValueError, match=r"add_rms_norm: eps must be \(1,\) = \(1,\) float32; got \(\)"):
-        torch.ops.edgekit.add_rms_norm(x, r, w, eps[0])
-    with pytest.raises(ValueError, match=r"add_rms_norm: x must be \(\.\.\., D\) float32; got .* torch.float64"):
-        torch.ops.edgekit.add_rms_norm(x.double(), r, w, eps)
-
-
-def test_bad_shapes_rejected_by_cpp_kernel(tmp_path):
-    """Inputs that disagree with each other (a dynamic dim lets them past ExecuTorch's own
-    input checks) reach the C++ kernel, which refuses them with the validator's words."""
-    args = list(inputs(1, 37))
-    bad = [*args[:2], torch.ones(36), args[3]]
-    cpp_kernel_refuses_like_python("add_rms_norm", args, bad, dynamic_dim(args, {2: 0}), tmp_path)
-
-
-def test_aliased_outputs_rejected():
-    x, r, w, eps = inputs(3, 37)
-    y = torch.empty_like(x)
-    with pytest.raises(ValueError, match="h must not alias input x"):
-        torch.ops.edgekit.add_rms_norm.out(x, r, w, eps, h=x, y=y)
-    with pytest.raises(ValueError, match="y must not alias input r"):
-        torch.ops.edgekit.add_rms_norm.out(x, r, w, eps, h=y, y=r)
-    h = torch.empty_like(x)
-    torch.ops.edgekit.add_rms_norm.out(x, r, w, eps, h=h, y=y)
-    h_ref, y_ref = reference(x, r, w, eps)
-    assert close(h, h_ref) and close(y, y_ref)

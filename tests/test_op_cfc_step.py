@@ -1,7 +1,7 @@
-"""STYLE.md §5 battery for `edgekit::cfc_step`, over T in {1, small, long} and the three
-modes (with and without a backbone): native kernels (ExecuTorch C++, ONNX function body
-in ORT) vs the plain reference; split-and-carry equals one call; prefill then single
-steps equals a full forward; bad shapes and aliased outputs rejected."""
+"""`edgekit::cfc_step` beyond the registry's battery (tests/test_ops.py, which runs the
+default mode with two backbone layers): the other modes and backbone depths in ExecuTorch
+and ONNX Runtime, the reference vs ncps' CfCCell, real widths at 1 and 2 threads,
+saturated and NaN inputs, and the kernel's vector tanh against float64."""
 
 from __future__ import annotations
 
@@ -9,36 +9,26 @@ import numpy as np
 import pytest
 import torch
 
-import edgekit.ops  # noqa: F401
-from op_battery import battery_fixtures, close, cpp_kernel_refuses_like_python, dynamic_dim
-from edgekit.ops.cfc_step import _ARGS, cell_loop, decode_cfg, make_cfg, reference
+from edgekit.ops import REGISTRY
+from op_battery import battery_fixtures, close
+from edgekit.ops.cfc_step import cell_loop, decode_cfg, make_cfg, reference
 
-BATTERY_OPS = ("cfc_step",)  # read by test_registry.py
 B, I, U, Z = 2, 5, 8, 12
 TS = [1, 5, 40]
 VARIANTS = [("default", 1), ("no_gate", 3), ("pure", 0)]   # (mode, backbone layers)
 
 
-def inputs(T, mode="default", n_bb=1, seed=0, B=B, I=I, U=U, Z=Z, scale=0.25):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g) * scale  # noqa: E731  (0.25: contractive, rounding does not grow)
-    K = U if mode == "pure" else 4 * U
-    Lx = max(n_bb - 1, 1)
-    d_in = Z if n_bb > 0 else I + U
-    return [r(B, T, I), 0.2 + 1.8 * torch.rand(B, T, 1, generator=g), r(B, U), r(I + U, Z), r(Z),
-            r(Lx, Z, Z), r(Lx, Z), r(d_in, K), r(K), r(2, U).abs(), make_cfg(mode, n_bb, "lecun_tanh")]
+def inputs(T, mode="default", n_bb=1, seed=0, **shape):
+    return list(REGISTRY["cfc_step"].sample_inputs(T, seed=seed, mode=mode, n_bb=n_bb, **{"B": B, "I": I, "U": U, "Z": Z,
+                                                                                           **shape}))
 
 
-# the op alone in torch, ExecuTorch (C++ kernel) and ONNX Runtime (its function body); each
-# output has the rank of argument (0, 2) (the one-node ONNX model declares it)
-runners, et_runner, ort_run = battery_fixtures("cfc_step", rank_of=(0, 2))
-
-
-RUNNERS = ("torch", "executorch", "onnxruntime")
+runners, et_runner, ort_run = battery_fixtures("cfc_step")
+RUNNERS = ("executorch", "onnxruntime")
 
 
 def _runner(name, et_runner):
-    return {"torch": torch.ops.edgekit.cfc_step, "executorch": et_runner, "onnxruntime": ort_run}[name]
+    return {"executorch": et_runner, "onnxruntime": ort_run}[name]
 
 
 @pytest.mark.parametrize("mode,n_bb", VARIANTS)
@@ -68,71 +58,6 @@ def test_reference_matches_ncps_cell():
             y, _ = reference(x[:, None], torch.full((B, 1, 1), ts), h, lin.weight.t().contiguous(), lin.bias,
                              torch.zeros(1, Z, Z), torch.zeros(1, Z), w, b, p, make_cfg(mode, 1, "lecun_tanh"))
         assert close(y[:, 0], ref, 1e-6), mode
-
-
-@pytest.mark.parametrize("mode,n_bb", VARIANTS)
-@pytest.mark.parametrize("T", TS)
-def test_split_and_carry_equals_one_call(T, mode, n_bb, et_runner):
-    x, dt, h0, *w = inputs(T + 3, mode, n_bb, seed=1)
-    cut = (T + 3) // 2
-    for name in RUNNERS:
-        run = _runner(name, et_runner)
-        y_all, h_all = run(x, dt, h0, *w)
-        y1, h1 = run(x[:, :cut].contiguous(), dt[:, :cut].contiguous(), h0, *w)
-        y2, h2 = run(x[:, cut:].contiguous(), dt[:, cut:].contiguous(), torch.as_tensor(np.asarray(h1)), *w)
-        assert close(np.concatenate([y1, y2], axis=1), y_all) and close(h2, h_all), name
-
-
-@pytest.mark.parametrize("mode,n_bb", VARIANTS)
-@pytest.mark.parametrize("T", TS)
-def test_prefill_then_single_steps_equals_full(T, mode, n_bb, et_runner):
-    x, dt, h0, *w = inputs(T + 4, mode, n_bb, seed=2)
-    y_all, h_all = torch.ops.edgekit.cfc_step(x, dt, h0, *w)
-    for name in RUNNERS:
-        run = _runner(name, et_runner)
-        y, h = run(x[:, :T].contiguous(), dt[:, :T].contiguous(), h0, *w)
-        ys = [np.asarray(y)]
-        for t in range(T, T + 4):
-            y, h = run(x[:, t:t + 1].contiguous(), dt[:, t:t + 1].contiguous(), torch.as_tensor(np.asarray(h)), *w)
-            ys.append(np.asarray(y))
-        assert close(np.concatenate(ys, axis=1), y_all) and close(h, h_all), name
-
-
-def test_bad_shapes_rejected():
-    args = inputs(2)
-    bad = lambda i, t: [t if j == i else a for j, a in enumerate(args)]  # noqa: E731
-    with pytest.raises(ValueError, match=r"cfc_step: h must be \(B, U\)"):
-        torch.ops.edgekit.cfc_step(*bad(2, torch.zeros(3, U)))
-    with pytest.raises(ValueError, match=r"cfc_step: dt must be \(B, T, 1\)"):
-        torch.ops.edgekit.cfc_step(*bad(1, torch.ones(B, 2)))
-    with pytest.raises(ValueError, match="cfc_step: w_head must be"):
-        torch.ops.edgekit.cfc_step(*bad(7, torch.zeros(Z, 3 * U)))
-    with pytest.raises(ValueError, match="float32"):
-        torch.ops.edgekit.cfc_step(*bad(0, args[0].double()))
-    with pytest.raises(ValueError, match="cfc_step: cfg holds mode 7"):
-        torch.ops.edgekit.cfc_step(*bad(10, torch.tensor([7.0, 1.0, 1.0, 1.0])))
-
-
-def test_bad_shapes_rejected_by_cpp_kernel(tmp_path):
-    """Inputs that disagree with each other (a dynamic dim lets them past ExecuTorch's own
-    input checks) reach the C++ kernel, which refuses them with the validator's words."""
-    args = list(inputs(1))
-    bad = [*args[:2], torch.zeros(B, U // 2), *args[3:]]
-    cpp_kernel_refuses_like_python("cfc_step", args, bad, dynamic_dim(args, {2: 1}), tmp_path)
-
-
-def test_aliased_outputs_rejected_and_in_place_state_allowed():
-    args = inputs(3)
-    x, h = args[0], args[2]
-    y = torch.empty(B, 3, U)
-    with pytest.raises(ValueError, match="y must not alias input x"):
-        torch.ops.edgekit.cfc_step.out(*args, y=x, h_out=torch.empty_like(h))
-    with pytest.raises(ValueError, match="h_out must not alias input b_head"):
-        torch.ops.edgekit.cfc_step.out(*args, y=y, h_out=args[8])
-    y_ref, h_ref = reference(*args)
-    live = [a.clone() if i == 2 else a for i, a in enumerate(args)]
-    torch.ops.edgekit.cfc_step.out(*live, y=y, h_out=live[2])
-    assert close(y, y_ref) and close(live[2], h_ref)
 
 
 # Real widths: the kernel's 64-column register blocks, its 8-column and scalar tails, and

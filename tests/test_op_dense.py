@@ -1,4 +1,4 @@
-"""STYLE.md §5 battery for `edgekit::dense` (y = x Wᵀ + b, the decode GEMV), over T in
+"""Beyond the registry's op battery (tests/test_ops.py), for `edgekit::dense` (y = x Wᵀ + b, the decode GEMV), over T in
 {1, small, long} rows and a shape small enough for one thread and one large enough for the
 kernel's thread pool: the C++ ExecuTorch kernel and the ONNX function body in ORT vs the
 plain reference; the reference vs torch's F.linear; the op has no state, so "split and
@@ -14,9 +14,8 @@ import torch.nn.functional as F
 
 import edgekit.ops  # noqa: F401
 from edgekit.ops.dense import pack, reference, unpack
-from op_battery import close, cpp_kernel_refuses_like_python, dynamic_dim, OpRunners
+from op_battery import close, OpRunners
 
-BATTERY_OPS = ("dense",)  # read by test_registry.py
 B = 2
 TS = [1, 5, 40]
 # (N, K): tails on both axes (N % 4, K % 8 != 0); the large one is split over threads
@@ -72,59 +71,6 @@ def test_nonfinite_input_past_k_is_never_read(runners):
     for name, run in runners.all().items():
         y = torch.as_tensor(np.asarray(_first(run(x, w, b))))
         assert torch.isfinite(y[0]).all(), name
-
-
-@pytest.mark.parametrize("T", TS)
-def test_split_and_carry_equals_one_call(T, runners):
-    """No state to carry: rows [0, cut) and [cut, T) in two calls equal one call."""
-    x, w, b = inputs(T + 3, "threaded", seed=1)
-    cut = (T + 3) // 2
-    for name, run in runners.all().items():
-        whole = _first(run(x, w, b))
-        parts = [_first(run(x[:, a:z].contiguous(), w, b)) for a, z in ((0, cut), (cut, T + 3))]
-        assert close(np.concatenate([np.asarray(p) for p in parts], axis=1), whole), name
-
-
-@pytest.mark.parametrize("T", TS)
-def test_prefill_then_single_steps_equals_full(T, runners):
-    x, w, b = inputs(T + 4, seed=2)
-    want = torch.ops.edgekit.dense(x, w, b)
-    for name, run in runners.all().items():
-        ys = [np.asarray(_first(run(x[:, :T].contiguous(), w, b)))]
-        ys += [np.asarray(_first(run(x[:, t:t + 1].contiguous(), w, b))) for t in range(T, T + 4)]
-        assert close(np.concatenate(ys, axis=1), want), name
-
-
-def test_bad_shapes_rejected():
-    x, w, b = inputs(2)
-    with pytest.raises(ValueError, match=r"dense: w must be the packed \(N4, K8, 4, 8\) = \(6, 9, 4, 8\) "
-                                         r"float32 for N = 23, K = 72; got \(6, 5, 4, 8\)"):
-        torch.ops.edgekit.dense(torch.zeros(B, 2, 72), w, b)
-    with pytest.raises(ValueError, match=r"dense: w must be the packed .* for N = 3, K = 37"):
-        torch.ops.edgekit.dense(x, w, b[:3])
-    with pytest.raises(ValueError, match=r"dense: w must be the packed"):
-        torch.ops.edgekit.dense(x, unpack(w, 23, 37).contiguous(), b)
-    with pytest.raises(ValueError, match=r"dense: b must be \(N,\) float32; got \(1, 23\)"):
-        torch.ops.edgekit.dense(x, w, b[None])
-    with pytest.raises(ValueError, match="float32"):
-        torch.ops.edgekit.dense(x.double(), w, b)
-
-
-def test_bad_shapes_rejected_by_cpp_kernel(tmp_path):
-    """Inputs that disagree with each other (a dynamic dim lets them past ExecuTorch's own
-    input checks) reach the C++ kernel, which refuses them with the validator's words."""
-    args = list(inputs(1))
-    bad = [*args[:2], torch.zeros(5)]           # N = 5 needs w of (2, K8, 4, 8)
-    cpp_kernel_refuses_like_python("dense", args, bad, dynamic_dim(args, {2: 0}), tmp_path)
-
-
-def test_aliased_output_rejected():
-    x, w, b = inputs(3)
-    with pytest.raises(ValueError, match="out must not alias input x"):
-        torch.ops.edgekit.dense.out(x, w, b, out=x)
-    out = torch.empty(B, 3, 23)
-    torch.ops.edgekit.dense.out(x, w, b, out=out)
-    assert close(out, reference(x, w, b))
 
 
 def test_thread_count_does_not_change_a_bit(runners):

@@ -28,7 +28,7 @@ APPLIES = {
     "fuse_gelu_tanh_mul": {"recurrent_gemma"},
     "fuse_softplus_bias": {"mamba", "mamba2"},
     "fuse_conv_silu": {"mamba", "mamba2"},
-    "reinplace_state": {"rwkv7", "mamba", "mamba2", "recurrent_gemma"},
+    "reinplace_state": {"rwkv7", "mamba", "mamba2", "recurrent_gemma", "cfc", "ltc"},
     "pack_dense": {"rwkv7", "mamba", "mamba2", "recurrent_gemma"},
     "xnnpack_forms": {"mamba", "mamba2", "recurrent_gemma"},
     "xnnpack_slices": {"mamba", "mamba2"},

@@ -6,31 +6,21 @@ write-back copy of the state is left in the program (the point of the form: Mamb
 
 from __future__ import annotations
 
-import importlib
-
-import numpy as np
 import pytest
 import torch
 
 from edgekit.ops import REGISTRY, call, in_place_name
+from op_battery import close
 
 STATEFUL = sorted(n for n, info in REGISTRY.items() if info.state_args)
 
 
 def _inputs(name: str, T: int, seed: int):
-    """Inputs as the op's own battery makes them (`inputs` of the test module whose
-    BATTERY_OPS names the op)."""
-    from test_registry import _declared
-    return importlib.import_module(_declared("BATTERY_OPS")[name].stem).inputs(T, seed=seed)
-
-
-def _close(a, b, tol=1e-5) -> bool:
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6)) < tol
+    return REGISTRY[name].sample_inputs(T, seed=seed)
 
 
 def test_the_stateful_ops_have_in_place_forms():
-    assert {"mamba_step", "ssd_step", "causal_conv1d", "rglru_step", "rwkv7_wkv"} <= set(STATEFUL)
+    assert {"mamba_step", "ssd_step", "causal_conv1d", "rglru_step", "rwkv7_wkv", "cfc_step", "ltc_step"} <= set(STATEFUL)
 
 
 @pytest.mark.parametrize("name", STATEFUL)
@@ -104,6 +94,6 @@ def test_executorch_kernel_updates_the_buffer_and_no_copy_is_left(name, tmp_path
             args[i] = s
         y_ref, *state = info.torch_op(*args)
         y = method.execute(xs(a))[0]
-        assert _close(y, y_ref), f"{name}: y differs from the functional op"
+        assert close(y, y_ref), f"{name}: y differs from the functional op"
         for buf, s in zip(live, state):
-            assert _close(buf, s), f"{name}: the buffer does not hold the new state"
+            assert close(buf, s), f"{name}: the buffer does not hold the new state"

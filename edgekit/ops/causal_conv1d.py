@@ -29,47 +29,18 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
-from edgekit.ops.mamba_step import check_out
+from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
 
 NAME = "causal_conv1d"
 NAME_SILU = "causal_conv1d_silu"
 
-for _name in (NAME, NAME_SILU):
-    LIB.define(f"{_name}(Tensor x, Tensor w, Tensor b, Tensor state) -> (Tensor, Tensor)")
-    LIB.define(f"{_name}.out(Tensor x, Tensor w, Tensor b, Tensor state, *, "
-               "Tensor(a!) y, Tensor(b!) state_out) -> (Tensor(a!), Tensor(b!))")
-
-_INPUTS = ("x", "w", "b")
 MAX_TAPS = 64   # the C++ kernel keeps a window in registers (kMaxTaps)
-
-
-def validate(x, w, b, state, NAME=NAME) -> None:
-    """Shape/dtype contract (NAME: the op whose error it is). The C++ kernel
-    (kernels/causal_conv1d.cpp) uses the same words."""
-    if x.dim() != 3:
-        raise ValueError(f"{NAME}: x must be (B, T, C); got {x.dim()} dims")
-    if w.dim() != 2 or w.shape[1] < 1:
-        raise ValueError(f"{NAME}: w must be (C, K) with K >= 1; got {tuple(w.shape)}")
-    B_, T, C = x.shape
-    K = w.shape[1]
-    if K > MAX_TAPS:
-        raise ValueError(f"{NAME}: w has K = {K} taps; this kernel supports up to {MAX_TAPS}")
-    for name, want, shape, t in (("x", "(B, T, C)", (B_, T, C), x), ("w", "(C, K)", (C, K), w),
-                                 ("b", "(C,)", (C,), b), ("state", "(B, C, K)", (B_, C, K), state)):
-        if tuple(t.shape) != shape or t.dtype != torch.float32:
-            raise ValueError(f"{NAME}: {name} must be {want} = {shape} float32; got {tuple(t.shape)} {t.dtype}")
 
 
 def reference(x, w, b, state):
     """The decomposed export path. T = 1 (decode) is one shift-in and one multiply-reduce;
     T > 1 is K shifted multiply-adds over the inputs with the state in front."""
-    validate(x, w, b, state)
     return _conv(x, w, b, state)
-
-
-def validate_silu(x, w, b, state) -> None:
-    validate(x, w, b, state, NAME=NAME_SILU)
 
 
 def composite_silu(x, w, b, state):
@@ -81,7 +52,6 @@ def composite_silu(x, w, b, state):
 
 def reference_silu(x, w, b, state):
     """`causal_conv1d_silu`: the conv, then y · σ(y)."""
-    validate_silu(x, w, b, state)
     y, s = _conv(x, w, b, state)
     return torch.nn.functional.silu(y), s
 
@@ -99,26 +69,21 @@ def _conv(x, w, b, state):
     return y + b, u[:, T - 1:].transpose(1, 2)
 
 
-def _impl(name, ref):
-    def functional(x, w, b, state):
-        y, s = ref(x, w, b, state)
-        return y.contiguous(), s.contiguous()
-
-    def out(x, w, b, state, *, y, state_out):
-        check_out(name, y, state_out, (x, w, b), _INPUTS, state)
-        y_, s_ = ref(x, w, b, state)
-        y.resize_(y_.shape).copy_(y_)
-        state_out.resize_(s_.shape).copy_(s_)
-        return y, state_out
-
-    torch.library.impl(LIB, name, "CompositeExplicitAutograd")(functional)
-    torch.library.impl(LIB, f"{name}.out", "CompositeExplicitAutograd")(out)
-    torch.library.register_fake(f"{DOMAIN}::{name}")(lambda x, w, b, state: (torch.empty_like(x),
-                                                                             torch.empty_like(state)))
+def sample_inputs(T: int, seed: int = 0, B: int = 2, C: int = 21, K: int = 3):
+    """K = 3 and C = 21 reach the kernel's tap and channel tails."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, T, C, generator=g), torch.randn(C, K, generator=g),
+            torch.randn(C, generator=g), torch.randn(B, C, K, generator=g))
 
 
-_impl(NAME, reference)
-_impl(NAME_SILU, reference_silu)
+def _spec(name: str, **kw) -> OpInfo:
+    return OpInfo(
+        name=name,
+        inputs=(Arg("x", "B T C"), Arg("w", "C K"), Arg("b", "C"), Arg("state", "B C K")),
+        outputs=(Arg("y", "B T C"), Arg("state_out", "B C K")),
+        constraints=(("K >= 1", "w must have K >= 1 taps; got K = {K}"),
+                     (f"K <= {MAX_TAPS}", f"w has K = {{K}} taps; this kernel supports up to {MAX_TAPS}")),
+        state_args=(3,), sample_inputs=sample_inputs, **kw)
 
 
 # ---- ONNX: a node `edgekit::CausalConv1d` whose model-local function body stock ORT inlines ----
@@ -177,9 +142,7 @@ class ThenSilu:
         return fp
 
 
-INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=CausalConv1d,
-                       onnx_step_function=CausalConv1dT1, cpp_kernel=f"{NAME}.out", state_args=(3,), validate=validate))
-INFO_SILU = register(OpInfo(name=NAME_SILU, reference=reference_silu, composite=composite_silu,
-                            onnx_function=ThenSilu(CausalConv1d, "CausalConv1dSilu"),
-                            onnx_step_function=ThenSilu(CausalConv1dT1, "CausalConv1dSilu"),
-                            cpp_kernel=f"{NAME_SILU}.out", state_args=(3,), validate=validate_silu))
+INFO = register(_spec(NAME, reference=reference, onnx_function=CausalConv1d, onnx_step_function=CausalConv1dT1))
+INFO_SILU = register(_spec(NAME_SILU, reference=reference_silu, composite=composite_silu,
+                                 onnx_function=ThenSilu(CausalConv1d, "CausalConv1dSilu"),
+                                 onnx_step_function=ThenSilu(CausalConv1dT1, "CausalConv1dSilu")))

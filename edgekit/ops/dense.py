@@ -33,17 +33,10 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
-from edgekit.ops.registry import overlaps
+from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
 
 NAME = "dense"
 TILE_ROWS, TILE_COLS = 4, 8   # kernels/dense.cpp: kTileRows, kTileCols
-
-LIB.define(f"{NAME}(Tensor x, Tensor w, Tensor b) -> Tensor")
-LIB.define(f"{NAME}.out(Tensor x, Tensor w, Tensor b, *, Tensor(a!) out) -> Tensor(a!)")
-
-_INPUTS = ("x", "w", "b")
-
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
@@ -64,45 +57,17 @@ def unpack(w: torch.Tensor, N: int, K: int) -> torch.Tensor:
     return w.permute(0, 2, 1, 3).reshape(N4 * TILE_ROWS, K8 * TILE_COLS)[:N, :K]
 
 
-def validate(x, w, b) -> None:
-    """Shape/dtype contract. The C++ kernel (kernels/dense.cpp) uses the same words."""
-    if x.dim() < 1:
-        raise ValueError(f"{NAME}: x must be (..., K); got 0 dims")
-    if b.dim() != 1 or b.dtype != torch.float32:
-        raise ValueError(f"{NAME}: b must be (N,) float32; got {tuple(b.shape)} {b.dtype}")
-    N, K = b.shape[0], x.shape[-1]
-    if x.dtype != torch.float32:
-        raise ValueError(f"{NAME}: x must be (..., K) float32; got {tuple(x.shape)} {x.dtype}")
-    want = (_ceil(N, TILE_ROWS), _ceil(K, TILE_COLS), TILE_ROWS, TILE_COLS)
-    if tuple(w.shape) != want or w.dtype != torch.float32:
-        raise ValueError(f"{NAME}: w must be the packed (N4, K8, 4, 8) = {want} float32 for N = {N}, "
-                         f"K = {K}; got {tuple(w.shape)} {w.dtype}")
-
-
 def reference(x, w, b):
     """y[..., n] = b[n] + Σ_k x[..., k] · W[n, k], W = unpack(w)."""
-    validate(x, w, b)
     return x @ unpack(w, b.shape[0], x.shape[-1]).t() + b
 
 
-@torch.library.impl(LIB, NAME, "CompositeExplicitAutograd")
-def _functional(x, w, b):
-    return reference(x, w, b).contiguous()
-
-
-@torch.library.impl(LIB, f"{NAME}.out", "CompositeExplicitAutograd")
-def _out(x, w, b, *, out):
-    for name, t in zip(_INPUTS, (x, w, b)):
-        if overlaps(out, t):
-            raise ValueError(f"{NAME}: out must not alias input {name}")
-    y = reference(x, w, b)
-    out.resize_(y.shape).copy_(y)
-    return out
-
-
-@torch.library.register_fake(f"{DOMAIN}::{NAME}")
-def _fake(x, w, b):
-    return x.new_empty((*x.shape[:-1], b.shape[0]))
+def sample_inputs(T: int, seed: int = 0, B: int = 2, K: int = 37, N: int = 23):
+    """A packed layer of N = 23 outputs over K = 37 inputs (both off the 4x8 tile grid, so the
+    kernel's padded edges are reached), on (B, T, K) rows."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, T, K, generator=g), pack(torch.randn(N, K, generator=g) / K ** 0.5),
+            torch.randn(N, generator=g))
 
 
 # ---- ONNX: a node `edgekit::Dense` whose model-local function body stock ORT inlines ----
@@ -120,5 +85,9 @@ def Dense(x: FLOAT, w: FLOAT, b: FLOAT) -> FLOAT:
     return op.Add(op.MatMul(x, op.Transpose(W, perm=[1, 0])), b)
 
 
-INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=Dense,
-                       cpp_kernel=f"{NAME}.out", validate=validate))
+INFO = register(OpInfo(
+    name=NAME,
+    inputs=(Arg("x", "... K"), Arg("w", f"(N+{TILE_ROWS - 1})//{TILE_ROWS} (K+{TILE_COLS - 1})//{TILE_COLS} "
+                                     f"{TILE_ROWS} {TILE_COLS}", form="the packed (N4, K8, 4, 8)"), Arg("b", "N")),
+    outputs=(Arg("out", "... N"),),
+    reference=reference, sample_inputs=sample_inputs, onnx_function=Dense))

@@ -24,7 +24,8 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, impl_one_output, register
+from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
+
 
 def silu(a):
     return torch.nn.functional.silu(a)
@@ -34,30 +35,20 @@ def gelu_tanh(a):
     return torch.nn.functional.gelu(a, approximate="tanh")
 
 
-def validate_for(name: str):
-    def validate(a, b) -> None:
-        """Shape/dtype contract. The C++ kernel (kernels/gated.cpp) uses the same words."""
-        if a.dtype != torch.float32:
-            raise ValueError(f"{name}: a must be float32; got {tuple(a.shape)} {a.dtype}")
-        if tuple(b.shape) != tuple(a.shape) or b.dtype != torch.float32:
-            raise ValueError(f"{name}: b must be the shape of a = {tuple(a.shape)} float32; "
-                             f"got {tuple(b.shape)} {b.dtype}")
-    return validate
+def sample_inputs(T: int, seed: int = 0, B: int = 2, D: int = 37):
+    """D = 37 reaches the kernel's scalar tail."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, T, D, generator=g) * 2, torch.randn(B, T, D, generator=g)
 
 
 def _define(name: str, act, onnx_function) -> OpInfo:
-    """Schema, reference, impls and registration of `name(a, b) = act(a) · b`."""
-    validate = validate_for(name)
-    LIB.define(f"{name}(Tensor a, Tensor b) -> Tensor")
-    LIB.define(f"{name}.out(Tensor a, Tensor b, *, Tensor(a!) y) -> Tensor(a!)")
-
+    """Spec and registration of `name(a, b) = act(a) · b`."""
     def reference(a, b):
-        validate(a, b)
         return act(a) * b
 
-    impl_one_output(name, ("a", "b"), reference)
-    return register(OpInfo(name=name, reference=reference, composite=reference, onnx_function=onnx_function,
-                           cpp_kernel=f"{name}.out", validate=validate))
+    return register(OpInfo(
+        name=name, inputs=(Arg("a", "..."), Arg("b", "...", form="the shape of a")), outputs=(Arg("y", "..."),),
+        reference=reference, composite=reference, sample_inputs=sample_inputs, onnx_function=onnx_function))
 
 
 # ---- ONNX: nodes `edgekit::SiluMul` / `edgekit::GeluTanhMul` with model-local bodies ----

@@ -23,39 +23,24 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, impl_one_output, register
+from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
 
 NAME = "gated_rms_norm"
 
-LIB.define(f"{NAME}(Tensor y, Tensor z, Tensor w, Tensor eps) -> Tensor")
-LIB.define(f"{NAME}.out(Tensor y, Tensor z, Tensor w, Tensor eps, *, Tensor(a!) out) -> Tensor(a!)")
-
-_INPUTS = ("y", "z", "w", "eps")
-
-
-def validate(y, z, w, eps) -> None:
-    """Shape/dtype contract. The C++ kernel (kernels/gated_rms_norm.cpp) uses the same words."""
-    if y.dim() < 1 or y.dtype != torch.float32:
-        raise ValueError(f"{NAME}: y must be (..., D) float32; got {tuple(y.shape)} {y.dtype}")
-    if tuple(z.shape) != tuple(y.shape) or z.dtype != torch.float32:
-        raise ValueError(f"{NAME}: z must be the shape of y = {tuple(y.shape)} float32; got {tuple(z.shape)} {z.dtype}")
-    D = y.shape[-1]
-    if w.dim() != 2 or w.shape[0] * w.shape[1] != D or w.dtype != torch.float32:
-        raise ValueError(f"{NAME}: w must be (G, S) float32 with G * S = D = {D}; got {tuple(w.shape)} {w.dtype}")
-    if tuple(eps.shape) != (1,) or eps.dtype != torch.float32:
-        raise ValueError(f"{NAME}: eps must be (1,) float32; got {tuple(eps.shape)} {eps.dtype}")
-
-
 def reference(y, z, w, eps):
     """The equations above (models/layers.py `rms_norm` per group)."""
-    validate(y, z, w, eps)
     G, S = w.shape
     g = (y * torch.nn.functional.silu(z)).reshape(*y.shape[:-1], G, S)                  # (..., G, S)
     out = g / torch.sqrt(g.pow(2).mean(-1, keepdim=True) + eps) * w
     return out.reshape(y.shape)
 
 
-impl_one_output(NAME, _INPUTS, reference, out="out")
+def sample_inputs(T: int, seed: int = 0, B: int = 2, G: int = 3, S: int = 13):
+    """Three groups of S = 13 (D = 39): the kernel's scalar tail in every group."""
+    g = torch.Generator().manual_seed(seed)
+    D = G * S
+    return (torch.randn(B, T, D, generator=g), torch.randn(B, T, D, generator=g),
+            1 + 0.1 * torch.randn(G, S, generator=g), torch.tensor([1e-5]))
 
 
 # ---- ONNX: a node `edgekit::GatedRmsNorm` whose model-local function body stock ORT inlines ----
@@ -72,5 +57,9 @@ def GatedRmsNorm(y: FLOAT, z: FLOAT, w: FLOAT, eps: FLOAT) -> FLOAT:
     return op.Reshape(out, op.Shape(y))
 
 
-INFO = register(OpInfo(name=NAME, reference=reference, composite=reference, onnx_function=GatedRmsNorm,
-                       cpp_kernel=f"{NAME}.out", validate=validate))
+INFO = register(OpInfo(
+    name=NAME,
+    inputs=(Arg("y", "... D"), Arg("z", "... D", form="the shape of y"), Arg("w", "G S"), Arg("eps", "1")),
+    outputs=(Arg("out", "... D"),),
+    constraints=(("G * S == D", "w must be (G, S) with G * S = D = {D}; got G = {G}, S = {S}"),),
+    reference=reference, composite=reference, sample_inputs=sample_inputs, onnx_function=GatedRmsNorm))

@@ -33,37 +33,10 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
-from edgekit.ops.cfc_step import check_out
+from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
 
 NAME = "ltc_step"
-_ARGS = ("x", "dt", "v", "s_mu", "s_sigma", "s_w", "s_werev", "mu", "sigma", "w", "werev",
-         "cm", "gleak", "gvleak", "cfg")
-_SIG = ", ".join(f"Tensor {n}" for n in _ARGS)
-LIB.define(f"{NAME}({_SIG}) -> (Tensor, Tensor)")
-LIB.define(f"{NAME}.out({_SIG}, *, Tensor(a!) y, Tensor(b!) v_out) -> (Tensor(a!), Tensor(b!))")
-
-
-def validate(*args) -> None:
-    """Shape/dtype contract. The C++ kernel (kernels/ltc_step.cpp) uses the same words."""
-    for name, t in zip(_ARGS, args):
-        if t.dtype != torch.float32:
-            raise ValueError(f"ltc_step: {name} must be float32; got {t.dtype}")
-    x, dt, v = args[:3]
-    if x.dim() != 3:
-        raise ValueError(f"ltc_step: x must be (B, T, I); got {x.dim()} dims")
-    B, T, I = x.shape
-    if v.dim() != 2 or v.shape[0] != B:
-        raise ValueError(f"ltc_step: v must be (B, U) with B = {B}; got {tuple(v.shape)}")
-    U = v.shape[1]
-    want = {"dt": (B, T, 1), "s_mu": (I, U), "s_sigma": (I, U), "s_w": (I, U), "s_werev": (I, U),
-            "mu": (U, U), "sigma": (U, U), "w": (U, U), "werev": (U, U),
-            "cm": (U,), "gleak": (U,), "gvleak": (U,), "cfg": (2,)}
-    for name, t in zip(_ARGS, args):
-        if name in want and tuple(t.shape) != want[name]:
-            raise ValueError(f"ltc_step: {name} must be {want[name]}; got {tuple(t.shape)}")
-
-
+MAX_UNITS = 4096   # kernels/ltc_step.cpp kLtcMaxUnits: its scratch buffers hold U floats
 def ode_loop(x, dt, v, s_mu, s_sigma, s_w, s_werev, mu, sigma, w, werev, cm, gleak, gvleak, *,
              ode_unfolds: int, eps: float):
     """Plain loop over T (and the unfolds), straight from the equations above, with the
@@ -94,28 +67,21 @@ def decomposition(*args):
 
 
 def reference(*args):
-    validate(*args)
     return ode_loop(*args[:-1], **decode_cfg(args[-1]))
 
 
-@torch.library.impl(LIB, NAME, "CompositeExplicitAutograd")
-def _functional(*args):
-    y, v = reference(*args)
-    return y.contiguous(), v.contiguous()
-
-
-@torch.library.impl(LIB, f"{NAME}.out", "CompositeExplicitAutograd")
-def _out(*args, y, v_out):
-    check_out(NAME, _ARGS, args, "v", y, v_out)
-    y_, v_ = reference(*args)
-    y.resize_(y_.shape).copy_(y_)
-    v_out.resize_(v_.shape).copy_(v_)
-    return y, v_out
-
-
-@torch.library.register_fake(f"{DOMAIN}::{NAME}")
-def _fake(x, dt, v, *rest):
-    return x.new_empty((x.shape[0], x.shape[1], v.shape[1])), torch.empty_like(v)
+def sample_inputs(T: int, seed: int = 0, B: int = 2, I: int = 3, U: int = 11, unfolds: int = 6):
+    """Parameters in ncps' init ranges, after its softplus / mask / erev folding. U = 11
+    reaches the kernel's vector tails."""
+    g = torch.Generator().manual_seed(seed)
+    ru = lambda lo, hi, *s: torch.rand(*s, generator=g) * (hi - lo) + lo  # noqa: E731
+    sign = lambda *s: torch.where(torch.rand(*s, generator=g) < 0.33, -1.0, 1.0)  # noqa: E731
+    s_w, w = ru(0.3, 1.3, I, U), ru(0.3, 1.3, U, U)
+    gleak = ru(0.3, 1.3, U)
+    return (torch.randn(B, T, I, generator=g), ru(0.2, 2.0, B, T, 1), torch.randn(B, U, generator=g) * 0.1,
+            ru(0.3, 0.8, I, U), ru(3, 8, I, U), s_w, s_w * sign(I, U),
+            ru(0.3, 0.8, U, U), ru(3, 8, U, U), w, w * sign(U, U),
+            ru(0.9, 1.1, U), gleak, gleak * ru(-0.2, 0.2, U), torch.tensor([float(unfolds), 1e-8]))
 
 
 # ---- ONNX: a node `edgekit::LtcStep` whose model-local function body stock ORT inlines ----
@@ -157,6 +123,13 @@ def LtcStep(x: FLOAT, dt: FLOAT, v: FLOAT, s_mu: FLOAT, s_sigma: FLOAT, s_w: FLO
     return y, vn
 
 
-INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=LtcStep,
-                       cpp_kernel=f"{NAME}.out", validate=validate, config_args=(14,),
-                       decomposition=decomposition))
+INFO = register(OpInfo(
+    name=NAME,
+    inputs=(Arg("x", "B T I"), Arg("dt", "B T 1"), Arg("v", "B U"),
+            *(Arg(n, "I U") for n in ("s_mu", "s_sigma", "s_w", "s_werev")),
+            *(Arg(n, "U U") for n in ("mu", "sigma", "w", "werev")),
+            *(Arg(n, "U") for n in ("cm", "gleak", "gvleak")), Arg("cfg", "2", form="(2,) [ode_unfolds, eps]")),
+    outputs=(Arg("y", "B T U"), Arg("v_out", "B U")),
+    constraints=((f"U <= {MAX_UNITS}", f"U = {{U}} exceeds {MAX_UNITS}"),),
+    state_args=(2,), reference=reference, sample_inputs=sample_inputs, onnx_function=LtcStep,
+    config_args=(14,), decomposition=decomposition))

@@ -37,46 +37,12 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
+from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
 
 NAME = "rglru_step"
 
-LIB.define(f"{NAME}(Tensor x, Tensor reset, Tensor conv_w, Tensor conv_b, Tensor gate_w, Tensor gate_b, "
-           "Tensor log_a, Tensor conv_state, Tensor h_state) -> (Tensor, Tensor, Tensor)")
-LIB.define(f"{NAME}.out(Tensor x, Tensor reset, Tensor conv_w, Tensor conv_b, Tensor gate_w, Tensor gate_b, "
-           "Tensor log_a, Tensor conv_state, Tensor h_state, *, Tensor(a!) y, Tensor(b!) conv_state_out, "
-           "Tensor(c!) h_state_out) -> (Tensor(a!), Tensor(b!), Tensor(c!))")
-
-_INPUTS = ("x", "reset", "conv_w", "conv_b", "gate_w", "gate_b", "log_a", "conv_state", "h_state")
-
-
-def validate(x, reset, conv_w, conv_b, gate_w, gate_b, log_a, conv_state, h_state) -> None:
-    """Shape/dtype contract. The C++ kernel (kernels/rglru_step.cpp) uses the same words."""
-    if x.dim() != 3:
-        raise ValueError(f"rglru_step: x must be (B, T, D); got {x.dim()} dims")
-    B, T, D = x.shape
-    if conv_w.dim() != 2 or conv_w.shape[0] < 1:
-        raise ValueError(f"rglru_step: conv_w must be (K, D) with K >= 1; got {tuple(conv_w.shape)}")
-    K = conv_w.shape[0]
-    if gate_w.dim() != 3 or gate_w.shape[0] < 1:
-        raise ValueError(f"rglru_step: gate_w must be (H, W, 2W); got {tuple(gate_w.shape)}")
-    H, W = gate_w.shape[0], gate_w.shape[1]
-    expect = {"x": (B, T, D), "reset": (B, T), "conv_w": (K, D), "conv_b": (D,), "gate_w": (H, W, 2 * W),
-              "gate_b": (H, 2 * W), "log_a": (D,), "conv_state": (B, D, K - 1), "h_state": (B, D)}
-    legend = {"x": "(B, T, D)", "reset": "(B, T)", "conv_w": "(K, D)", "conv_b": "(D,)",
-              "gate_w": "(H, W, 2W)", "gate_b": "(H, 2W)", "log_a": "(D,)",
-              "conv_state": "(B, D, K-1)", "h_state": "(B, D)"}
-    if H * W != D:
-        raise ValueError(f"rglru_step: gate_w must be (H, W, 2W) with H*W = D = {D}; got {tuple(gate_w.shape)}")
-    for name, t in zip(_INPUTS, (x, reset, conv_w, conv_b, gate_w, gate_b, log_a, conv_state, h_state)):
-        if tuple(t.shape) != expect[name] or t.dtype != torch.float32:
-            raise ValueError(f"rglru_step: {name} must be {legend[name]} = {expect[name]} float32; "
-                             f"got {tuple(t.shape)} {t.dtype}")
-
-
 def reference(x, reset, conv_w, conv_b, gate_w, gate_b, log_a, conv_state, h_state):
     """Plain loop over T, straight from the equations above. Also the decomposed export path."""
-    validate(x, reset, conv_w, conv_b, gate_w, gate_b, log_a, conv_state, h_state)
     B, T, D = x.shape
     H, W = gate_w.shape[0], gate_w.shape[1]
     taps = conv_w.t()                                                   # (D, K)
@@ -98,45 +64,22 @@ def reference(x, reset, conv_w, conv_b, gate_w, gate_b, log_a, conv_state, h_sta
     return torch.stack(ys, dim=1), hist, h
 
 
-def _check_out(outs, inputs) -> None:
-    def overlaps(p, q):
-        ps, pe = p.data_ptr(), p.data_ptr() + p.numel() * p.element_size()
-        qs, qe = q.data_ptr(), q.data_ptr() + q.numel() * q.element_size()
-        return ps < qe and qs < pe
-    y, cs_out, h_out = outs
-    own = {"conv_state_out": "conv_state", "h_state_out": "h_state"}
-    for oname, o in (("y", y), ("conv_state_out", cs_out), ("h_state_out", h_out)):
-        for iname, t in zip(_INPUTS, inputs):
-            if own.get(oname) == iname:
-                if overlaps(o, t) and o.data_ptr() != t.data_ptr():
-                    raise ValueError(f"rglru_step: {oname} must be {iname} itself or not overlap it")
-            elif overlaps(o, t):
-                raise ValueError(f"rglru_step: {oname} must not alias input {iname}")
-    if overlaps(y, cs_out) or overlaps(y, h_out) or overlaps(cs_out, h_out):
-        raise ValueError("rglru_step: outputs y, conv_state_out, h_state_out must not alias each other")
-
-
-@torch.library.impl(LIB, NAME, "CompositeExplicitAutograd")
-def _functional(*args):
-    y, c, h = reference(*args)
-    return y.contiguous(), c.contiguous(), h.contiguous()
-
-
-@torch.library.impl(LIB, f"{NAME}.out", "CompositeExplicitAutograd")
-def _out(x, reset, conv_w, conv_b, gate_w, gate_b, log_a, conv_state, h_state, *, y, conv_state_out,
-         h_state_out):
-    args = (x, reset, conv_w, conv_b, gate_w, gate_b, log_a, conv_state, h_state)
-    _check_out((y, conv_state_out, h_state_out), args)
-    y_, c_, h_ = reference(*args)
-    y.resize_(y_.shape).copy_(y_)
-    conv_state_out.resize_(c_.shape).copy_(c_)
-    h_state_out.resize_(h_.shape).copy_(h_)
-    return y, conv_state_out, h_state_out
-
-
-@torch.library.register_fake(f"{DOMAIN}::{NAME}")
-def _fake(x, reset, conv_w, conv_b, gate_w, gate_b, log_a, conv_state, h_state):
-    return torch.empty_like(x), torch.empty_like(conv_state), torch.empty_like(h_state)
+def sample_inputs(T: int, seed: int = 0, B: int = 2, D: int = 20, H: int = 4, K: int = 4,
+                  reset_first: bool = True):
+    """Inputs shaped like Griffin makes them: log a = -8·softplus(Λ) = 8·log(a0) with a0 in
+    (0.9, 0.999) as the reference initializes Λ; a reset at the first step of batch row 0.
+    W = 5 and D = 20 reach the kernel's scalar tails."""
+    g = torch.Generator().manual_seed(seed)
+    W = D // H
+    x = torch.randn(B, T, D, generator=g)
+    reset = torch.zeros(B, T)
+    if reset_first:
+        reset[0, 0] = 1.0
+    a = 0.9 + 0.099 * torch.rand(D, generator=g)
+    log_a = 8 * torch.log(a)
+    return (x, reset, torch.randn(K, D, generator=g) * 0.5, torch.randn(D, generator=g) * 0.1,
+            torch.randn(H, W, 2 * W, generator=g) / W ** 0.5, torch.randn(H, 2 * W, generator=g) * 0.3,
+            log_a, torch.randn(B, D, K - 1, generator=g), torch.randn(B, D, generator=g))
 
 
 # ---- ONNX: a node `edgekit::RglruStep` whose model-local function body stock ORT inlines ----
@@ -220,6 +163,13 @@ def RglruStepT1(x: FLOAT, reset: FLOAT, conv_w: FLOAT, conv_b: FLOAT, gate_w: FL
     return y, hist, h
 
 
-INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=RglruStep,
-                       onnx_step_function=RglruStepT1,
-                       cpp_kernel=f"{NAME}.out", state_args=(7, 8), validate=validate))
+INFO = register(OpInfo(
+    name=NAME,
+    inputs=(Arg("x", "B T D"), Arg("reset", "B T"), Arg("conv_w", "K D"), Arg("conv_b", "D"),
+            Arg("gate_w", "H W 2*W", form="(H, W, 2W)"), Arg("gate_b", "H 2*W", form="(H, 2W)"), Arg("log_a", "D"),
+            Arg("conv_state", "B D K-1", form="(B, D, K-1)"), Arg("h_state", "B D")),
+    outputs=(Arg("y", "B T D"), Arg("conv_state_out", "B D K-1", form="(B, D, K-1)"), Arg("h_state_out", "B D")),
+    constraints=(("K >= 1", "conv_w must have K >= 1 taps; got K = {K}"),
+                 ("H * W == D", "gate_w must be (H, W, 2W) with H*W = D = {D}; got H = {H}, W = {W}")),
+    state_args=(7, 8), reference=reference, sample_inputs=sample_inputs,
+    onnx_function=RglruStep, onnx_step_function=RglruStepT1))

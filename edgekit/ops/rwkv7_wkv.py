@@ -29,35 +29,12 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
+from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
 
 NAME = "rwkv7_wkv"
 
-LIB.define(f"{NAME}(Tensor r, Tensor w, Tensor k, Tensor v, Tensor a, Tensor b, Tensor state) "
-           "-> (Tensor, Tensor)")
-LIB.define(f"{NAME}.out(Tensor r, Tensor w, Tensor k, Tensor v, Tensor a, Tensor b, Tensor state, *, "
-           "Tensor(a!) y, Tensor(b!) state_out) -> (Tensor(a!), Tensor(b!))")
-
-_INPUTS = ("r", "w", "k", "v", "a", "b")
-
-
-def validate(r, w, k, v, a, b, state) -> None:
-    """Shape/dtype contract. The C++ kernel (kernels/rwkv7_wkv.cpp) uses the same words."""
-    if r.dim() != 4:
-        raise ValueError(f"rwkv7_wkv: r must be (B, T, H, N); got {r.dim()} dims")
-    B, T, H, N = r.shape
-    for name, t in zip(_INPUTS, (r, w, k, v, a, b)):
-        if tuple(t.shape) != (B, T, H, N) or t.dtype != torch.float32:
-            raise ValueError(f"rwkv7_wkv: {name} must be (B, T, H, N) = {(B, T, H, N)} float32; "
-                             f"got {tuple(t.shape)} {t.dtype}")
-    if tuple(state.shape) != (B, H, N, N) or state.dtype != torch.float32:
-        raise ValueError(f"rwkv7_wkv: state must be (B, H, N, N) = {(B, H, N, N)} float32; "
-                         f"got {tuple(state.shape)} {state.dtype}")
-
-
 def reference(r, w, k, v, a, b, state):
     """Plain loop over T, straight from the equation above. Also the decomposed export path."""
-    validate(r, w, k, v, a, b, state)
     S = state
     ys = []
     for t in range(r.shape[1]):
@@ -69,41 +46,16 @@ def reference(r, w, k, v, a, b, state):
     return torch.stack(ys, dim=1), S
 
 
-def _check_out(y, state_out, inputs, state) -> None:
-    def overlaps(x, z):
-        xs, xe = x.data_ptr(), x.data_ptr() + x.numel() * x.element_size()
-        zs, ze = z.data_ptr(), z.data_ptr() + z.numel() * z.element_size()
-        return xs < ze and zs < xe
-    for name, t in zip(_INPUTS + ("state",), inputs + (state,)):
-        if overlaps(y, t):
-            raise ValueError(f"rwkv7_wkv: y must not alias input {name}")
-    for name, t in zip(_INPUTS, inputs):
-        if overlaps(state_out, t):
-            raise ValueError(f"rwkv7_wkv: state_out must not alias input {name}")
-    if overlaps(state_out, state) and state_out.data_ptr() != state.data_ptr():
-        raise ValueError("rwkv7_wkv: state_out must be state itself or not overlap it")
-    if overlaps(y, state_out):
-        raise ValueError("rwkv7_wkv: y must not alias state_out")
-
-
-@torch.library.impl(LIB, NAME, "CompositeExplicitAutograd")
-def _functional(r, w, k, v, a, b, state):
-    y, s = reference(r, w, k, v, a, b, state)
-    return y.contiguous(), s.contiguous()
-
-
-@torch.library.impl(LIB, f"{NAME}.out", "CompositeExplicitAutograd")
-def _out(r, w, k, v, a, b, state, *, y, state_out):
-    _check_out(y, state_out, (r, w, k, v, a, b), state)
-    y_, s_ = reference(r, w, k, v, a, b, state)
-    y.resize_(y_.shape).copy_(y_)
-    state_out.resize_(s_.shape).copy_(s_)
-    return y, state_out
-
-
-@torch.library.register_fake(f"{DOMAIN}::{NAME}")
-def _fake(r, w, k, v, a, b, state):
-    return torch.empty_like(r), torch.empty_like(state)
+def sample_inputs(T: int, seed: int = 0, B: int = 2, H: int = 3, N: int = 20):
+    """Inputs shaped like RWKV-7 makes them: decays in (0.5, 1), a = -κ̂, b = κ̂·α.
+    N = 20 (not 64, the released head size) reaches the kernel's general path and its tails."""
+    g = torch.Generator().manual_seed(seed)
+    r, k, v = (torch.randn(B, T, H, N, generator=g) * 0.5 for _ in range(3))
+    w = 0.5 + 0.5 * torch.rand(B, T, H, N, generator=g)
+    kk = torch.nn.functional.normalize(torch.randn(B, T, H, N, generator=g), dim=-1)
+    alpha = torch.rand(B, T, H, N, generator=g)
+    state = torch.randn(B, H, N, N, generator=g) * 0.1
+    return r, w, k, v, -kk, kk * alpha, state
 
 
 # ---- ONNX: a node `edgekit::Rwkv7Wkv` whose model-local function body stock ORT inlines ----
@@ -152,5 +104,8 @@ def Rwkv7Wkv(r: FLOAT, w: FLOAT, k: FLOAT, v: FLOAT, a: FLOAT, b: FLOAT,
     return y, S
 
 
-INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=Rwkv7Wkv,
-                       cpp_kernel=f"{NAME}.out", state_args=(6,), validate=validate))
+INFO = register(OpInfo(
+    name=NAME,
+    inputs=(*(Arg(n, "B T H N") for n in ("r", "w", "k", "v", "a", "b")), Arg("state", "B H N N")),
+    outputs=(Arg("y", "B T H N"), Arg("state_out", "B H N N")),
+    state_args=(6,), reference=reference, sample_inputs=sample_inputs, onnx_function=Rwkv7Wkv))

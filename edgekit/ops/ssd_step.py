@@ -28,41 +28,12 @@ import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, LIB, ONNX_OPSET, OpInfo, register
-from edgekit.ops.mamba_step import check_out
+from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
 
 NAME = "ssd_step"
 
-LIB.define(f"{NAME}(Tensor x, Tensor dt, Tensor A, Tensor Bm, Tensor C, Tensor D, Tensor state) "
-           "-> (Tensor, Tensor)")
-LIB.define(f"{NAME}.out(Tensor x, Tensor dt, Tensor A, Tensor Bm, Tensor C, Tensor D, Tensor state, *, "
-           "Tensor(a!) y, Tensor(b!) state_out) -> (Tensor(a!), Tensor(b!))")
-
-_INPUTS = ("x", "dt", "A", "Bm", "C", "D")
-
-
-def validate(x, dt, A, Bm, C, D, state) -> None:
-    """Shape/dtype contract. The C++ kernel (kernels/ssd_step.cpp) uses the same words."""
-    if x.dim() != 4:
-        raise ValueError(f"{NAME}: x must be (B, T, H, P); got {x.dim()} dims")
-    if Bm.dim() != 4:
-        raise ValueError(f"{NAME}: Bm must be (B, T, G, N); got {Bm.dim()} dims")
-    B_, T, H, P = x.shape
-    G, N = Bm.shape[2], Bm.shape[3]
-    if G < 1 or H % G != 0:
-        raise ValueError(f"{NAME}: groups G = {G} must divide heads H = {H}")
-    for name, want, shape, t in (("x", "(B, T, H, P)", (B_, T, H, P), x), ("dt", "(B, T, H)", (B_, T, H), dt),
-                                 ("A", "(H,)", (H,), A), ("Bm", "(B, T, G, N)", (B_, T, G, N), Bm),
-                                 ("C", "(B, T, G, N)", (B_, T, G, N), C), ("D", "(H,)", (H,), D),
-                                 ("state", "(B, H, P, N)", (B_, H, P, N), state)):
-        if tuple(t.shape) != shape or t.dtype != torch.float32:
-            raise ValueError(f"{NAME}: {name} must be {want} = {shape} float32; "
-                             f"got {tuple(t.shape)} {t.dtype}")
-
-
 def reference(x, dt, A, Bm, C, D, state):
     """Plain loop over T, straight from the equations above. Also the decomposed export path."""
-    validate(x, dt, A, Bm, C, D, state)
     B_, T, H, P = x.shape
     G, N = Bm.shape[2], Bm.shape[3]
     if T == 1:
@@ -87,24 +58,17 @@ def reference(x, dt, A, Bm, C, D, state):
     return torch.stack(ys, dim=1), S
 
 
-@torch.library.impl(LIB, NAME, "CompositeExplicitAutograd")
-def _functional(x, dt, A, Bm, C, D, state):
-    y, s = reference(x, dt, A, Bm, C, D, state)
-    return y.contiguous(), s.contiguous()
-
-
-@torch.library.impl(LIB, f"{NAME}.out", "CompositeExplicitAutograd")
-def _out(x, dt, A, Bm, C, D, state, *, y, state_out):
-    check_out(NAME, y, state_out, (x, dt, A, Bm, C, D), _INPUTS, state)
-    y_, s_ = reference(x, dt, A, Bm, C, D, state)
-    y.resize_(y_.shape).copy_(y_)
-    state_out.resize_(s_.shape).copy_(s_)
-    return y, state_out
-
-
-@torch.library.register_fake(f"{DOMAIN}::{NAME}")
-def _fake(x, dt, A, Bm, C, D, state):
-    return torch.empty_like(x), torch.empty_like(state)
+def sample_inputs(T: int, seed: int = 0, B: int = 2, G: int = 2, H: int = 6, P: int = 5, N: int = 11):
+    """Inputs shaped like Mamba-2 makes them: Δ = softplus(·) > 0, A = -exp(A_log) < 0.
+    Three heads per group; N = 11 reaches the kernel's scalar tail."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, T, H, P, generator=g)
+    dt = torch.nn.functional.softplus(torch.randn(B, T, H, generator=g) - 1)
+    A = -torch.exp(torch.rand(H, generator=g) * 2)
+    Bm, C = torch.randn(B, T, G, N, generator=g), torch.randn(B, T, G, N, generator=g)
+    Dp = torch.randn(H, generator=g)
+    state = torch.randn(B, H, P, N, generator=g) * 0.5
+    return x, dt, A, Bm, C, Dp, state
 
 
 # ---- ONNX: a node `edgekit::SsdStep` whose model-local function body stock ORT inlines ----
@@ -168,5 +132,11 @@ def SsdStepT1(x: FLOAT, dt: FLOAT, A: FLOAT, Bm: FLOAT, C: FLOAT, D: FLOAT,
     return y, S
 
 
-INFO = register(OpInfo(name=NAME, reference=reference, onnx_function=SsdStep, onnx_step_function=SsdStepT1,
-                       cpp_kernel=f"{NAME}.out", state_args=(6,), validate=validate))
+INFO = register(OpInfo(
+    name=NAME,
+    inputs=(Arg("x", "B T H P"), Arg("dt", "B T H"), Arg("A", "H"), Arg("Bm", "B T G N"), Arg("C", "B T G N"),
+            Arg("D", "H"), Arg("state", "B H P N")),
+    outputs=(Arg("y", "B T H P"), Arg("state_out", "B H P N")),
+    constraints=(("G >= 1 and H % G == 0", "groups G = {G} must divide heads H = {H}"),),
+    state_args=(6,), reference=reference, sample_inputs=sample_inputs,
+    onnx_function=SsdStep, onnx_step_function=SsdStepT1))
