@@ -17,8 +17,7 @@
 #include "edgekit_op_checks.h"
 
 
-namespace edgekit {
-namespace kernels {
+namespace edgekit::kernels {
 namespace {
 
 constexpr int kMaxTaps = 64;
@@ -49,47 +48,23 @@ void conv_channels(const float* xp, const float* wp, const float* bp, const floa
 }
 
 // Dims: the generated checks' dims of causal_conv1d or causal_conv1d_silu (the same letters).
-template <typename Dims>
-void causal_conv1d_out(const Dims& dims, bool silu, const Tensor& x, const Tensor& w, const Tensor& b,
-                       const Tensor& state, Tensor& y, Tensor& state_out) {
+// Per channel, slide a K-window over its T inputs; Silu: then y <- y * sigmoid(y) (y still in
+// cache). Dims: the generated checks' dims of causal_conv1d or causal_conv1d_silu.
+template <bool Silu, typename Dims>
+void causal_conv1d_core(const Dims& dims, const float* xp, const float* wp, const float* bp, const float* sp,
+                        float* yp, float* so) {
   const int64_t B = dims.B, T = dims.T, C = dims.C, K = dims.K;
-  // ---- compute: per channel, slide a K-window over its T inputs ----
-  const float* xp = x.const_data_ptr<float>();
-  const float* wp = w.const_data_ptr<float>();
-  const float* bp = b.const_data_ptr<float>();
-  const float* sp = state.const_data_ptr<float>();
-  float* yp = y.mutable_data_ptr<float>();
-  float* so = state_out.mutable_data_ptr<float>();
   switch (K) {  // the window lives in registers when K is known at compile time
     case 4: conv_channels<4>(xp, wp, bp, sp, yp, so, B, T, C, K); break;
     case 3: conv_channels<3>(xp, wp, bp, sp, yp, so, B, T, C, K); break;
     case 2: conv_channels<2>(xp, wp, bp, sp, yp, so, B, T, C, K); break;
     default: conv_channels<0>(xp, wp, bp, sp, yp, so, B, T, C, K); break;
   }
-  if (silu) silu_in_place(yp, B * T * C);   // causal_conv1d_silu: y is still in cache
-}
-
-// Boxed entry points. Stack: x, w, b, state, y, state_out, then the TensorList the emitter
-// appends for the returned (y, state_out) — ignored.
-void conv_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  checks::causal_conv1d_dims dims;
-  if (!checks::check_causal_conv1d(ctx, stack, dims)) return;
-  causal_conv1d_out(dims, false, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
-                    stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor());
-}
-
-void conv_silu_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  checks::causal_conv1d_silu_dims dims;
-  if (!checks::check_causal_conv1d_silu(ctx, stack, dims)) return;
-  causal_conv1d_out(dims, true, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
-                    stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor());
+  if (Silu) silu_in_place(yp, B * T * C);
 }
 
 }  // namespace
-}  // namespace kernels
-}  // namespace edgekit
+}  // namespace edgekit::kernels
 
-EDGEKIT_OUT_KERNEL("causal_conv1d.out", edgekit::kernels::conv_out_boxed);
-EDGEKIT_IN_PLACE_KERNEL("causal_conv1d", edgekit::kernels::conv_out_boxed, 4, 3);
-EDGEKIT_OUT_KERNEL("causal_conv1d_silu.out", edgekit::kernels::conv_silu_out_boxed);
-EDGEKIT_IN_PLACE_KERNEL("causal_conv1d_silu", edgekit::kernels::conv_silu_out_boxed, 4, 3);
+EDGEKIT_REGISTER_causal_conv1d(edgekit::kernels::causal_conv1d_core<false, edgekit::kernels::checks::causal_conv1d_dims>);
+EDGEKIT_REGISTER_causal_conv1d_silu(edgekit::kernels::causal_conv1d_core<true, edgekit::kernels::checks::causal_conv1d_silu_dims>);

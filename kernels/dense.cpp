@@ -22,8 +22,7 @@
 #include <cstring>
 #include <vector>
 
-namespace edgekit {
-namespace kernels {
+namespace edgekit::kernels {
 namespace {
 
 // Below this many weights a second thread's hand-off costs more than it saves.
@@ -81,13 +80,10 @@ void row_groups(const Job& j, int64_t g0, int64_t g1) {
   }
 }
 
-void dense_out(const checks::dense_dims& dims, const Tensor& x, const Tensor& w, const Tensor& b, Tensor& out) {
-  const int64_t N = dims.N, K = dims.K;
+// Blocks of row groups over the pool.
+void dense_core(const checks::dense_dims& dims, const float* xp, const float* w, const float* b, float* out) {
+  const int64_t N = dims.N, K = dims.K, M = dims.lead_numel;
   const int64_t N4 = (N + kTileRows - 1) / kTileRows, K8 = (K + kTileCols - 1) / kTileCols;
-
-  // ---- compute: blocks of row groups over the pool ----
-  const int64_t M = dims.lead_numel;
-  const float* xp = x.const_data_ptr<float>();
   int64_t x_stride = K;
   if (K % kTileCols != 0) {
     // The last tile reads 8 columns: give it zeros past K (w's padding is zero, but
@@ -98,22 +94,13 @@ void dense_out(const checks::dense_dims& dims, const Tensor& x, const Tensor& w,
     for (int64_t m = 0; m < M; ++m) std::memcpy(padded.data() + m * x_stride, xp + m * K, K * sizeof(float));
     xp = padded.data();
   }
-  const Job job{xp, x_stride, w.const_data_ptr<float>(), b.const_data_ptr<float>(),
-                out.mutable_data_ptr<float>(), M, N, K8};
+  const Job job{xp, x_stride, w, b, out, M, N, K8};
   const int64_t group_weights = K8 * kTileRows * kTileCols;
   parallel_for(N4, std::max<int64_t>(1, kMinWeightsPerThread / std::max<int64_t>(1, group_weights)),
                [&job](int64_t g0, int64_t g1) { row_groups(job, g0, g1); });
 }
 
-// Boxed entry point. Stack: x, w, b, out, then the returned out (ignored).
-void dense_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  checks::dense_dims dims;
-  if (!checks::check_dense(ctx, stack, dims)) return;
-  dense_out(dims, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(), stack[3]->toTensor());
-}
-
 }  // namespace
-}  // namespace kernels
-}  // namespace edgekit
+}  // namespace edgekit::kernels
 
-EDGEKIT_OUT_KERNEL("dense.out", edgekit::kernels::dense_out_boxed);
+EDGEKIT_REGISTER_dense(edgekit::kernels::dense_core);

@@ -239,6 +239,17 @@ inline float hsum256(__m256 v) {
 }
 #endif
 
+// out[i] = in[i] / sqrt(mean(in^2) + eps) * w[i] over n floats (an RMSNorm of one row or
+// group; out may be in).
+inline void rms_scale(const float* in, const float* w, float eps, float* out, int64_t n) {
+  float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t i = 0; i < n; ++i) ss += in[i] * in[i];
+  const float denom = std::sqrt(ss / (float)n + eps);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) out[i] = in[i] / denom * w[i];
+}
+
 inline float sigmoid1(float s) { return s > -88.f ? 1.f / (1.f + std::exp(-s)) : 0.f; }   // as sigmoid256
 
 // x <- x * sigmoid(x) (SiLU) over n floats.

@@ -13,8 +13,7 @@
 
 #include <cmath>
 
-namespace edgekit {
-namespace kernels {
+namespace edgekit::kernels {
 namespace {
 
 constexpr float kGeluC = 0.7978845608028654f;   // sqrt(2 / pi)
@@ -45,26 +44,14 @@ void gated(const float* a, const float* b, float* y, int64_t n) {
   for (; i < n; ++i) y[i] = a[i] * sigmoid1(gate_arg<A>(a[i])) * b[i];
 }
 
-// Boxed entry points. Stack: a, b, y, then the returned y (ignored).
-void silu_mul_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  checks::silu_mul_dims dims;
-  if (!checks::check_silu_mul(ctx, stack, dims)) return;
-  const Tensor& a = stack[0]->toTensor();
-  gated<Act::kSilu>(a.const_data_ptr<float>(), stack[1]->toTensor().const_data_ptr<float>(),
-                    stack[2]->toTensor().mutable_data_ptr<float>(), a.numel());
-}
-
-void gelu_tanh_mul_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  checks::gelu_tanh_mul_dims dims;
-  if (!checks::check_gelu_tanh_mul(ctx, stack, dims)) return;
-  const Tensor& a = stack[0]->toTensor();
-  gated<Act::kGeluTanh>(a.const_data_ptr<float>(), stack[1]->toTensor().const_data_ptr<float>(),
-                        stack[2]->toTensor().mutable_data_ptr<float>(), a.numel());
+// The boxed kernels' core: act(a) * b over every element.
+template <Act A, typename Dims>
+void gated_core(const Dims& d, const float* a, const float* b, float* y) {
+  gated<A>(a, b, y, d.lead_numel);
 }
 
 }  // namespace
-}  // namespace kernels
-}  // namespace edgekit
+}  // namespace edgekit::kernels
 
-EDGEKIT_OUT_KERNEL("silu_mul.out", edgekit::kernels::silu_mul_out_boxed);
-EDGEKIT_OUT_KERNEL("gelu_tanh_mul.out", edgekit::kernels::gelu_tanh_mul_out_boxed);
+EDGEKIT_REGISTER_silu_mul(edgekit::kernels::gated_core<edgekit::kernels::Act::kSilu, edgekit::kernels::checks::silu_mul_dims>);
+EDGEKIT_REGISTER_gelu_tanh_mul(edgekit::kernels::gated_core<edgekit::kernels::Act::kGeluTanh, edgekit::kernels::checks::gelu_tanh_mul_dims>);

@@ -12,8 +12,7 @@
 
 #include <cmath>
 
-namespace edgekit {
-namespace kernels {
+namespace edgekit::kernels {
 namespace {
 
 // g = y * silu(z) over n floats
@@ -28,38 +27,16 @@ void gate(const float* y, const float* z, float* g, int64_t n) {
   for (; i < n; ++i) g[i] = y[i] * (z[i] * sigmoid1(z[i]));
 }
 
-void gated_rms_norm_out(const checks::gated_rms_norm_dims& dims, const Tensor& y, const Tensor& z, const Tensor& w,
-                        const Tensor& eps, Tensor& out) {
-  const int64_t D = dims.D;
-
-  // ---- compute: gate into out, then normalize each group of S in place ----
-  const int64_t G = w.size(0), S = w.size(1), M = D > 0 ? y.numel() / D : 0;
-  const float* wp = w.const_data_ptr<float>();
-  const float e = eps.const_data_ptr<float>()[0];
-  float* op = out.mutable_data_ptr<float>();
-  gate(y.const_data_ptr<float>(), z.const_data_ptr<float>(), op, M * D);
-  for (int64_t r = 0; r < M * G; ++r) {
-    float* g = op + r * S;
-    const float* wg = wp + (r % G) * S;
-    float ss = 0.f;
-#pragma omp simd reduction(+ : ss)
-    for (int64_t s = 0; s < S; ++s) ss += g[s] * g[s];
-    const float denom = std::sqrt(ss / (float)S + e);
-#pragma omp simd
-    for (int64_t s = 0; s < S; ++s) g[s] = g[s] / denom * wg[s];
-  }
-}
-
-// Boxed entry point. Stack: y, z, w, eps, out, then the returned out (ignored).
-void gated_rms_norm_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  checks::gated_rms_norm_dims dims;
-  if (!checks::check_gated_rms_norm(ctx, stack, dims)) return;
-  gated_rms_norm_out(dims, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(), stack[3]->toTensor(),
-                     stack[4]->toTensor());
+// Gate into out, then normalize each group of S in place.
+void gated_rms_norm_core(const checks::gated_rms_norm_dims& dims, const float* y, const float* z, const float* wp,
+                         const float* eps, float* op) {
+  const int64_t D = dims.D, G = dims.G, S = dims.S, M = dims.lead_numel;
+  const float e = eps[0];
+  gate(y, z, op, M * D);
+  for (int64_t r = 0; r < M * G; ++r) rms_scale(op + r * S, wp + (r % G) * S, e, op + r * S, S);
 }
 
 }  // namespace
-}  // namespace kernels
-}  // namespace edgekit
+}  // namespace edgekit::kernels
 
-EDGEKIT_OUT_KERNEL("gated_rms_norm.out", edgekit::kernels::gated_rms_norm_out_boxed);
+EDGEKIT_REGISTER_gated_rms_norm(edgekit::kernels::gated_rms_norm_core);

@@ -27,6 +27,23 @@ namespace {
 
 constexpr int kLtcMaxUnits = 4096;  // scratch size (U): edgekit/ops/ltc_step.py MAX_UNITS
 
+// The synapses' currents into U units from n_src sources x: a[i, j] = sigmoid(sigma[i, j] ·
+// (x[i] - mu[i, j])), num[j] = sum_i a[i, j] · werev[i, j], den[j] = sum_i a[i, j] · w[i, j].
+inline void synapses(const float* x, int64_t n_src, const float* sigma, const float* mu, const float* werev,
+                     const float* w, int64_t U, float* num, float* den) {
+  std::memset(num, 0, U * sizeof(float));
+  std::memset(den, 0, U * sizeof(float));
+  for (int64_t i = 0; i < n_src; ++i) {
+    const float xi = x[i];
+    const int64_t o = i * U;
+    for (int64_t j = 0; j < U; ++j) {
+      const float a = 1.f / (1.f + std::exp(-(sigma[o + j] * (xi - mu[o + j]))));
+      num[j] += a * werev[o + j];
+      den[j] += a * w[o + j];
+    }
+  }
+}
+
 void ltc_step_out(const checks::ltc_step_dims& dims, Span<EValue*> stack) {
   const Tensor* ins[15];
   for (int i = 0; i < 15; ++i) ins[i] = &stack[i]->toTensor();
@@ -56,31 +73,11 @@ void ltc_step_out(const checks::ltc_step_dims& dims, Span<EValue*> stack) {
     std::memcpy(vold, v.const_data_ptr<float>() + bi * U, U * sizeof(float));
     for (int64_t t = 0; t < T; ++t) {
       const float* xt = X + (bi * T + t) * I;
-      std::memset(num_s, 0, U * sizeof(float));
-      std::memset(den_s, 0, U * sizeof(float));
-      for (int64_t i = 0; i < I; ++i) {
-        const float xi = xt[i];
-        const int64_t o = i * U;
-        for (int64_t j = 0; j < U; ++j) {
-          const float a = 1.f / (1.f + std::exp(-(s_sigma[o + j] * (xi - s_mu[o + j]))));
-          num_s[j] += a * s_werev[o + j];
-          den_s[j] += a * s_w[o + j];
-        }
-      }
+      synapses(xt, I, s_sigma, s_mu, s_werev, s_w, U, num_s, den_s);       // sensory
       const float step = DT[bi * T + t] / (float)n;
       for (int64_t j = 0; j < U; ++j) cm_t[j] = cm[j] / step;
       for (int k = 0; k < n; ++k) {
-        std::memset(num, 0, U * sizeof(float));
-        std::memset(den, 0, U * sizeof(float));
-        for (int64_t i = 0; i < U; ++i) {
-          const float vi = vold[i];
-          const int64_t o = i * U;
-          for (int64_t j = 0; j < U; ++j) {
-            const float a = 1.f / (1.f + std::exp(-(sigma[o + j] * (vi - mu[o + j]))));
-            num[j] += a * werev[o + j];
-            den[j] += a * w[o + j];
-          }
-        }
+        synapses(vold, U, sigma, mu, werev, w, U, num, den);               // recurrent
         for (int64_t j = 0; j < U; ++j) {
           const float nj = cm_t[j] * vold[j] + gvleak[j] + (num[j] + num_s[j]);
           const float dj = cm_t[j] + gleak[j] + (den[j] + den_s[j]);

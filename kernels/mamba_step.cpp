@@ -19,29 +19,16 @@
 #include <cmath>
 #include <cstring>
 
-namespace edgekit {
-namespace kernels {
+namespace edgekit::kernels {
 namespace {
 
-void mamba_step_out(const checks::mamba_step_dims& dims, const Tensor& x, const Tensor& dt, const Tensor& A,
-                    const Tensor& Bm, const Tensor& C, const Tensor& Dp, const Tensor& state, Tensor& y,
-                    Tensor& state_out) {
+void mamba_step_core(const checks::mamba_step_dims& dims, const float* xp, const float* dtp, const float* Ap,
+                     const float* Bp, const float* Cp, const float* Dpp, const float* S0, float* yp, float* S) {
   const int64_t B = dims.B, T = dims.T, D = dims.D, N = dims.N;
-  // ---- compute: step 0 reads `state` and writes `state_out` (the same memory when in
-  // place: each element is read before it is written), later steps update state_out ----
-  if (T == 0 && !same_data(state_out, state) && state.nbytes() > 0) {
-    std::memcpy(state_out.mutable_data_ptr<float>(), state.const_data_ptr<float>(), state.nbytes());
-  }
+  // step 0 reads `state` (S0) and writes `state_out` (S; the same memory when in place: each
+  // element is read before it is written), later steps update S
+  if (T == 0 && S != S0) std::memcpy(S, S0, sizeof(float) * B * D * N);
   if (B * T * D * N == 0) return;
-  const float* S0 = state.const_data_ptr<float>();
-  const float* xp = x.const_data_ptr<float>();
-  const float* dtp = dt.const_data_ptr<float>();
-  const float* Ap = A.const_data_ptr<float>();
-  const float* Bp = Bm.const_data_ptr<float>();
-  const float* Cp = C.const_data_ptr<float>();
-  const float* Dpp = Dp.const_data_ptr<float>();
-  float* yp = y.mutable_data_ptr<float>();
-  float* S = state_out.mutable_data_ptr<float>();
   // Channels are independent: split them over the pool (a 1536 x 16 step is ~25k exps).
   parallel_for(D, 256, [&](int64_t d0, int64_t d1) {
     for (int64_t b = 0; b < B; ++b) {
@@ -79,19 +66,7 @@ void mamba_step_out(const checks::mamba_step_dims& dims, const Tensor& x, const 
   });
 }
 
-// Boxed entry point. Stack: x, dt, A, Bm, C, D, state, y, state_out, then the TensorList the
-// emitter appends for the returned (y, state_out) — ignored.
-void mamba_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  checks::mamba_step_dims d;
-  if (!checks::check_mamba_step(ctx, stack, d)) return;
-  mamba_step_out(d, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(), stack[3]->toTensor(),
-                 stack[4]->toTensor(), stack[5]->toTensor(), stack[6]->toTensor(), stack[7]->toTensor(),
-                 stack[8]->toTensor());
-}
-
 }  // namespace
-}  // namespace kernels
-}  // namespace edgekit
+}  // namespace edgekit::kernels
 
-EDGEKIT_OUT_KERNEL("mamba_step.out", edgekit::kernels::mamba_step_out_boxed);
-EDGEKIT_IN_PLACE_KERNEL("mamba_step", edgekit::kernels::mamba_step_out_boxed, 7, 6);
+EDGEKIT_REGISTER_mamba_step(edgekit::kernels::mamba_step_core);

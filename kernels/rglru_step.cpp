@@ -26,36 +26,21 @@
 #include <cstring>
 #include <vector>
 
-namespace edgekit {
-namespace kernels {
+namespace edgekit::kernels {
 namespace {
 
 inline float sigmoidf(float v) { return 1.f / (1.f + std::exp(-v)); }
 
-void rglru_step_out(const checks::rglru_step_dims& dims, const Tensor& x, const Tensor& reset,
-                    const Tensor& conv_w, const Tensor& conv_b, const Tensor& gate_w,
-                    const Tensor& gate_b, const Tensor& log_a, const Tensor& conv_state,
-                    const Tensor& h_state, Tensor& y, Tensor& conv_state_out, Tensor& h_state_out) {
+void rglru_step_core(const checks::rglru_step_dims& dims, const float* xp, const float* rp, const float* cw,
+                     const float* cb, const float* gw, const float* gb, const float* la_base,
+                     const float* conv_state, const float* h_state, float* yp, float* cso, float* hso) {
   const int64_t B = dims.B, T = dims.T, D = dims.D, K = dims.K, H = dims.H, W = dims.W;
   const int64_t KH = K - 1;  // history length
   if (T == 0) {               // no steps: the state passes through
-    if (!same_data(conv_state_out, conv_state) && conv_state.nbytes() > 0)
-      std::memcpy(conv_state_out.mutable_data_ptr<float>(), conv_state.const_data_ptr<float>(), conv_state.nbytes());
-    if (!same_data(h_state_out, h_state) && h_state.nbytes() > 0)
-      std::memcpy(h_state_out.mutable_data_ptr<float>(), h_state.const_data_ptr<float>(), h_state.nbytes());
+    if (cso != conv_state) std::memcpy(cso, conv_state, sizeof(float) * B * D * KH);
+    if (hso != h_state) std::memcpy(hso, h_state, sizeof(float) * B * D);
     return;
   }
-
-  const float* xp = x.const_data_ptr<float>();
-  const float* rp = reset.const_data_ptr<float>();
-  const float* cw = conv_w.const_data_ptr<float>();
-  const float* cb = conv_b.const_data_ptr<float>();
-  const float* gw = gate_w.const_data_ptr<float>();
-  const float* gb = gate_b.const_data_ptr<float>();
-  const float* la_base = log_a.const_data_ptr<float>();
-  float* yp = y.mutable_data_ptr<float>();
-  float* cso = conv_state_out.mutable_data_ptr<float>();
-  float* hso = h_state_out.mutable_data_ptr<float>();
 
   // Gate blocks are independent (block-diagonal gates, per-channel conv and recurrence):
   // split them over the pool; each block runs all T steps for its W channels.
@@ -64,8 +49,8 @@ void rglru_step_out(const checks::rglru_step_dims& dims, const Tensor& x, const 
     if ((int64_t)scratch.size() < 2 * W) scratch.resize(2 * W);
     float* acc = scratch.data();
     for (int64_t b = 0; b < B; ++b) {
-      const float* hist_in = conv_state.const_data_ptr<float>() + b * D * KH;
-      const float* h_in = h_state.const_data_ptr<float>() + b * D;
+      const float* hist_in = conv_state + b * D * KH;
+      const float* h_in = h_state + b * D;
       float* hist = cso + b * D * KH;
       float* h = hso + b * D;
       for (int64_t hh = h0; hh < h1; ++hh) {
@@ -113,20 +98,7 @@ void rglru_step_out(const checks::rglru_step_dims& dims, const Tensor& x, const 
   });
 }
 
-// Boxed entry point. Stack: the 9 inputs, y, conv_state_out, h_state_out, then the TensorList
-// the emitter appends for the returned tuple — ignored.
-void rglru_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  checks::rglru_step_dims dims;
-  if (!checks::check_rglru_step(ctx, stack, dims)) return;
-  rglru_step_out(dims, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
-                 stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor(),
-                 stack[6]->toTensor(), stack[7]->toTensor(), stack[8]->toTensor(),
-                 stack[9]->toTensor(), stack[10]->toTensor(), stack[11]->toTensor());
-}
-
 }  // namespace
-}  // namespace kernels
-}  // namespace edgekit
+}  // namespace edgekit::kernels
 
-EDGEKIT_OUT_KERNEL("rglru_step.out", edgekit::kernels::rglru_step_out_boxed);
-EDGEKIT_IN_PLACE_KERNEL("rglru_step", edgekit::kernels::rglru_step_out_boxed, 9, 7, 8);
+EDGEKIT_REGISTER_rglru_step(edgekit::kernels::rglru_step_core);

@@ -21,8 +21,7 @@
 
 #include <cstring>
 
-namespace edgekit {
-namespace kernels {
+namespace edgekit::kernels {
 namespace {
 
 // Four rows i0..i0+3 of one head at one step: read from `src`, write to `dst` (which may be
@@ -118,41 +117,22 @@ void wkv_head(const float* S0, float* S, const float* r, const float* w, const f
   }
 }
 
-void rwkv7_wkv_out(const checks::rwkv7_wkv_dims& dims, const Tensor& r, const Tensor& w, const Tensor& k,
-                   const Tensor& v, const Tensor& a, const Tensor& b, const Tensor& state,
-                   Tensor& y, Tensor& state_out) {
+void rwkv7_wkv_core(const checks::rwkv7_wkv_dims& dims, const float* r, const float* w, const float* k,
+                    const float* v, const float* a, const float* b, const float* S0, float* y, float* S) {
   const int64_t B = dims.B, T = dims.T, H = dims.H, N = dims.N;
-
-  // ---- compute: state_out is written row by row from state (no separate copy) ----
-  const float* S0 = state.const_data_ptr<float>();
-  float* S = state_out.mutable_data_ptr<float>();
+  // state_out (S) is written row by row from state (S0; no separate copy)
   const int64_t stride = H * N;  // between consecutive t of one (b, h)
   auto run = N == 64 ? wkv_head<64> : wkv_head<0>;
   for (int64_t bi = 0; bi < B; ++bi) {
     for (int64_t h = 0; h < H; ++h) {
       const int64_t o = bi * T * H * N + h * N;      // x[bi, 0, h, :]
       const int64_t so = (bi * H + h) * N * N;       // state[bi, h, :, :]
-      run(S0 + so, S + so, r.const_data_ptr<float>() + o, w.const_data_ptr<float>() + o,
-          k.const_data_ptr<float>() + o, v.const_data_ptr<float>() + o,
-          a.const_data_ptr<float>() + o, b.const_data_ptr<float>() + o,
-          y.mutable_data_ptr<float>() + o, T, N, stride);
+      run(S0 + so, S + so, r + o, w + o, k + o, v + o, a + o, b + o, y + o, T, N, stride);
     }
   }
 }
 
-// Boxed entry point. Stack: r, w, k, v, a, b, state, y, state_out, then the TensorList the
-// emitter appends for the returned (y, state_out) — ignored.
-void rwkv7_wkv_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  checks::rwkv7_wkv_dims dims;
-  if (!checks::check_rwkv7_wkv(ctx, stack, dims)) return;
-  rwkv7_wkv_out(dims, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
-                stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor(),
-                stack[6]->toTensor(), stack[7]->toTensor(), stack[8]->toTensor());
-}
-
 }  // namespace
-}  // namespace kernels
-}  // namespace edgekit
+}  // namespace edgekit::kernels
 
-EDGEKIT_OUT_KERNEL("rwkv7_wkv.out", edgekit::kernels::rwkv7_wkv_out_boxed);
-EDGEKIT_IN_PLACE_KERNEL("rwkv7_wkv", edgekit::kernels::rwkv7_wkv_out_boxed, 7, 6);
+EDGEKIT_REGISTER_rwkv7_wkv(edgekit::kernels::rwkv7_wkv_core);

@@ -13,8 +13,7 @@
 
 #include <cmath>
 
-namespace edgekit {
-namespace kernels {
+namespace edgekit::kernels {
 namespace {
 
 inline float softplus1(float v) {
@@ -47,21 +46,12 @@ void softplus_rows(const float* x, const float* b, float* y, int64_t M, int64_t 
   }
 }
 
-void softplus_bias_out(const checks::softplus_bias_dims& dims, const Tensor& x, const Tensor& b, Tensor& y) {
-  const int64_t C = dims.C;
-  softplus_rows(x.const_data_ptr<float>(), b.const_data_ptr<float>(), y.mutable_data_ptr<float>(),
-                C > 0 ? x.numel() / C : 0, C);
-}
-
-// Boxed entry point. Stack: x, b, y, then the returned y (ignored).
-void softplus_bias_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  checks::softplus_bias_dims dims;
-  if (!checks::check_softplus_bias(ctx, stack, dims)) return;
-  softplus_bias_out(dims, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor());
+// The boxed kernel's core: every row of x.
+void softplus_bias_core(const checks::softplus_bias_dims& d, const float* x, const float* b, float* y) {
+  softplus_rows(x, b, y, d.lead_numel, d.C);
 }
 
 }  // namespace
-}  // namespace kernels
-}  // namespace edgekit
+}  // namespace edgekit::kernels
 
-EDGEKIT_OUT_KERNEL("softplus_bias.out", edgekit::kernels::softplus_bias_out_boxed);
+EDGEKIT_REGISTER_softplus_bias(edgekit::kernels::softplus_bias_core);

@@ -54,3 +54,20 @@ def rwkv7_export(rwkv7_ckpt, tmp_path_factory):
             _EXPORTS[key] = out
         return _EXPORTS[key]
     return get
+
+
+@pytest.fixture(scope="session")
+def export_once(tmp_path_factory):
+    """export_once(src, ops="fused") -> OUTDIR with model.onnx, model.pte (state in buffers) and
+    edgekit.json, exported once per test session for each (src, ops)."""
+    from edgekit.export import export
+    done: dict = {}
+
+    def get(src, ops: str = "fused") -> Path:
+        key = (str(src), ops)
+        if key not in done:
+            out = tmp_path_factory.mktemp(f"export-{Path(src).name}-{ops}")
+            export(src, out, formats=("onnx", "pte"), ops=ops, state_style="buffers")
+            done[key] = out
+        return done[key]
+    return get

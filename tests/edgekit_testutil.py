@@ -17,6 +17,23 @@ def run_cli(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
                           text=True, env=e, timeout=timeout, cwd=REPO)
 
 
+def assert_clean_failure(r, *needles):
+    """A user mistake's CLI run: one `edgekit: error:` line naming each needle, a non-zero
+    exit, no traceback."""
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("edgekit: error: ")
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def assert_no_output(outdir: Path):
+    """Nothing (not even an empty half-written file) was left in outdir."""
+    assert not outdir.exists() or not any(outdir.iterdir()), list(outdir.iterdir())
+
+
 def eager(model, ops: str):
     """Run model in torch eager as an export with --ops `ops` would compute it: "fused" calls
     the edgekit ops (their torch impls), "decomposed" runs the decompose pass over them."""

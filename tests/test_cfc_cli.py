@@ -10,25 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from edgekit_testutil import REPO, run_cli
+from edgekit_testutil import REPO, assert_clean_failure, assert_no_output, run_cli
 
 
 I, U = 4, 16
-
-
-def assert_clean_failure(r, *needles):
-    """As tests/test_bad_input.py: one `edgekit: error:` line, non-zero exit, no traceback."""
-    assert r.returncode != 0
-    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("edgekit: error: ")
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-
-
-def assert_no_output(outdir):
-    assert not outdir.exists() or not any(outdir.iterdir()), list(outdir.iterdir())
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from edgekit_testutil import run_cli
-from test_rwkv7_bad_input import assert_clean_failure, assert_no_output
+from edgekit_testutil import assert_clean_failure, assert_no_output
 
 
 @pytest.fixture(scope="module")

@@ -57,21 +57,10 @@ def rg_dir(tmp_path_factory):
     return get
 
 
-_EXPORTS: dict = {}
-
-
 @pytest.fixture(scope="session")
-def rg_export(rg_dir, tmp_path_factory):
+def rg_export(rg_dir, export_once):
     """export(kind, ops) -> OUTDIR with model.onnx, model.pte, edgekit.json (cached)."""
-    from edgekit.export import export
-
-    def get(kind, ops="fused"):
-        if (kind, ops) not in _EXPORTS:
-            out = tmp_path_factory.mktemp(f"rg-export-{kind}-{ops}")
-            export(rg_dir(kind), out, formats=("onnx", "pte"), ops=ops, state_style="buffers")
-            _EXPORTS[kind, ops] = out
-        return _EXPORTS[kind, ops]
-    return get
+    return lambda kind, ops="fused": export_once(rg_dir(kind), ops)
 
 
 class Oracle:

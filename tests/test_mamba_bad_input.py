@@ -10,7 +10,7 @@ import pytest
 
 from edgekit.models.mamba import write_random_hf
 from edgekit_testutil import run_cli
-from test_rwkv7_bad_input import assert_clean_failure, assert_no_output
+from edgekit_testutil import assert_clean_failure, assert_no_output
 
 MAMBA = dict(vocab_size=128, hidden_size=32, state_size=8, num_hidden_layers=2)
 MAMBA2 = dict(vocab_size=128, hidden_size=32, state_size=8, num_hidden_layers=2, num_heads=4,

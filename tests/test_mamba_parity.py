@@ -86,17 +86,8 @@ def oracle_steps(oracle):
 
 
 @pytest.fixture(scope="module")
-def exported(model_dir, tmp_path_factory):
-    from edgekit.export import export
-    cache = {}
-
-    def get(name, ops):
-        if (name, ops) not in cache:
-            out = tmp_path_factory.mktemp(f"export-{name}-{ops}")
-            export(model_dir(name), out, formats=("onnx", "pte"), ops=ops, state_style="buffers")
-            cache[name, ops] = out
-        return cache[name, ops]
-    return get
+def exported(model_dir, export_once):
+    return lambda name, ops: export_once(model_dir(name), ops)
 
 
 def _rel(a, ref):

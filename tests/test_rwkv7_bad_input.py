@@ -5,26 +5,11 @@ from __future__ import annotations
 
 import os
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
 
-from edgekit_testutil import run_cli
-
-
-def assert_clean_failure(r, *needles):
-    assert r.returncode != 0
-    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("edgekit: error: ")
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-
-
-def assert_no_output(outdir: Path):
-    assert not outdir.exists() or not any(outdir.iterdir()), list(outdir.iterdir())
+from edgekit_testutil import assert_clean_failure, assert_no_output, run_cli
 
 
 def test_missing_file(tmp_path):

@@ -31,6 +31,10 @@ def _pack(xs):
 
 
 class StepIO(nn.Module):
+    """One step, state as I/O: ``(*inputs, *state) -> (y, *state')``."""
+
+    seq = False
+
     def __init__(self, model: RecurrentModel, batch: int = 1):
         super().__init__()
         self.model = model
@@ -39,7 +43,8 @@ class StepIO(nn.Module):
 
     def forward(self, *args):
         xs, state = args[:self.n_in], args[self.n_in:]
-        y, new = self.model.step(_pack(xs), dict(zip(self.names, state)))
+        run = self.model if self.seq else self.model.step
+        y, new = run(_pack(xs), dict(zip(self.names, state)))
         return (y, *[new[n] for n in self.names])
 
 
@@ -61,20 +66,11 @@ class StepBuffers(nn.Module):
         return y
 
 
-class SeqIO(nn.Module):
+class SeqIO(StepIO):
     """The sequence form (prefill) over a fixed chunk of T steps, state as I/O:
     ``(x[B, T], *state) -> (y[B, T, ...], *state')``."""
 
-    def __init__(self, model: RecurrentModel, batch: int = 1):
-        super().__init__()
-        self.model = model
-        self.n_in = len(model.input_spec(batch))
-        self.names = [s.name for s in model.state_spec(batch)]
-
-    def forward(self, *args):
-        xs, state = args[:self.n_in], args[self.n_in:]
-        y, new = self.model(_pack(xs), dict(zip(self.names, state)))
-        return (y, *[new[n] for n in self.names])
+    seq = True
 
 
 def graph_input_spec(model: RecurrentModel, batch: int = 1, seq_len: int | None = None):

@@ -412,15 +412,67 @@ def _stack_heads(sd, c, names, mask=None):
     return w.t(), torch.cat([sd[f"{c}{n}.bias"] for n in names], 0)
 
 
-@register_arch
-class CfC(RecurrentModel):
-    arch = "cfc"
+class _NcpsModel(RecurrentModel):
+    """What ncps' CfC and LTC share: inputs (x, dt) per step, one state tensor of all units
+    (`state_name`), the config as read."""
+
+    ncps_class: str          # the ncps.torch class (config.json "class")
+    state_name: str
     input_kind = "features"
     output_name = "y"
 
-    def __init__(self, cfg: dict, sd: dict[str, torch.Tensor]):
+    def __init__(self, cfg: dict):
         super().__init__()
         self.cfg = cfg
+
+    def input_spec(self, batch: int = 1) -> list[StateSpec]:
+        return [StateSpec("x", (batch, self.cfg["input_size"]), torch.float32),
+                StateSpec("dt", (batch, 1), torch.float32)]
+
+    def state_spec(self, batch: int = 1) -> list[StateSpec]:
+        return [StateSpec(self.state_name, (batch, _units(self.cfg)), torch.float32)]
+
+    def config_dict(self) -> dict:
+        return dict(self.cfg)
+
+    def step(self, x, state):
+        """(x (B, I), dt (B, 1)) -> y (B, outputs)."""
+        xt, dt = x
+        y, state = self.forward((xt[:, None], dt[:, None]), state)
+        return y[:, 0], state
+
+    # -- loading -----------------------------------------------------------------------
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        return _is_ncps_dir(Path(path), cls.ncps_class)
+
+    @classmethod
+    def from_pretrained(cls, path) -> RecurrentModel:
+        cfg, sd = read_ncps_dir(Path(path))
+        return _build(cfg, sd, str(path))
+
+    @classmethod
+    def from_module(cls, obj) -> RecurrentModel | None:
+        """An ncps.torch CfC or LTC module (either class: its config says which)."""
+        raw = module_config(obj)
+        if raw is None:
+            return None
+        return _build(parse_config(raw, f"ncps.torch.{raw['class']} module"),
+                      dict(obj.state_dict()), f"ncps.torch.{raw['class']} module")
+
+    def _sequence(self, x, state):
+        """(x (B, T, I), dt (B, T, 1) or (B, T)), state or None -> xs, dt (B, T, 1), state."""
+        xs, dt = x
+        if dt.dim() == 2:
+            dt = dt[..., None]
+        return xs, dt, self.init_state(xs.shape[0]) if state is None else state
+
+
+@register_arch
+class CfC(_NcpsModel):
+    arch, ncps_class, state_name = "cfc", "CfC", "h"
+    def __init__(self, cfg: dict, sd: dict[str, torch.Tensor]):
+        super().__init__(cfg)
         I, U, mode = cfg["input_size"], _units(cfg), cfg["mode"]
         heads = ("ff1",) if mode == "pure" else ("ff1", "ff2", "time_a", "time_b")
         one = torch.zeros(1)
@@ -451,29 +503,9 @@ class CfC(RecurrentModel):
             self.proj_w, self.proj_b = _p(sd["fc.weight"].t()), _p(sd["fc.bias"])
 
     # -- contract ----------------------------------------------------------------------
-    def input_spec(self, batch: int = 1) -> list[StateSpec]:
-        return [StateSpec("x", (batch, self.cfg["input_size"]), torch.float32),
-                StateSpec("dt", (batch, 1), torch.float32)]
-
-    def state_spec(self, batch: int = 1) -> list[StateSpec]:
-        return [StateSpec("h", (batch, _units(self.cfg)), torch.float32)]
-
-    def config_dict(self) -> dict:
-        return dict(self.cfg)
-
-    def step(self, x, state):
-        """(x (B, I), dt (B, 1)) -> y (B, O or P)."""
-        xt, dt = x
-        y, state = self.forward((xt[:, None], dt[:, None]), state)
-        return y[:, 0], state
-
     def forward(self, x, state=None):
         """(x (B, T, I), dt (B, T, 1)) -> y (B, T, O or P)."""
-        xs, dt = x
-        if dt.dim() == 2:
-            dt = dt[..., None]
-        if state is None:
-            state = self.init_state(xs.shape[0])
+        xs, dt, state = self._sequence(x, state)
         hs = torch.split(state["h"], self.layer_sizes, dim=1) if len(self.layers) > 1 else (state["h"],)
         new = []
         inp = xs
@@ -489,35 +521,13 @@ class CfC(RecurrentModel):
         args = (x, dt, h, L.w_in, L.b_in, L.w_bb, L.b_bb, L.w_head, L.b_head, L.p)
         return torch.ops.edgekit.cfc_step(*args, L.cfg)
 
-    # -- loading -----------------------------------------------------------------------
-    @classmethod
-    def detect(cls, path: Path) -> bool:
-        return _is_ncps_dir(Path(path), "CfC")
-
-    @classmethod
-    def from_pretrained(cls, path) -> RecurrentModel:
-        cfg, sd = read_ncps_dir(Path(path))
-        return _build(cfg, sd, str(path))
-
-    @classmethod
-    def from_module(cls, obj) -> RecurrentModel | None:
-        raw = module_config(obj)
-        if raw is None:
-            return None
-        return _build(parse_config(raw, f"ncps.torch.{raw['class']} module"),
-                      dict(obj.state_dict()), f"ncps.torch.{raw['class']} module")
-
 
 # ---- LTC -----------------------------------------------------------------------------
 @register_arch
-class LTC(RecurrentModel):
-    arch = "ltc"
-    input_kind = "features"
-    output_name = "y"
-
+class LTC(_NcpsModel):
+    arch, ncps_class, state_name = "ltc", "LTC", "v"
     def __init__(self, cfg: dict, sd: dict[str, torch.Tensor]):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         c = "rnn_cell."
         pos = F.softplus if cfg["implicit_param_constraints"] else (lambda t: t)
         w = pos(sd[c + "w"]) * sd[c + "sparsity_mask"]
@@ -535,29 +545,9 @@ class LTC(RecurrentModel):
         self.out_w = _p(sd.get(c + "output_w", torch.ones(O)))
         self.out_b = _p(sd.get(c + "output_b", torch.zeros(O)))
 
-    def input_spec(self, batch: int = 1) -> list[StateSpec]:
-        return [StateSpec("x", (batch, self.cfg["input_size"]), torch.float32),
-                StateSpec("dt", (batch, 1), torch.float32)]
-
-    def state_spec(self, batch: int = 1) -> list[StateSpec]:
-        return [StateSpec("v", (batch, _units(self.cfg)), torch.float32)]
-
-    def config_dict(self) -> dict:
-        return dict(self.cfg)
-
-    def step(self, x, state):
-        """(x (B, I), dt (B, 1)) -> y (B, O)."""
-        xt, dt = x
-        y, state = self.forward((xt[:, None], dt[:, None]), state)
-        return y[:, 0], state
-
     def forward(self, x, state=None):
         """(x (B, T, I), dt (B, T, 1)) -> y (B, T, O). ncps' _map_inputs, ODE, _map_outputs."""
-        xs, dt = x
-        if dt.dim() == 2:
-            dt = dt[..., None]
-        if state is None:
-            state = self.init_state(xs.shape[0])
+        xs, dt, state = self._sequence(x, state)
         im, om = self.cfg["input_mapping"], self.cfg["output_mapping"]
         if im in ("affine", "linear"):
             xs = xs * self.in_w
@@ -572,19 +562,6 @@ class LTC(RecurrentModel):
         if om == "affine":
             y = y + self.out_b
         return y, {"v": v}
-
-    @classmethod
-    def detect(cls, path: Path) -> bool:
-        return _is_ncps_dir(Path(path), "LTC")
-
-    @classmethod
-    def from_pretrained(cls, path) -> RecurrentModel:
-        cfg, sd = read_ncps_dir(Path(path))
-        return _build(cfg, sd, str(path))
-
-    @classmethod
-    def from_module(cls, obj) -> RecurrentModel | None:
-        return CfC.from_module(obj)
 
 
 def _build(cfg: dict, sd: dict, source: str) -> RecurrentModel:

@@ -77,41 +77,39 @@ class Node:
 
 
 @dataclass
-class Input(Node):
-    """Network input: spikes (0/1 per step) on ``shape`` channels."""
+class _Port(Node):
+    """A network's Input or Output: a shape and nothing else. Its NIR node carries the shape
+    as ``input_type={"input": shape}`` / ``output_type={"output": shape}``."""
 
     shape: tuple = ()
-    kind: ClassVar[str] = "Input"
 
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
 
     @classmethod
-    def from_nir(cls, n) -> "Input":
-        return cls(shape=_shape(n.input_type))
+    def from_nir(cls, n) -> "_Port":
+        return cls(shape=_shape(getattr(n, f"{cls.kind.lower()}_type")))
 
     def to_nir(self):
         import nir
 
-        return nir.Input(input_type={"input": np.array(self.shape)})
+        port = self.kind.lower()
+        return getattr(nir, self.kind)(**{f"{port}_type": {port: np.array(self.shape)}})
 
 
 @dataclass
-class Output(Node):
+class Input(_Port):
+    """Network input: spikes (0/1 per step) on ``shape`` channels."""
+
+    kind: ClassVar[str] = "Input"
+
+
+@dataclass
+class Output(_Port):
     """Network output (the spikes or voltages of its source node)."""
 
-    shape: tuple = ()
     kind: ClassVar[str] = "Output"
-
-    @classmethod
-    def from_nir(cls, n) -> "Output":
-        return cls(shape=_shape(n.output_type))
-
-    def to_nir(self):
-        import nir
-
-        return nir.Output(output_type={"output": np.array(self.shape)})
 
 
 @dataclass

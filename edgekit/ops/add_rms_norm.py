@@ -20,12 +20,11 @@ The `.out` overload rejects outputs that overlap an input or each other.
 
 from __future__ import annotations
 
-import onnxscript
 import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
+from edgekit.ops.registry import Arg, OpInfo, onnx_body, register
 
 NAME = "add_rms_norm"
 
@@ -43,10 +42,7 @@ def sample_inputs(T: int, seed: int = 0, B: int = 2, D: int = 37):
 
 
 # ---- ONNX: a node `edgekit::AddRmsNorm` whose model-local function body stock ORT inlines ----
-_opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
-
-
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def AddRmsNorm(x: FLOAT, r: FLOAT, w: FLOAT, eps: FLOAT):
     """Add, then Pow, ReduceMean, Add, Sqrt, Div, Mul: the pattern ORT fuses into
     SimplifiedLayerNormalization."""

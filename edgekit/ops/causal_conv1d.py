@@ -24,12 +24,11 @@ of outputs and inputs is rejected.
 
 from __future__ import annotations
 
-import onnxscript
 import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
+from edgekit.ops.registry import Arg, OpInfo, onnx_body, register
 
 NAME = "causal_conv1d"
 NAME_SILU = "causal_conv1d_silu"
@@ -87,10 +86,7 @@ def _spec(name: str, **kw) -> OpInfo:
 
 
 # ---- ONNX: a node `edgekit::CausalConv1d` whose model-local function body stock ORT inlines ----
-_opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
-
-
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def CausalConv1d(x: FLOAT, w: FLOAT, b: FLOAT, state: FLOAT) -> tuple[FLOAT, FLOAT]:
     """Any T: a Loop over the K taps of the inputs with the state in front."""
     ax1 = op.Constant(value_ints=[1])
@@ -109,7 +105,7 @@ def CausalConv1d(x: FLOAT, w: FLOAT, b: FLOAT, state: FLOAT) -> tuple[FLOAT, FLO
     return y, S
 
 
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def CausalConv1dT1(x: FLOAT, w: FLOAT, b: FLOAT, state: FLOAT) -> tuple[FLOAT, FLOAT]:
     """T = 1 (the step graph): shift the new column in, one multiply-reduce."""
     S = op.Concat(op.Slice(state, op.Constant(value_ints=[1]), op.Constant(value_ints=[2**62]),

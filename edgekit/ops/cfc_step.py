@@ -31,12 +31,11 @@ first write of each step. Any other overlap between outputs and inputs is reject
 
 from __future__ import annotations
 
-import onnxscript
 import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
+from edgekit.ops.registry import Arg, OpInfo, onnx_body, register
 
 NAME = "cfc_step"
 MODES = ("default", "no_gate", "pure")
@@ -139,10 +138,7 @@ def sample_inputs(T: int, seed: int = 0, mode: str = "default", n_bb: int = 2, B
 
 
 # ---- ONNX: a node `edgekit::CfcStep` whose model-local function body stock ORT inlines ----
-_opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
-
-
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def CfcStep(x: FLOAT, dt: FLOAT, h: FLOAT, w_in: FLOAT, b_in: FLOAT, w_bb: FLOAT, b_bb: FLOAT,
             w_head: FLOAT, b_head: FLOAT, p: FLOAT, cfg: FLOAT) -> tuple[FLOAT, FLOAT]:
     ax1 = op.Constant(value_ints=[1])

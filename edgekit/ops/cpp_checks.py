@@ -25,6 +25,7 @@ from edgekit.ops.registry import Arg, OpInfo, is_letter
 
 _SCALAR = {"float32": "ScalarType::Float", "int32": "ScalarType::Int", "int8": "ScalarType::Char",
            "uint8": "ScalarType::Byte"}
+_CTYPE = {"float32": "float", "int32": "int32_t", "int8": "int8_t", "uint8": "uint8_t"}
 
 
 def _c_lit(s: str) -> str:
@@ -132,6 +133,28 @@ def op_checks(info: OpInfo) -> str:
             L.append(f"  if (overlaps({t(o)}, {t(p)})) return fail(ctx, {_c_str(f'{name}: {p.name} must not alias {o.name}')});")
     L += [f"  d.{x} = L_{x};" for x in letters]
     L += ["  for (ssize_t i = 0; i < n_lead; ++i) d.lead_numel *= lead->size(i);", "  return true;", "}"]
+    # the adapter: checks, then the op's math core on raw pointers
+    n = n_in + n_out
+    ptrs = [f"stack[{i}]->toTensor().const_data_ptr<{_CTYPE[a.dtype]}>()" for i, a in enumerate(info.inputs)]
+    ptrs += [f"stack[{n_in + k}]->toTensor().mutable_data_ptr<{_CTYPE[o.dtype]}>()" for k, o in enumerate(info.outputs)]
+    L += ["", f"// The boxed `{name}.out` kernel: check the stack ({n} tensors, then the returned value), then run",
+          f"// core(dims, {', '.join(a.name for a in info.inputs)}, {', '.join(o.name for o in info.outputs)}) on raw pointers.",
+          "template <typename Core>",
+          f"inline void run_{name}(KernelRuntimeContext& ctx, Span<EValue*> stack, Core&& core) {{",
+          f"  {name}_dims d;",
+          f"  if (!check_{name}(ctx, stack, d)) return;",
+          "  core(d,",
+          *[f"       {p}{',' if i < n - 1 else ');'}" for i, p in enumerate(ptrs)],
+          "}"]
+    # registration: `EDGEKIT_REGISTER_<op>(core);` at file scope registers `<op>.out` (and the
+    # in-place form of a stateful op) running the core through run_<op>
+    boxed = ("(+[](::executorch::runtime::KernelRuntimeContext& ctx, "
+             "::executorch::runtime::Span<::executorch::runtime::EValue*> stack) { "
+             f"::edgekit::kernels::checks::run_{name}(ctx, stack, __VA_ARGS__); }})")
+    L += ["", f"#define EDGEKIT_REGISTER_{name}(...) \\",
+          f"  EDGEKIT_OUT_KERNEL(\"{name}.out\", {boxed})" + (" \\" if info.state_args else "")]
+    if info.state_args:
+        L.append(f"  ; EDGEKIT_IN_PLACE_KERNEL(\"{name}\", {boxed}, {n_in}, {', '.join(map(str, info.state_args))})")
     return "\n".join(L)
 
 

@@ -28,12 +28,11 @@ that overlaps an input.
 
 from __future__ import annotations
 
-import onnxscript
 import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
+from edgekit.ops.registry import Arg, OpInfo, onnx_body, register
 
 NAME = "dense"
 TILE_ROWS, TILE_COLS = 4, 8   # kernels/dense.cpp: kTileRows, kTileCols
@@ -71,10 +70,7 @@ def sample_inputs(T: int, seed: int = 0, B: int = 2, K: int = 37, N: int = 23):
 
 
 # ---- ONNX: a node `edgekit::Dense` whose model-local function body stock ORT inlines ----
-_opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
-
-
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def Dense(x: FLOAT, w: FLOAT, b: FLOAT) -> FLOAT:
     """Unpack the tiles to (N, K), then x Wᵀ + b."""
     rows = op.Mul(op.Shape(w, start=0, end=1), op.Constant(value_ints=[4]))

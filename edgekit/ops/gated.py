@@ -19,12 +19,11 @@ reject an output that overlaps an input.
 
 from __future__ import annotations
 
-import onnxscript
 import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
+from edgekit.ops.registry import Arg, OpInfo, onnx_body, register
 
 
 def silu(a):
@@ -52,15 +51,12 @@ def _define(name: str, act, onnx_function) -> OpInfo:
 
 
 # ---- ONNX: nodes `edgekit::SiluMul` / `edgekit::GeluTanhMul` with model-local bodies ----
-_opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
-
-
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def SiluMul(a: FLOAT, b: FLOAT) -> FLOAT:
     return op.Mul(op.Mul(a, op.Sigmoid(a)), b)
 
 
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def GeluTanhMul(a: FLOAT, b: FLOAT) -> FLOAT:
     return op.Mul(op.Gelu(a, approximate="tanh"), b)
 

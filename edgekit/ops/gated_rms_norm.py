@@ -18,12 +18,11 @@ overlaps an input.
 
 from __future__ import annotations
 
-import onnxscript
 import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
+from edgekit.ops.registry import Arg, OpInfo, onnx_body, register
 
 NAME = "gated_rms_norm"
 
@@ -44,10 +43,7 @@ def sample_inputs(T: int, seed: int = 0, B: int = 2, G: int = 3, S: int = 13):
 
 
 # ---- ONNX: a node `edgekit::GatedRmsNorm` whose model-local function body stock ORT inlines ----
-_opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
-
-
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def GatedRmsNorm(y: FLOAT, z: FLOAT, w: FLOAT, eps: FLOAT) -> FLOAT:
     g = op.Mul(y, op.Mul(z, op.Sigmoid(z)))
     lead = op.Shape(y, start=0, end=-1)

@@ -28,12 +28,11 @@ The `.out` overload may update v in place (v_out is v); other overlaps are rejec
 
 from __future__ import annotations
 
-import onnxscript
 import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
+from edgekit.ops.registry import Arg, OpInfo, onnx_body, register
 
 NAME = "ltc_step"
 MAX_UNITS = 4096   # kernels/ltc_step.cpp kLtcMaxUnits: its scratch buffers hold U floats
@@ -85,10 +84,7 @@ def sample_inputs(T: int, seed: int = 0, B: int = 2, I: int = 3, U: int = 11, un
 
 
 # ---- ONNX: a node `edgekit::LtcStep` whose model-local function body stock ORT inlines ----
-_opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
-
-
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def LtcStep(x: FLOAT, dt: FLOAT, v: FLOAT, s_mu: FLOAT, s_sigma: FLOAT, s_w: FLOAT, s_werev: FLOAT,
             mu: FLOAT, sigma: FLOAT, w: FLOAT, werev: FLOAT, cm: FLOAT, gleak: FLOAT, gvleak: FLOAT,
             cfg: FLOAT) -> tuple[FLOAT, FLOAT]:

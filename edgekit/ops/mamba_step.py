@@ -22,12 +22,11 @@ row depends only on its own old row. Any other overlap of outputs and inputs is 
 
 from __future__ import annotations
 
-import onnxscript
 import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
+from edgekit.ops.registry import Arg, OpInfo, onnx_body, register
 
 NAME = "mamba_step"
 
@@ -48,24 +47,22 @@ def reference(x, dt, A, Bm, C, D, state):
     return torch.stack(ys, dim=1), h
 
 
-def sample_inputs(T: int, seed: int = 0, B: int = 2, D: int = 24, N: int = 19):
-    """Inputs shaped like Mamba makes them: Δ = softplus(·) in (0, ~1), A = -exp(A_log) < 0.
-    N = 19 reaches the kernel's scalar tail after two 8-wide vectors."""
+def ssm_sample(seed: int, x, dt, A, bc, D, state, dt_shift: float):
+    """Sample arguments of a selective SSM op (the shapes given): inputs shaped as Mamba and
+    Mamba-2 make them, Δ = softplus(· + dt_shift) > 0 and A = -exp(A_log) < 0."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(B, T, D, generator=g)
-    dt = torch.nn.functional.softplus(torch.randn(B, T, D, generator=g) - 2)
-    A = -torch.exp(torch.rand(D, N, generator=g) * 2)
-    Bm, C = torch.randn(B, T, N, generator=g), torch.randn(B, T, N, generator=g)
-    Dp = torch.randn(D, generator=g)
-    state = torch.randn(B, D, N, generator=g) * 0.5
-    return x, dt, A, Bm, C, Dp, state
+    r = lambda shape: torch.randn(*shape, generator=g)  # noqa: E731
+    return (r(x), torch.nn.functional.softplus(r(dt) + dt_shift), -torch.exp(torch.rand(*A, generator=g) * 2),
+            r(bc), r(bc), r(D), r(state) * 0.5)
+
+
+def sample_inputs(T: int, seed: int = 0, B: int = 2, D: int = 24, N: int = 19):
+    """N = 19 reaches the kernel's scalar tail after two 8-wide vectors."""
+    return ssm_sample(seed, (B, T, D), (B, T, D), (D, N), (B, T, N), (D,), (B, D, N), dt_shift=-2)
 
 
 # ---- ONNX: a node `edgekit::MambaStep` whose model-local function body stock ORT inlines ----
-_opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
-
-
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def MambaStep(x: FLOAT, dt: FLOAT, A: FLOAT, Bm: FLOAT, C: FLOAT, D: FLOAT,
               state: FLOAT) -> tuple[FLOAT, FLOAT]:
     """Any T: the update in an ONNX Loop over t."""
@@ -87,7 +84,7 @@ def MambaStep(x: FLOAT, dt: FLOAT, A: FLOAT, Bm: FLOAT, C: FLOAT, D: FLOAT,
     return y, S
 
 
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def MambaStepT1(x: FLOAT, dt: FLOAT, A: FLOAT, Bm: FLOAT, C: FLOAT, D: FLOAT,
                 state: FLOAT) -> tuple[FLOAT, FLOAT]:
     """T = 1 (the step graph): straight-line, channels as rows (B, D, 1), so the outer

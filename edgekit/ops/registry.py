@@ -37,6 +37,20 @@ DOMAIN = "edgekit"
 ONNX_OPSET = 1  # version of the `edgekit` ONNX domain
 LIB = torch.library.Library(DOMAIN, "DEF")
 
+
+def onnx_opset():
+    """The onnxscript opset of the `edgekit` domain, which every op's ONNX bodies belong to."""
+    import onnxscript
+    return onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
+
+
+def onnx_body(fn):
+    """Decorator: fn (onnxscript, written with `op` = onnxscript's opset20, the exporter's
+    opset, edgekit.export.onnx.OPSET) as a function of the `edgekit` domain."""
+    import onnxscript
+    from onnxscript import opset20
+    return onnxscript.script(onnx_opset(), default_opset=opset20)(fn)
+
 DTYPES = {"float32": torch.float32, "int32": torch.int32, "int8": torch.int8, "uint8": torch.uint8}
 _LETTER = re.compile(r"[A-Za-z_]\w*")
 
@@ -334,7 +348,7 @@ def _register_onnx(info: OpInfo) -> None:
         onnx.defs.register_schema(schema)
     except Exception:  # already registered in this process (module reloaded)
         pass
-    _onnx_node_ops[info.name] = onnxscript.values.Op(onnxscript.values.Opset(DOMAIN, ONNX_OPSET), fp.name, schema)
+    _onnx_node_ops[info.name] = onnxscript.values.Op(onnx_opset(), fp.name, schema)
 
 
 def in_place_name(name: str) -> str:

@@ -32,12 +32,11 @@ the kernel reads a channel's history before writing it. Any other overlap is rej
 
 from __future__ import annotations
 
-import onnxscript
 import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
+from edgekit.ops.registry import Arg, OpInfo, onnx_body, register
 
 NAME = "rglru_step"
 
@@ -83,10 +82,7 @@ def sample_inputs(T: int, seed: int = 0, B: int = 2, D: int = 20, H: int = 4, K:
 
 
 # ---- ONNX: a node `edgekit::RglruStep` whose model-local function body stock ORT inlines ----
-_opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
-
-
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def RglruStep(x: FLOAT, reset: FLOAT, conv_w: FLOAT, conv_b: FLOAT, gate_w: FLOAT, gate_b: FLOAT,
               log_a: FLOAT, conv_state: FLOAT, h_state: FLOAT) -> tuple[FLOAT, FLOAT, FLOAT]:
     """Any T: the update in an ONNX Loop over t."""
@@ -128,7 +124,7 @@ def RglruStep(x: FLOAT, reset: FLOAT, conv_w: FLOAT, conv_b: FLOAT, gate_w: FLOA
     return y, hist, h
 
 
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def RglruStepT1(x: FLOAT, reset: FLOAT, conv_w: FLOAT, conv_b: FLOAT, gate_w: FLOAT, gate_b: FLOAT,
                 log_a: FLOAT, conv_state: FLOAT, h_state: FLOAT) -> tuple[FLOAT, FLOAT, FLOAT]:
     """T = 1 (the step graph): straight-line, no loop."""

@@ -24,12 +24,11 @@ and copies it back, one 16 KB copy per head per step.)
 
 from __future__ import annotations
 
-import onnxscript
 import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
+from edgekit.ops.registry import Arg, OpInfo, onnx_body, register
 
 NAME = "rwkv7_wkv"
 
@@ -59,10 +58,7 @@ def sample_inputs(T: int, seed: int = 0, B: int = 2, H: int = 3, N: int = 20):
 
 
 # ---- ONNX: a node `edgekit::Rwkv7Wkv` whose model-local function body stock ORT inlines ----
-_opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
-
-
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def Rwkv7Wkv(r: FLOAT, w: FLOAT, k: FLOAT, v: FLOAT, a: FLOAT, b: FLOAT,
              state: FLOAT) -> tuple[FLOAT, FLOAT]:
     ax1 = op.Constant(value_ints=[1])

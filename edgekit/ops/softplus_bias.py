@@ -18,12 +18,11 @@ output that overlaps an input.
 
 from __future__ import annotations
 
-import onnxscript
 import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
+from edgekit.ops.registry import Arg, OpInfo, onnx_body, register
 
 NAME = "softplus_bias"
 
@@ -39,10 +38,7 @@ def sample_inputs(T: int, seed: int = 0, B: int = 2, C: int = 37):
 
 
 # ---- ONNX: a node `edgekit::SoftplusBias` whose model-local function body stock ORT inlines ----
-_opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
-
-
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def SoftplusBias(x: FLOAT, b: FLOAT) -> FLOAT:
     return op.Softplus(op.Add(x, b))
 

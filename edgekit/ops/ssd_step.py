@@ -23,12 +23,12 @@ state depends only on its own old state. Any other overlap is rejected.
 
 from __future__ import annotations
 
-import onnxscript
 import torch
 from onnxscript import FLOAT
 from onnxscript import opset20 as op  # must match the exporter's opset (edgekit.export.onnx.OPSET)
 
-from edgekit.ops.registry import DOMAIN, ONNX_OPSET, Arg, OpInfo, register
+from edgekit.ops.mamba_step import ssm_sample
+from edgekit.ops.registry import Arg, OpInfo, onnx_body, register
 
 NAME = "ssd_step"
 
@@ -59,23 +59,12 @@ def reference(x, dt, A, Bm, C, D, state):
 
 
 def sample_inputs(T: int, seed: int = 0, B: int = 2, G: int = 2, H: int = 6, P: int = 5, N: int = 11):
-    """Inputs shaped like Mamba-2 makes them: Δ = softplus(·) > 0, A = -exp(A_log) < 0.
-    Three heads per group; N = 11 reaches the kernel's scalar tail."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(B, T, H, P, generator=g)
-    dt = torch.nn.functional.softplus(torch.randn(B, T, H, generator=g) - 1)
-    A = -torch.exp(torch.rand(H, generator=g) * 2)
-    Bm, C = torch.randn(B, T, G, N, generator=g), torch.randn(B, T, G, N, generator=g)
-    Dp = torch.randn(H, generator=g)
-    state = torch.randn(B, H, P, N, generator=g) * 0.5
-    return x, dt, A, Bm, C, Dp, state
+    """Three heads per group; N = 11 reaches the kernel's scalar tail."""
+    return ssm_sample(seed, (B, T, H, P), (B, T, H), (H,), (B, T, G, N), (H,), (B, H, P, N), dt_shift=-1)
 
 
 # ---- ONNX: a node `edgekit::SsdStep` whose model-local function body stock ORT inlines ----
-_opset = onnxscript.values.Opset(DOMAIN, ONNX_OPSET)
-
-
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def SsdStep(x: FLOAT, dt: FLOAT, A: FLOAT, Bm: FLOAT, C: FLOAT, D: FLOAT,
             state: FLOAT) -> tuple[FLOAT, FLOAT]:
     """Any T: the update in an ONNX Loop over t."""
@@ -106,7 +95,7 @@ def SsdStep(x: FLOAT, dt: FLOAT, A: FLOAT, Bm: FLOAT, C: FLOAT, D: FLOAT,
     return y, S
 
 
-@onnxscript.script(_opset, default_opset=op)
+@onnx_body
 def SsdStepT1(x: FLOAT, dt: FLOAT, A: FLOAT, Bm: FLOAT, C: FLOAT, D: FLOAT,
               state: FLOAT) -> tuple[FLOAT, FLOAT]:
     """T = 1 (the step graph): heads grouped as (B, G, H/G, ...) so each group's B and C

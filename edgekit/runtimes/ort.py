@@ -27,6 +27,9 @@ class OrtBackend(Backend):
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # errors only: ORT warns at every load that a tied embedding's weight "appears in graph
+        # inputs", which the exporter does on purpose so that ORT holds it once (export/onnx.py)
+        opts.log_severity_level = 3
         import os
         if threads is not None and threads < 1:
             raise EdgekitError(f"--threads {threads} is not positive", fix="pass --threads 1 or more")
@@ -49,6 +52,7 @@ class OrtBackend(Backend):
         self.threads = threads
         x_specs, state_in = entry.inputs[:n_inputs], entry.inputs[n_inputs:]
         self.y_spec, *state_out = entry.outputs
+        _check_specs(path, entry, self.sess)            # before any buffer is sized by the manifest
         self.names = [s.name for s in state_in]
         mk = lambda s: np.zeros(s.shape, dtype=_DT[s.dtype])  # noqa: E731
         self.xs = [mk(s) for s in x_specs]
@@ -79,3 +83,20 @@ class OrtBackend(Backend):
     def set_state(self, state):
         for n, a in zip(self.names, self.sets[self.cur]):
             a[...] = state[n]
+
+
+def _check_specs(path: Path, entry, sess) -> None:
+    """The manifest's tensors are the graph's own: every declared input and output exists, and
+    its shape is the graph's where the graph fixes a dimension. A manifest is untrusted; a
+    shape it declares must not size a buffer the model cannot use (a (1, 2^38) "state")."""
+    graph = {v.name: v.shape for v in (*sess.get_inputs(), *sess.get_outputs())}
+    for spec in (*entry.inputs, *entry.outputs):
+        shape = graph.get(spec.name)
+        if shape is None:
+            raise EdgekitError(f"edgekit.json names a tensor '{spec.name}' that '{path.name}' does not have",
+                               expected=", ".join(sorted(graph)),
+                               fix="the folder's edgekit.json does not belong to this model; export it again")
+        if len(shape) != len(spec.shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, spec.shape)):
+            raise EdgekitError(f"edgekit.json declares '{spec.name}' as {list(spec.shape)}, but '{path.name}' "
+                               f"has {[d if isinstance(d, int) else '?' for d in shape]}",
+                               fix="the folder's edgekit.json does not belong to this model; export it again")
