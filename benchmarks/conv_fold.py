@@ -32,21 +32,36 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
+def _stock_conv_pass():
+    """A lowering pass for this comparison only: Mamba's conv ops (causal_conv1d, and its
+    SiLU form) traced as their stock-op reference instead of one edgekit node."""
+    from edgekit.export.passes import Pass, edgekit_op
+    from edgekit.ops import REGISTRY
+
+    class StockConv(Pass):
+        name = "stock_conv"
+
+        def rewrite(self, func, args, kwargs, ctx):
+            if edgekit_op(func) not in ("causal_conv1d", "causal_conv1d_silu"):
+                return NotImplemented
+            return ctx.replace(self, REGISTRY[edgekit_op(func)].reference, *args, **kwargs)
+    return StockConv
+
+
 def export_variants(case, work: Path, console):
-    from edgekit.cli.export import export_to_dir
-    from edgekit.models.mamba import _MambaBase
-    from edgekit.ops import causal_conv1d
+    from edgekit.export import export, passes
+    from edgekit.export import executorch as et_export, onnx as onnx_export
     path = case.make(work)
-    out = {}
-    for label, patch in (("conv op", None), ("conv as stock ops", causal_conv1d.reference)):
-        d = work / ("fused-buffers" if patch is None else "fused-stockconv")
+    stock = _stock_conv_pass()
+    get, out = passes.get, {}
+    for label, extra in (("conv op", []), ("conv as stock ops", ["stock_conv"])):
+        d = work / ("fused-buffers" if not extra else "fused-stockconv")
         if not (d / "edgekit.json").exists():
             console.print(f"  exporting {label} ...")
-            if patch is None:
-                export_to_dir(path, d, ("onnx", "pte"), "fused", "buffers", 1, console=console)
-            else:
-                with mock.patch.object(_MambaBase, "_conv", lambda self, x, w, b, s: patch(x, w, b, s)):
-                    export_to_dir(path, d, ("onnx", "pte"), "fused", "buffers", 1, console=console)
+            with mock.patch.object(passes, "get", lambda n: stock if n == "stock_conv" else get(n)), \
+                 mock.patch.object(et_export, "pipeline_for", lambda *a: extra + passes.pipeline_for(*a)), \
+                 mock.patch.object(onnx_export, "pipeline_for", lambda *a: extra + passes.pipeline_for(*a)):
+                export(path, d, formats=("onnx", "pte"), ops="fused", state_style="buffers")
         out[label] = d
     return out
 
