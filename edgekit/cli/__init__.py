@@ -20,12 +20,33 @@ from edgekit.errors import EdgekitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Export recurrent and spiking models to edge devices.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from edgekit import __version__
+        print(f"edgekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print edgekit's version and exit.")) -> None:
+    """Export recurrent and spiking models to edge devices."""
+
+
+def archs_cmd() -> None:
+    """List the architectures edgekit loads, with the checkpoint format each reads."""
+    from edgekit.models import ARCHITECTURES
+    for name, cls in sorted(ARCHITECTURES.items()):
+        print(f"{name:<16} {cls.checkpoint}")
 # in this order in `edgekit --help`
 app.command("export")(export.export_cmd)
 app.command("run")(run.run_cmd)
 app.command("bench")(bench.bench_cmd)
 app.command("inspect")(inspect.inspect_cmd)
 app.command("demo")(demo.demo_cmd)
+app.command("archs")(archs_cmd)
 app.add_typer(neuro.neuro_app, name="neuro")
 
 
@@ -38,16 +59,34 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so every command unwinds (temp files removed,
+    an export's previous folder untouched) as it does for Ctrl-C; exit status 143."""
+
+
+_terminated: list[bool] = [False]
+
+
+def _on_sigterm(signum, frame):
+    _terminated[0] = True
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
     _quiet()
+    _terminated[0] = False
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if code == 130:     # typer returns (does not raise) 130 for a Ctrl-C (or SIGTERM) in a command
+            raise KeyboardInterrupt
     except EdgekitError as e:
         print(f"edgekit: error: {e}", file=sys.stderr)
         return 2
     except (typer.Abort, KeyboardInterrupt):
-        print("edgekit: interrupted", file=sys.stderr)
-        return 130
+        print("edgekit: terminated" if _terminated[0] else "edgekit: interrupted", file=sys.stderr)
+        return 143 if _terminated[0] else 130
     except OSError as e:  # a path the user gave: unwritable, a directory, disk full, ...
         where = f"'{e.filename}': " if getattr(e, "filename", None) else ""
         print(f"edgekit: error: {where}{e.strerror or e} — check the path and its permissions",
@@ -60,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             e.show()
             return e.exit_code
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -198,13 +198,14 @@ def run_cmd(
             sys.stdout.write(f"{t} ")
         sys.stdout.flush()
 
-    # Ctrl-C stops at a token boundary: the stream so far is printed and, with --state-out,
-    # its state saved, so an hours-long stream is never lost to an interrupt.
+    # Ctrl-C (or SIGTERM, a service manager's stop) stops at a token boundary: the stream so
+    # far is printed and, with --state-out, its state saved, so an hours-long stream is never
+    # lost to an interrupt.
     out: list[int] = []
-    stop = {"now": False}
+    stop = {"now": False, "signum": signal.SIGINT}
 
     def on_sigint(signum, frame):
-        stop["now"] = True
+        stop["now"], stop["signum"] = True, signum
 
     def on_token(t: int) -> None:
         out.append(t)
@@ -212,14 +213,15 @@ def run_cmd(
         if stop["now"]:
             raise _Interrupted
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {sig: signal.signal(sig, on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)}
     interrupted = False
     try:
         sess.generate(steps, prompt=ids, top_p=top_p, temperature=temperature, seed=seed, on_token=on_token)
     except _Interrupted:
         interrupted = True
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if state_out is not None:
         sess.save_state(state_out)
     text = tok.decode(out) if tok is not None else None
@@ -230,7 +232,7 @@ def run_cmd(
     if interrupted:
         print(f"edgekit: interrupted after {len(out)} tokens" +
               (f"; state saved to {state_out}" if state_out is not None else ""), file=sys.stderr)
-        raise SystemExit(130)
+        raise SystemExit(128 + stop["signum"])
 
 
 class _Interrupted(Exception):
