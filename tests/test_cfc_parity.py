@@ -30,7 +30,7 @@ CASES = {
     "ltc": ("LTC", 12, {}),
     "ltc_autoncp": ("LTC", ("AutoNCP", 16, 3), {}),
 }
-EXPORTED = ("cfc_default", "cfc_no_gate", "cfc_pure", "cfc_autoncp", "ltc")
+EXPORTED = tuple(CASES)     # every case is exported and compared in ORT and ExecuTorch
 
 
 @pytest.fixture(scope="module")

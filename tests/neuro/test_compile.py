@@ -66,17 +66,6 @@ def test_quantize_reports_error_and_choices(rng):
     assert min(errs, key=errs.get) == net.connections[0].weight_exp
 
 
-def test_fixed_point_tracks_float(rng):
-    g = mlp_graph(rng, [50, 40, 10])
-    x = rng.random((32, 60, 50)) < 0.2
-    net, _ = compile_graph(g, load_device("loihi2"), calibration_spikes=x)
-    a = Simulator(net, "fixed").run(x)
-    b = Simulator(net, "float").run(x)
-    assert b.spikes[0].mean() > 0.01
-    agree = (a.spikes[0] == b.spikes[0]).mean()
-    assert agree > 0.97, agree
-
-
 def test_layer_split_across_cores_output_unchanged(rng):
     """600 inputs x 8 bits = 600 B of synapses per neuron: 218 neurons per 128 KB core."""
     dev = load_device("loihi2")
