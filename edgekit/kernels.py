@@ -8,6 +8,13 @@ into the runtime's operator registry: a plain `ctypes.CDLL` is enough, before or
 `executorch.runtime` is imported. Load it once per process: a second, different library
 file that registers the same op aborts the process.
 
+The stock kernels and the XNNPACK backend come from the wheel's torch-free libraries
+(`load_executorch_runtime`), not from its Python binding, whose `_C` module links libtorch:
+importing it put torch (~0.5 s, hundreds of MB resident) into every session that runs a
+.pte on the native runner. The binding links the same files, so a later
+`import executorch.runtime` in the same process maps no second copy and registers nothing
+twice (tests/test_session_memory.py).
+
 `$EDGEKIT_KERNELS=/path/to/libedgekit_et_kernels.so` loads another build instead of
 build/kernels/'s, e.g. the scalar one (`EDGEKIT_SIMD=off bash kernels/build.sh PYTHON OUT.so`,
 tests/test_kernels_scalar.py). Set it before the first load, in a process that has not loaded
@@ -26,9 +33,44 @@ from edgekit.errors import EdgekitError
 ENV_VAR = "EDGEKIT_KERNELS"
 LIBRARY_NAME = "libedgekit_et_kernels.so"
 
+# The executorch wheel's runtime libraries (its lib/), in dependency order: the runtime, its
+# threadpool, the stock ATen kernels (portable and optimized: every stock op an edgekit .pte
+# calls), the XNNPACK backend. None links libtorch.
+ET_RUNTIME_LIBRARIES = ("libexecutorch.so", "libexecutorch_threadpool.so",
+                        "libexecutorch_kernels_optimized.so", "libexecutorch_backend_xnnpack.so")
+
 _lock = threading.Lock()
 _loaded: Path | None = None
 _handle: ctypes.CDLL | None = None  # kept alive: the kernels must never be unloaded
+_et_runtime: list[ctypes.CDLL] = []  # likewise the wheel's runtime libraries
+
+
+def executorch_lib_dir() -> Path:
+    """The executorch wheel's lib/ folder, found without importing any executorch module."""
+    import importlib.util
+    spec = importlib.util.find_spec("executorch")
+    for d in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(d) / "lib" / ET_RUNTIME_LIBRARIES[0]).is_file():
+            return Path(d) / "lib"
+    raise EdgekitError("the executorch wheel's lib/libexecutorch.so was not found",
+                       expected="executorch installed in this Python environment",
+                       fix="run `make setup` (it installs the pinned executorch wheel)")
+
+
+def load_executorch_runtime() -> Path:
+    """Load the wheel's runtime, threadpool, stock kernels and XNNPACK backend into this
+    process, once (RTLD_GLOBAL, dependency order): their static initializers register the
+    kernels and the backend. Returns the lib/ folder."""
+    with _lock:
+        lib_dir = executorch_lib_dir()
+        if not _et_runtime:
+            for name in ET_RUNTIME_LIBRARIES:
+                try:
+                    _et_runtime.append(ctypes.CDLL(str(lib_dir / name), mode=ctypes.RTLD_GLOBAL))
+                except OSError as e:
+                    raise EdgekitError(f"the executorch runtime library {lib_dir / name} failed to load",
+                                       got=str(e), fix="reinstall executorch with `make setup`") from e
+        return lib_dir
 
 
 def kernel_library_path() -> Path:
@@ -90,6 +132,7 @@ def runner_api() -> ctypes.CDLL:
         vp, i64, p64 = ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)
         sigs = {
             "edgekit_runner_last_error": (ctypes.c_char_p, []),
+            "edgekit_runner_threadpool": (i64, [i64]),
             "edgekit_runner_open": (vp, [ctypes.c_char_p, ctypes.c_char_p]),
             "edgekit_runner_close": (None, [vp]),
             "edgekit_runner_num_inputs": (i64, [vp]),

@@ -2,8 +2,10 @@
  *
  * Link build/kernels/libedgekit_et_kernels.so (this runner and edgekit's kernels) and, from
  * the executorch wheel's lib/, libexecutorch.so plus the kernel/backend libraries the .pte
- * uses, with -Wl,--no-as-needed so their registrations run: libexecutorch_kernels_optimized.so
- * (stock ATen ops), libexecutorch_backend_xnnpack.so (XNNPACK-delegated parts).
+ * uses, with -Wl,--no-as-needed so their registrations run: libexecutorch_threadpool.so,
+ * libexecutorch_kernels_optimized.so (stock ATen ops), libexecutorch_backend_xnnpack.so
+ * (XNNPACK-delegated parts). From Python, edgekit/kernels.py loads those with dlopen
+ * (RTLD_GLOBAL) before this library; none of them needs libtorch.
  *
  * Every call that can fail returns NULL or non-zero; edgekit_runner_last_error() then holds
  * a one-line reason (per thread). A runner is used by one thread at a time. Nothing is
@@ -18,6 +20,12 @@ extern "C" {
 #endif
 
 const char* edgekit_runner_last_error(void);
+
+/* ExecuTorch's own threadpool (XNNPACK's, the optimized ATen kernels'): resize it to n
+ * threads (n <= 0: leave it) and return its size, or -1 (see edgekit_runner_last_error).
+ * Without the Python binding, whose `_unsafe_reset_threadpool` imports torch. The pool is
+ * libexecutorch_threadpool.so's, found at run time in the copy already loaded. */
+int64_t edgekit_runner_threadpool(int64_t n);
 
 /* Load `method` (edgekit exports "forward") of the .pte at `path`. */
 void* edgekit_runner_open(const char* path, const char* method);

@@ -9,10 +9,12 @@
 // pointers obtained once. `edgekit_runner_run` steps a whole input sequence in C++ (what
 // `edgekit run --input data.csv` does), with no Python between steps.
 //
-// The runner uses the libexecutorch.so that the executorch wheel's Python module links, so
-// the kernels that module registers (portable/optimized ATen kernels, the XNNPACK backend)
-// and edgekit's own kernels (this library) are all in one registry: import
-// `executorch.runtime` (which loads them) before opening a runner.
+// The runner uses the wheel's libexecutorch.so (this library links it by SONAME), so the
+// stock kernels (libexecutorch_kernels_optimized.so: portable and optimized ATen kernels),
+// the XNNPACK backend (libexecutorch_backend_xnnpack.so) and edgekit's own kernels (this
+// library) are all in one registry. edgekit/kernels.py loads those torch-free libraries from
+// the wheel's lib/ before this one; the wheel's Python module (`executorch.runtime`, whose
+// binding links libtorch) links the same files, so importing it later reuses them.
 //
 // Nothing here allocates per step. The C API and its contract: edgekit_runner.h.
 #include "edgekit_runner.h"
@@ -24,6 +26,8 @@
 #include <executorch/runtime/executor/method.h>
 #include <executorch/runtime/executor/program.h>
 #include <executorch/runtime/platform/runtime.h>
+
+#include <dlfcn.h>
 
 #include <cstdarg>
 #include <cstdint>
@@ -198,9 +202,59 @@ int step_into(Runner& r, void* out, int64_t out_nbytes) {
   return 0;
 }
 
+// ExecuTorch's threadpool (the one XNNPACK and the optimized ATen kernels use) lives in the
+// wheel's libexecutorch_threadpool.so, which ships no header for it and which this library
+// does not link. Its two entry points are looked up at run time by their C++ (Itanium ABI)
+// names in the copy already in the process (RTLD_NOLOAD: never a second copy); the member
+// functions take `this` first. Declared in executorch 1.5.1's extension/threadpool/threadpool.h:
+//   ThreadPool* get_threadpool();
+//   size_t ThreadPool::get_thread_count() const;
+//   bool ThreadPool::_unsafe_reset_threadpool(uint32_t);
+struct EtThreadpool {
+  void* (*get)() = nullptr;
+  size_t (*count)(const void*) = nullptr;
+  bool (*reset)(void*, uint32_t) = nullptr;
+};
+
+bool et_threadpool(EtThreadpool& tp) {
+  void* lib = dlopen("libexecutorch_threadpool.so", RTLD_NOW | RTLD_NOLOAD);
+  if (lib == nullptr) {
+    return fail("libexecutorch_threadpool.so is not loaded; load the executorch wheel's lib/ first "
+                "(edgekit.kernels.load_executorch_runtime)");
+  }
+  tp.get = reinterpret_cast<void* (*)()>(dlsym(lib, "_ZN10executorch9extension10threadpool14get_threadpoolEv"));
+  tp.count = reinterpret_cast<size_t (*)(const void*)>(
+      dlsym(lib, "_ZNK10executorch9extension10threadpool10ThreadPool16get_thread_countEv"));
+  tp.reset = reinterpret_cast<bool (*)(void*, uint32_t)>(
+      dlsym(lib, "_ZN10executorch9extension10threadpool10ThreadPool24_unsafe_reset_threadpoolEj"));
+  dlclose(lib);  // drops the reference NOLOAD took; the library stays loaded
+  if (tp.get == nullptr || tp.count == nullptr || tp.reset == nullptr) {
+    return fail("libexecutorch_threadpool.so lacks get_threadpool / ThreadPool::_unsafe_reset_threadpool "
+                "(an executorch other than 1.5.1?)");
+  }
+  return true;
+}
+
 }  // namespace
 
 extern "C" {
+
+// Threads of ExecuTorch's threadpool, after resizing it to n (n <= 0: leave it). Creating
+// the pool the first time also starts cpuinfo, which logs to stderr. -1 on failure.
+__attribute__((visibility("default"))) int64_t edgekit_runner_threadpool(int64_t n) {
+  EtThreadpool tp;
+  if (!et_threadpool(tp)) return -1;
+  void* pool = tp.get();
+  if (pool == nullptr) {
+    fail("ExecuTorch's threadpool could not be created");
+    return -1;
+  }
+  if (n > 0 && !tp.reset(pool, (uint32_t)n)) {
+    fail("ExecuTorch's threadpool could not be resized to %lld threads", (long long)n);
+    return -1;
+  }
+  return (int64_t)tp.count(pool);
+}
 
 __attribute__((visibility("default"))) const char* edgekit_runner_last_error() {
   return tls_error.c_str();

@@ -80,6 +80,19 @@ def test_tampered_manifest_gets_one_clear_error(export_dir, tmp_path, edit, word
         StreamingSession(d / "model.onnx")
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "pte"])
+def test_a_manifest_shape_the_program_does_not_have_is_refused_before_allocating(export_dir, tmp_path, fmt):
+    """A state declared (1, 2^36) in edgekit.json (256 GiB) is compared with the program's own
+    I/O before any buffer is sized by it: one clear error, not an allocation."""
+    def huge(raw):
+        for spec in raw["state"] + raw["artifacts"][fmt]["inputs"][1:] + raw["artifacts"][fmt]["outputs"][1:]:
+            spec["shape"] = [1, 1 << 36]
+    d = _copy(export_dir, tmp_path / "huge", huge)
+    with pytest.raises(EdgekitError, match=r"edgekit.json declares .* \[1, 68719476736\]|"
+                                           r"has \d+ bytes in the program; expected 274877906944 bytes"):
+        StreamingSession(d / f"model.{fmt}")
+
+
 def test_cli_refuses_a_tampered_manifest_without_a_traceback(export_dir, tmp_path):
     from edgekit_testutil import run_cli
     d = _copy(export_dir, tmp_path / "bad", lambda r: r["artifacts"]["onnx"].__setitem__("file", "../x.onnx"))

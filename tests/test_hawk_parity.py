@@ -1,9 +1,12 @@
 """Hawk / Griffin (RecurrentGemma) parity against transformers' RecurrentGemmaForCausalLM
 (eager attention, its own cache), code we did not write. Metric: max |diff| / std(reference
 logits) <= 1e-4 over 64 single steps, in torch, ONNX Runtime and ExecuTorch, each with
---ops fused and decomposed; greedy generation equal to the reference's; the local-attention
-ring buffer wraps several times (window 8) and matches the reference's sliding window; a
-Griffin with window 64 streams 5,000 tokens through ORT and .pte in constant memory.
+--ops fused and decomposed (Griffin also MQA with tied embeddings); greedy generation equal
+to the reference's; the local-attention ring buffer wraps several times (window 8) and matches
+the reference's sliding window; a Griffin with window 64 gives the oracle's last window of
+logits after 160 steps (RoPE and ring slots past position 63) and streams 5,000 tokens through
+ORT and .pte in constant memory; after a prefill of 2 chunks + 5 tokens the state equals the
+stepped state and the oracle's.
 
 Oracle quirks (transformers 5.23), handled in `Oracle`:
 * the model keeps its recurrent state on its modules: `_setup_cache` once, then pass
@@ -194,7 +197,7 @@ def test_ring_buffer_matches_reference_window(rg_dir):
 
 @pytest.mark.parametrize("ops", ["fused", "decomposed"])
 @pytest.mark.parametrize("fmt", ["onnx", "pte"])
-@pytest.mark.parametrize("kind", ["hawk", "griffin"])
+@pytest.mark.parametrize("kind", ["hawk", "griffin", "griffin_tied"])
 def test_exported_steps_match_oracle(rg_export, oracle_steps, kind, fmt, ops):
     toks, ref = oracle_steps(kind)
     out = rg_export(kind, ops)
@@ -209,18 +212,89 @@ def test_exported_steps_match_oracle(rg_export, oracle_steps, kind, fmt, ops):
         assert used == ["edgekit::add_rms_norm", "edgekit::dense", "edgekit::gelu_tanh_mul", "edgekit::rglru_step"], used
 
 
-def test_prefill_graph_matches_oracle(rg_dir, oracle_steps, tmp_path):
+@pytest.fixture(scope="session")
+def rg_prefill_export(rg_dir, tmp_path_factory):
+    """`export --prefill 8` of Griffin (window 8), made once."""
+    from edgekit.export import export
+    out = tmp_path_factory.mktemp("rg-griffin-prefill8")
+    export(rg_dir("griffin"), out, formats=("onnx", "pte"), ops="fused", state_style="buffers", prefill=8)
+    return out
+
+
+def test_prefill_graph_matches_oracle(rg_prefill_export, oracle_steps):
     """`export --prefill 8` on Griffin: the sequence graph (rglru_step's general ONNX body,
     the ring-buffer attention over 8 new keys) loads in ONNX Runtime and ExecuTorch, and 64
     tokens in chunks of 8 give the oracle's logits."""
-    from edgekit.export import export
     toks, ref = oracle_steps("griffin")
-    export(rg_dir("griffin"), tmp_path, formats=("onnx", "pte"), ops="fused", state_style="buffers", prefill=8)
     for fmt in ("onnx", "pte"):
-        sess = StreamingSession(tmp_path / f"model.{fmt}")
-        assert sess.prefill is not None and sess.prefill_len == 8, fmt
+        sess = StreamingSession(rg_prefill_export / f"model.{fmt}")
+        assert sess.prefill_len == 8, fmt
         got = np.asarray(sess.forward_seq(toks))
         assert _rel(got, ref) <= TOL, (fmt, _rel(got, ref))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pte"])
+def test_state_after_uneven_prefill_matches_steps_and_oracle(rg_dir, rg_prefill_export, fmt):
+    """A prompt of 2 chunks + 5 tokens (prefill graph twice, then the step graph) leaves the
+    state that the same tokens stepped one by one leave, and the oracle's: its RG-LRU h and
+    conv window per recurrent block, and the last S-1 keys and values of its sliding-window
+    cache in ring slots p mod S."""
+    pre = StreamingSession(rg_prefill_export / f"model.{fmt}")
+    L = pre.prefill_len
+    n = 2 * L + 5
+    toks = _tokens(n, seed=11)
+    pre.forward_seq(toks)
+    stepped = StreamingSession(rg_prefill_export / f"model.{fmt}")
+    for t in toks:
+        stepped.step(t)
+    a, b = pre.backend.get_state(), stepped.backend.get_state()
+    assert sorted(a) == sorted(b)
+    assert int(a["position"][0]) == int(b["position"][0]) == n
+    o = Oracle(rg_dir("griffin"))
+    o.steps(toks)
+    S = CONFIGS["griffin"]["attention_window_size"]
+    slots = [p % S for p in range(n - S + 1, n)]                     # positions n-S+1 .. n-1
+    for i, layer in enumerate(o.model.model.layers):
+        tb = layer.temporal_block
+        if hasattr(tb, "rg_lru"):
+            refs = {f"layers.{i}.rg_lru": tb.rg_lru.recurrent_states[0], f"layers.{i}.conv": tb.conv1d_state[0]}
+            mine = {k: (a[k][0], b[k][0]) for k in refs}
+        else:
+            kv = o.cache.layers[i]
+            refs = {f"layers.{i}.k_cache": kv.keys[0], f"layers.{i}.v_cache": kv.values[0]}   # (KVH, S-1, E)
+            mine = {k: (a[k][0][:, slots], b[k][0][:, slots]) for k in refs}
+        for k, ref in refs.items():
+            ref = ref.numpy()
+            for what, got in zip(("prefill", "steps"), mine[k]):
+                assert got.shape == ref.shape, (k, what)
+                assert _rel(got, ref) <= TOL, (k, what, _rel(got, ref))
+
+
+LONG = 160      # Griffin with window 64: 2.5 windows, positions up to 159
+
+
+@pytest.fixture(scope="session")
+def oracle_long(rg_dir):
+    toks = _tokens(LONG, seed=9)
+    return toks, Oracle(rg_dir("griffin64")).steps(toks)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx", "pte"])
+def test_long_stream_last_window_matches_oracle(rg_dir, rg_export, oracle_long, backend):
+    """160 single steps through Griffin with window 64: the last window of logits (positions
+    96..159, where RoPE angles and ring slots are past anything the 64-step tests reach and
+    the ring has wrapped twice) equals the oracle's."""
+    toks, ref = oracle_long
+    W = CONFIGS["griffin64"]["attention_window_size"]
+    assert LONG >= 2 * W and LONG - W >= STEPS
+    if backend == "torch":
+        got, _ = _torch_steps(RecurrentGemma.from_pretrained(rg_dir("griffin64")), toks)
+    else:
+        sess = StreamingSession(rg_export("griffin64") / f"model.{backend}")
+        got = np.stack([sess.step(t).copy() for t in toks])
+    r = _rel(got[-W:], ref[-W:])
+    print(f"PARITY griffin64 long {backend} {r:.2e}")
+    assert r <= TOL, r
 
 
 @pytest.mark.parametrize("kind", ["hawk", "griffin"])

@@ -1,8 +1,10 @@
 """Mamba and Mamba-2 parity against transformers (the installed version), code we did not
 write: `MambaForCausalLM` / `Mamba2ForCausalLM`, eager torch path, stepping one token at a
 time with its own cache. Metric: max |diff| / std(reference logits) <= 1e-4 over 64 single
-steps, in torch, ONNX Runtime and ExecuTorch, each with --ops fused and decomposed; greedy
-generation of 32 tokens equals transformers' `generate(do_sample=False)`.
+steps, in torch, ONNX Runtime and ExecuTorch, each with --ops fused and decomposed, and over
+the last 64 of 160 steps; greedy generation of 32 tokens equals transformers'
+`generate(do_sample=False)`; after a prefill of 2 chunks + 5 tokens the state equals the
+stepped state and transformers' cache.
 
 Tiny random configs written with `save_pretrained` (safetensors): Mamba; Mamba-2 with
 n_groups 1 and 2.
@@ -145,19 +147,99 @@ def test_exported_steps_match_oracle(exported, oracle_steps, name, ops):
         assert _rel(got, ref) <= TOL, fmt
 
 
+@pytest.fixture(scope="module")
+def prefill_exported(model_dir, tmp_path_factory):
+    """name -> `export --prefill 8` OUTDIR (fused, ONNX and .pte), made once per model."""
+    from edgekit.export import export
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            out = tmp_path_factory.mktemp(f"{name}-prefill8")
+            export(model_dir(name), out, formats=("onnx", "pte"), ops="fused", state_style="buffers", prefill=8)
+            cache[name] = out
+        return cache[name]
+    return get
+
+
 @pytest.mark.parametrize("name", MODELS)
-def test_prefill_graph_matches_oracle(model_dir, oracle_steps, tmp_path, name):
+def test_prefill_graph_matches_oracle(prefill_exported, oracle_steps, name):
     """`export --prefill 8`: the sequence graph (the ops' general ONNX bodies, Loop over T)
     loads in ONNX Runtime and ExecuTorch, and 64 tokens in chunks of 8 give the oracle's
-    logits and the same state as 64 single steps."""
-    from edgekit.export import export
+    logits."""
     ref, _ = oracle_steps(name)
-    export(model_dir(name), tmp_path, formats=("onnx", "pte"), ops="fused", state_style="buffers", prefill=8)
     for fmt in ("onnx", "pte"):
-        sess = StreamingSession(tmp_path / f"model.{fmt}")
-        assert sess.prefill is not None and sess.prefill_len == 8, fmt
+        sess = StreamingSession(prefill_exported(name) / f"model.{fmt}")
+        assert sess.prefill_len == 8, fmt
         got = np.asarray(sess.forward_seq(_tokens()))
         assert _rel(got, ref) <= TOL, fmt
+
+
+def _oracle_cache(ref, toks):
+    """transformers' cache after stepping toks one at a time."""
+    kv = None
+    with torch.no_grad():
+        for t in toks:
+            kv = ref(torch.tensor([[t]]), cache_params=kv, use_cache=True).cache_params
+    return kv
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pte"])
+@pytest.mark.parametrize("name", MODELS)
+def test_state_after_uneven_prefill_matches_steps_and_oracle(prefill_exported, oracle, name, fmt):
+    """A prompt of 2 chunks + 5 tokens (prefill graph twice, then the step graph) leaves the
+    state the same tokens stepped one by one leave, and transformers' cache (conv window and
+    SSM state of every layer)."""
+    pre = StreamingSession(prefill_exported(name) / f"model.{fmt}")
+    n = 2 * pre.prefill_len + 5
+    toks = _tokens(n, seed=4)
+    pre.forward_seq(toks)
+    stepped = StreamingSession(prefill_exported(name) / f"model.{fmt}")
+    for t in toks:
+        stepped.step(t)
+    a, b = pre.backend.get_state(), stepped.backend.get_state()
+    assert sorted(a) == sorted(b)
+    kv = _oracle_cache(oracle(name), toks)
+    for i in range(oracle(name).config.num_hidden_layers):
+        for key, ref in ((f"layers.{i}.conv", kv.get_conv_state(i)), (f"layers.{i}.ssm", kv.get_recurrent_state(i))):
+            ref = ref.numpy()
+            for what, st in (("prefill", a), ("steps", b)):
+                assert st[key].shape == ref.shape, (key, what)
+                assert _rel(st[key], ref) <= TOL, (key, what, _rel(st[key], ref))
+
+
+LONG = 160      # 2.5x the 64-step tests
+
+
+@pytest.fixture(scope="module")
+def oracle_long(oracle):
+    """name -> (tokens, transformers' logits over LONG single steps with its own cache)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            toks, ref, kv = _tokens(LONG, seed=8), [], None
+            with torch.no_grad():
+                for t in toks:
+                    o = oracle(name)(torch.tensor([[t]]), cache_params=kv, use_cache=True)
+                    kv = o.cache_params
+                    ref.append(o.logits[0, 0].numpy().copy())
+            cache[name] = toks, np.stack(ref)
+        return cache[name]
+    return get
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx", "pte"])
+@pytest.mark.parametrize("name", MODELS)
+def test_long_stream_last_window_matches_oracle(model_dir, oracle_long, exported, name, backend):
+    """160 single steps (2.5x the 64-step tests): the last 64 logits equal transformers'
+    stepping with its own cache."""
+    toks, ref = oracle_long(name)
+    sess = StreamingSession(model_dir(name) if backend == "torch" else exported(name, "fused") / f"model.{backend}")
+    got = np.stack([sess.step(t).copy() for t in toks])
+    r = _rel(got[-STEPS:], ref[-STEPS:])
+    print(f"PARITY {name} long {backend} {r:.2e}")
+    assert r <= TOL, r
 
 
 def _reference_generation(ref, prompt, n=32):

@@ -77,7 +77,7 @@ def test_exported_sequence_form_matches_oracle(rwkv7_export, rwkv7_oracle, ops, 
     toks = _tokens(70, seed=1)
     ref, _ = rwkv7_oracle.forward(toks, None, full_output=True)
     sess = StreamingSession(rwkv7_export(ops) / f"model.{fmt}")
-    assert sess.prefill is not None and sess.prefill_len == 16
+    assert sess.prefill_len == 16
     got = sess.forward_seq(toks)
     assert got.shape == tuple(ref.shape)
     assert _rel(got, ref.numpy()) <= TOL

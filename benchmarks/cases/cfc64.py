@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cases import make_checkpoint, oracle as arch_oracle
+
 NAME = "cfc-64"
 SHAPE = "CfC units=64, inputs=32, backbone 1x128 lecun_tanh, mode default (~46k params)"
 INPUTS, UNITS = 32, 64
@@ -19,31 +21,11 @@ MIN_STEPS = 512         # steps per timed block (a step is a few us; see step_la
 
 
 def make(d: Path) -> Path:
-    from edgekit.models.cfc import random_ncps_module, save_ncps_dir
-    p = Path(d) / "cfc64"
-    if not (p / "config.json").exists():
-        save_ncps_dir(random_ncps_module("CfC", INPUTS, UNITS, seed=1), p)
-    return p
+    return make_checkpoint("cfc", Path(d) / "cfc64", seed=1, **dict(input_size=INPUTS, units=UNITS))
 
 
 def oracle(path: Path):
-    import json
-
-    import torch
-    from ncps.torch import CfC
-    from safetensors.torch import load_file
-    cfg = json.loads((Path(path) / "config.json").read_text())
-    model = CfC(cfg["input_size"], cfg["units"], mode=cfg.get("mode", "default")).eval()
-    model.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
-    h = [None]
-
-    @torch.inference_mode()
-    def step(x):
-        feats, dt = x
-        y, h[0] = model(torch.as_tensor(feats).reshape(1, 1, -1), h[0],
-                        timespans=torch.as_tensor(dt, dtype=torch.float32).reshape(1, 1, 1))
-        return y[0, 0]
-    return "ncps.torch.CfC (eager, fp32, own hidden state)", step
+    return arch_oracle("cfc", path)
 
 
 def inputs(n, rng):

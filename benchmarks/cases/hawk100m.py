@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cases import make_checkpoint, oracle as arch_oracle
+
 NAME = "hawk-100M"
 SHAPE = "L=11 recurrent, C=D=768, 12x64 gate blocks, MLP 2304, vocab 32000 (~104M params)"
 CONFIG = dict(vocab_size=32000, hidden_size=768, lru_width=768, num_attention_heads=12, num_key_value_heads=1,
@@ -23,31 +25,11 @@ CONFIG = dict(vocab_size=32000, hidden_size=768, lru_width=768, num_attention_he
 
 def make(d: Path) -> Path:
     import torch
-    from edgekit.models.hawk import write_random_hf_dir
-    p = Path(d) / "hawk-100m"
-    if not (p / "config.json").exists():
-        write_random_hf_dir(p, seed=1, dtype=torch.bfloat16, **CONFIG)
-    return p
+    return make_checkpoint("recurrent_gemma", Path(d) / "hawk-100m", seed=1, dtype=torch.bfloat16, **CONFIG)
 
 
 def oracle(path: Path):
-    import torch
-    from transformers import RecurrentGemmaForCausalLM
-    from transformers.cache_utils import DynamicCache
-    model = RecurrentGemmaForCausalLM.from_pretrained(path, attn_implementation="eager", dtype=torch.float32).eval()
-    # The model keeps its state on its modules: set the cache up once, then pass position_ids
-    # and a cache object every step. With no attention layer (Hawk), transformers' mask
-    # creation fails on the cache; a prepared (empty) mask dict skips it (unused by RG-LRU).
-    model._setup_cache(model.config, 1, "cpu", torch.float32)
-    cache, pos = DynamicCache(config=model.config), [0]
-
-    @torch.inference_mode()
-    def step(tok):
-        out = model(input_ids=torch.tensor([[int(tok)]]), position_ids=torch.tensor([[pos[0]]]),
-                    past_key_values=cache, use_cache=True, attention_mask={"sliding_attention": None})
-        pos[0] += 1
-        return out.logits[0, 0]
-    return "transformers RecurrentGemmaForCausalLM (eager, fp32, own cache)", step
+    return arch_oracle("recurrent_gemma", path)
 
 
 def inputs(n, rng):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cases import make_checkpoint, oracle as arch_oracle
+
 NAME = "mamba-130m"
 SHAPE = "L=24, D=768, E=1536, N=16, K=4, vocab 50280"
 CONFIG = dict(vocab_size=50280, hidden_size=768, state_size=16, num_hidden_layers=24, expand=2,
@@ -13,25 +15,11 @@ CONFIG = dict(vocab_size=50280, hidden_size=768, state_size=16, num_hidden_layer
 
 
 def make(d: Path) -> Path:
-    from edgekit.models.mamba import write_random_hf
-    p = Path(d) / "mamba-130m"
-    if not (p / "config.json").exists():
-        write_random_hf(p, "mamba", seed=1, **CONFIG)
-    return p
+    return make_checkpoint("mamba", Path(d) / "mamba-130m", seed=1, **CONFIG)
 
 
 def oracle(path: Path):
-    import torch
-    from transformers import MambaForCausalLM
-    model = MambaForCausalLM.from_pretrained(str(path)).eval()
-    cache = [None]
-
-    @torch.inference_mode()
-    def step(tok):
-        out = model(torch.tensor([[int(tok)]]), cache_params=cache[0], use_cache=True)
-        cache[0] = out.cache_params
-        return out.logits[0, 0]
-    return "transformers MambaForCausalLM (eager, own cache)", step
+    return arch_oracle("mamba", path)
 
 
 def inputs(n, rng):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cases import make_checkpoint, oracle as arch_oracle
+
 NAME = "mamba2-130m"
 SHAPE = "L=24, D=768, H=24x64, G=1, N=128, K=4, vocab 50288"
 CONFIG = dict(vocab_size=50288, hidden_size=768, state_size=128, num_hidden_layers=24, expand=2,
@@ -14,25 +16,11 @@ CONFIG = dict(vocab_size=50288, hidden_size=768, state_size=128, num_hidden_laye
 
 
 def make(d: Path) -> Path:
-    from edgekit.models.mamba import write_random_hf
-    p = Path(d) / "mamba2-130m"
-    if not (p / "config.json").exists():
-        write_random_hf(p, "mamba2", seed=1, **CONFIG)
-    return p
+    return make_checkpoint("mamba2", Path(d) / "mamba2-130m", seed=1, **CONFIG)
 
 
 def oracle(path: Path):
-    import torch
-    from transformers import Mamba2ForCausalLM
-    model = Mamba2ForCausalLM.from_pretrained(str(path)).eval()
-    cache = [None]
-
-    @torch.inference_mode()
-    def step(tok):
-        out = model(torch.tensor([[int(tok)]]), cache_params=cache[0], use_cache=True)
-        cache[0] = out.cache_params
-        return out.logits[0, 0]
-    return "transformers Mamba2ForCausalLM (eager, own cache)", step
+    return arch_oracle("mamba2", path)
 
 
 def inputs(n, rng):

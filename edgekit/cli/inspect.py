@@ -26,7 +26,9 @@ def _onnx_facts(path: Path) -> dict:
         return {"name": v.name, "shape": [d.dim_value or d.dim_param for d in t.shape.dim],
                 "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name}
     ops = Counter((n.domain or "ai.onnx", n.op_type) for n in proto.graph.node)
-    return {"inputs": [vi(v) for v in proto.graph.input], "outputs": [vi(v) for v in proto.graph.output],
+    weights = {t.name for t in proto.graph.initializer}     # a tied weight is listed as an input too
+    return {"inputs": [vi(v) for v in proto.graph.input if v.name not in weights],
+            "outputs": [vi(v) for v in proto.graph.output],
             "edgekit": {f"{d}::{t}": c for (d, t), c in ops.items() if d == "edgekit"},
             "stock": {t: c for (d, t), c in ops.items() if d != "edgekit"},
             "functions": [f"{f.domain}::{f.name}" for f in proto.functions]}

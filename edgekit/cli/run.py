@@ -201,14 +201,18 @@ def run_cmd(
     # Ctrl-C (or SIGTERM, a service manager's stop) stops at a token boundary: the stream so
     # far is printed and, with --state-out, its state saved, so an hours-long stream is never
     # lost to an interrupt.
-    out: list[int] = []
+    out: list[int] = []          # --json only: its one object holds every token; text streams
+    n_out = 0
     stop = {"now": False, "signum": signal.SIGINT}
 
     def on_sigint(signum, frame):
         stop["now"], stop["signum"] = True, signum
 
     def on_token(t: int) -> None:
-        out.append(t)
+        nonlocal n_out
+        n_out += 1
+        if as_json:
+            out.append(t)
         show(t)
         if stop["now"]:
             raise _Interrupted
@@ -216,7 +220,8 @@ def run_cmd(
     previous = {sig: signal.signal(sig, on_sigint) for sig in (signal.SIGINT, signal.SIGTERM)}
     interrupted = False
     try:
-        sess.generate(steps, prompt=ids, top_p=top_p, temperature=temperature, seed=seed, on_token=on_token)
+        sess.generate(steps, prompt=ids, top_p=top_p, temperature=temperature, seed=seed, on_token=on_token,
+                      keep=False)
     except _Interrupted:
         interrupted = True
     finally:
@@ -224,13 +229,12 @@ def run_cmd(
             signal.signal(sig, handler)
     if state_out is not None:
         sess.save_state(state_out)
-    text = tok.decode(out) if tok is not None else None
     if as_json:
-        print(json.dumps({"tokens": out, "text": text}))
+        print(json.dumps({"tokens": out, "text": tok.decode(out) if tok is not None else None}))
     else:
         sys.stdout.write(dec.decode(b"", final=True) + "\n")
     if interrupted:
-        print(f"edgekit: interrupted after {len(out)} tokens" +
+        print(f"edgekit: interrupted after {n_out} tokens" +
               (f"; state saved to {state_out}" if state_out is not None else ""), file=sys.stderr)
         raise SystemExit(128 + stop["signum"])
 

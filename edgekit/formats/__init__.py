@@ -25,7 +25,9 @@ class Format:
     prefill_file: str | None = None # the sequence-form graph (--prefill T): "prefill.onnx"
     side_files: tuple[str, ...] = ()   # files an export may write beside (external data)
     export: Callable | None = None  # (model, path, *, ops, batch, state_style, seq_len, metadata) -> entry dict
-    open: Callable | None = None    # (path, entry: ArtifactEntry, manifest: Manifest, threads) -> Backend
+    # (path, entry: ArtifactEntry, manifest: Manifest, threads, prefill=(path, entry) | None) -> Backend;
+    # with prefill, the backend's `prefill` runs that sequence-form graph on its own state
+    open: Callable | None = None
 
     def written_files(self) -> tuple[str, ...]:
         """Every file name an export of this format can leave in its folder."""
@@ -37,9 +39,12 @@ def _export_onnx(model, path, *, ops, batch, state_style=None, seq_len=None, met
     return export_onnx(model, path, ops=ops, batch=batch, seq_len=seq_len, metadata=metadata)
 
 
-def _open_onnx(path, entry, manifest, threads):
+def _open_onnx(path, entry, manifest, threads, prefill=None):
     from edgekit.runtimes.ort import OrtBackend
-    return OrtBackend(path, entry, len(manifest.inputs), threads)
+    backend = OrtBackend(path, entry, len(manifest.inputs), threads)
+    if prefill is not None:
+        backend.attach_prefill(prefill, prefill[1].seq_len)
+    return backend
 
 
 def _export_pte(model, path, *, ops, batch, state_style=None, seq_len=None, metadata=None):
@@ -48,12 +53,16 @@ def _export_pte(model, path, *, ops, batch, state_style=None, seq_len=None, meta
                       seq_len=seq_len)
 
 
-def _open_pte(path, entry, manifest, threads):
+def _open_pte(path, entry, manifest, threads, prefill=None):
     from edgekit.runtimes.executorch import ExecuTorchBackend
-    return ExecuTorchBackend(path, entry, len(manifest.inputs), threads, state_specs=manifest.state)
+    backend = ExecuTorchBackend(path, entry, len(manifest.inputs), threads, state_specs=manifest.state)
+    if prefill is not None:          # a second program: the state goes in and out of it (Backend.prefill)
+        backend.attach_prefill(ExecuTorchBackend(prefill[0], prefill[1], len(manifest.inputs), threads,
+                                                 state_specs=manifest.state), prefill[1].seq_len)
+    return backend
 
 
-def _open_checkpoint(path, entry, manifest, threads):
+def _open_checkpoint(path, entry, manifest, threads, prefill=None):
     """A checkpoint runs in torch eager: (manifest made from the model, backend)."""
     from edgekit.runtimes.torch import open_checkpoint
     return open_checkpoint(path, threads)

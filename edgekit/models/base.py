@@ -55,6 +55,7 @@ class RecurrentModel(nn.Module):
     """Base class: one subclass per architecture, registered with `register_arch`."""
 
     arch: ClassVar[str]
+    checkpoint: ClassVar[str] = ""         # the on-disk format it loads (`edgekit archs`)
     input_kind: ClassVar[str] = "tokens"   # "tokens" (int64 ids) or "features" (float)
     output_name: ClassVar[str] = "logits"  # name of the step's output in every artifact
 
@@ -95,6 +96,21 @@ class RecurrentModel(nn.Module):
     def detect(cls, path: Path) -> bool:
         """True if `path` is a checkpoint of this architecture (cheap: no full load)."""
         raise NotImplementedError
+
+    # -- the registry's parity hooks (tests/test_arch_parity.py, benchmarks/cases) ----------
+    @classmethod
+    def write_random(cls, path: str | Path, seed: int = 0, **shape) -> Path:
+        """A random-weight checkpoint of this architecture, in its real on-disk format, at
+        path: tiny by default, `shape` overriding its config (real sizes for benchmarks).
+        Returns what the loaders take (the file or folder)."""
+        raise NotImplementedError(f"architecture {cls.arch!r} has no write_random")
+
+    @classmethod
+    def oracle(cls, path: str | Path):
+        """The reference implementation we did not write, over the checkpoint at path:
+        (what it is, step), where step(x) takes what StreamingSession.step takes and returns
+        y as a float array (logits, or the output features). Imports the oracle package."""
+        raise NotImplementedError(f"architecture {cls.arch!r} has no oracle")
 
     # -- shared helpers ----------------------------------------------------------------
     def manifest(self, *, batch: int = 1, ops: str = "fused", quantization: str = "none",

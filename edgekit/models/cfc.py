@@ -452,6 +452,28 @@ class _NcpsModel(RecurrentModel):
         return _build(cfg, sd, str(path))
 
     @classmethod
+    def write_random(cls, path, seed: int = 0, **shape) -> Path:
+        """An ncps directory (config.json + model.safetensors) of a random ncps.torch module of
+        this class: 6 inputs and 16 units by default; shape: input_size, units and the
+        module's keyword arguments."""
+        shape = {"input_size": 6, "units": 16, **shape}
+        return save_ncps_dir(random_ncps_module(cls.ncps_class, shape.pop("input_size"), shape.pop("units"),
+                                                seed=seed, **shape), path)
+
+    @classmethod
+    def oracle(cls, path):
+        """ncps.torch's own module, rebuilt from the directory's config and weights."""
+        model, h = ncps_module(path), [None]
+
+        @torch.inference_mode()
+        def step(x):
+            feats, dt = x
+            y, h[0] = model(torch.as_tensor(feats, dtype=torch.float32).reshape(1, 1, -1), h[0],
+                            timespans=torch.as_tensor(dt, dtype=torch.float32).reshape(1, 1, 1))
+            return y[0, 0].numpy()
+        return f"ncps.torch.{cls.ncps_class} (eager, fp32, own hidden state)", step
+
+    @classmethod
     def from_module(cls, obj) -> RecurrentModel | None:
         """An ncps.torch CfC or LTC module (either class: its config says which)."""
         raw = module_config(obj)
@@ -471,6 +493,7 @@ class _NcpsModel(RecurrentModel):
 @register_arch
 class CfC(_NcpsModel):
     arch, ncps_class, state_name = "cfc", "CfC", "h"
+    checkpoint = "ncps.torch.CfC: folder of config.json + model.safetensors (docs/cfc.md)"
     def __init__(self, cfg: dict, sd: dict[str, torch.Tensor]):
         super().__init__(cfg)
         I, U, mode = cfg["input_size"], _units(cfg), cfg["mode"]
@@ -526,6 +549,7 @@ class CfC(_NcpsModel):
 @register_arch
 class LTC(_NcpsModel):
     arch, ncps_class, state_name = "ltc", "LTC", "v"
+    checkpoint = "ncps.torch.LTC: folder of config.json + model.safetensors (docs/cfc.md)"
     def __init__(self, cfg: dict, sd: dict[str, torch.Tensor]):
         super().__init__(cfg)
         c = "rnn_cell."
@@ -568,6 +592,31 @@ def _build(cfg: dict, sd: dict, source: str) -> RecurrentModel:
     sd = check_state_dict(sd, cfg, source)
     model = (CfC if cfg["class"] == "CfC" else LTC)(cfg, sd)
     return model.eval().requires_grad_(False)
+
+
+def ncps_module(path):
+    """The ncps.torch CfC / LTC module an ncps directory describes, its weights loaded (the
+    oracle: ncps' own code). Needs ncps."""
+    from ncps.torch import CfC as NcpsCfC, LTC as NcpsLTC
+    from ncps.wirings import AutoNCP
+    from edgekit.models.hf import read_config
+    _, sd = read_ncps_dir(Path(path))
+    cfg = read_config(Path(path))            # as module_config wrote it: ncps' own arguments
+    units = cfg["units"]
+    if isinstance(units, dict):
+        units = AutoNCP(units["units"], units["output_size"], sparsity_level=units.get("sparsity_level", 0.5),
+                        seed=units.get("seed", 22222))
+    if cfg["class"] == "CfC":
+        kw = {k: cfg[k] for k in ("mode", "proj_size", "backbone_units", "backbone_layers", "activation")
+              if cfg.get(k) is not None}
+        m = NcpsCfC(cfg["input_size"], units, mixed_memory=cfg.get("mixed_memory", False), **kw)
+    else:
+        m = NcpsLTC(cfg["input_size"], units, mixed_memory=cfg.get("mixed_memory", False),
+                    input_mapping=cfg["input_mapping"], output_mapping=cfg["output_mapping"],
+                    ode_unfolds=cfg["ode_unfolds"], epsilon=cfg["epsilon"],
+                    implicit_param_constraints=cfg["implicit_param_constraints"])
+    m.load_state_dict(sd)
+    return m.eval()
 
 
 def random_ncps_module(cls: str, input_size: int, units, seed: int = 0, **kw):

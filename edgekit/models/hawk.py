@@ -31,10 +31,13 @@ constant at any stream length: S is fixed.
 The step form is the sequence form at T = 1; the graph has no data-dependent control
 flow: slot choice and validity are integer arithmetic, masks and a gather.
 
-Conversion-time transforms (STYLE.md §9): the embedding is multiplied by the reference's
-normalizer (sqrt(C) rounded to bfloat16, a transformers quirk kept for parity); the
-RMSNorm scales (1 + w) are folded; Linear weights are stored (in, out); the RG-LRU's
-two gate weights are concatenated per block and its log decay -8·softplus(Λ) is
+Conversion-time transforms (STYLE.md §9): an untied embedding is multiplied by the
+reference's normalizer (sqrt(C) rounded to bfloat16, a transformers quirk kept for parity)
+once; a tied one is stored once, as the head's (C, V) matrix, its rows read by the
+embedding (`Linear.rows`) and scaled after the gather (the same fp32 product, so exact:
+C multiplies per token instead of a second V x C copy in every export, 98 MB at hawk-100m's
+32000 x 768); the RMSNorm scales (1 + w) are folded; Linear weights are stored (in, out);
+the RG-LRU's two gate weights are concatenated per block and its log decay -8·softplus(Λ) is
 precomputed; bf16/fp16 weights are widened to fp32 once.
 """
 
@@ -245,11 +248,13 @@ def _rotate_half(x):
 @register_arch
 class RecurrentGemma(RecurrentModel):
     arch = "recurrent_gemma"
+    checkpoint = "Hawk / Griffin: RecurrentGemma save_pretrained folder (config.json + safetensors)"
 
     def __init__(self, cfg: GriffinConfig):
         super().__init__()
         self.cfg = cfg
-        self.emb = nn.Embedding(cfg.vocab_size, cfg.hidden_size)     # normalizer folded in
+        # untied: its own table, normalizer folded in; tied: the head's rows (self.embed)
+        self.emb = None if cfg.tie_word_embeddings else nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.blocks = nn.ModuleList(_Block(cfg, kind) for kind in cfg.layer_types)
         self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.head = Linear(cfg.hidden_size, cfg.vocab_size)
@@ -288,7 +293,7 @@ class RecurrentGemma(RecurrentModel):
         pos0 = state["position"]                                              # (B,)
         pos = pos0[:, None] + torch.arange(T, dtype=torch.int64)              # (B, T)
         new_state = {}
-        h, y = self.emb(x), None                                              # (B, T, C)
+        h, y = self.embed(x), None                                            # (B, T, C)
         for i, blk in enumerate(self.blocks):
             p = f"layers.{i}."
             h, xn = add_rms_norm(h, y, blk.temporal_pre_norm)                 # h += y; xn = norm(h)
@@ -307,6 +312,12 @@ class RecurrentGemma(RecurrentModel):
             logits = torch.tanh(logits / cap) * cap
         new_state["position"] = pos0 + T
         return logits, new_state
+
+    def embed(self, x):
+        """tokens (B, T) -> (B, T, C), times the normalizer: the head's rows when tied."""
+        if self.emb is None:
+            return self.head.rows(x) * self.cfg.embed_scale
+        return self.emb(x)                                                    # scale folded in
 
     def _act_mul(self, a, b):
         """act(a) · b (GeGLU); the tanh GELU as the `edgekit::gelu_tanh_mul` glue op."""
@@ -393,12 +404,47 @@ class RecurrentGemma(RecurrentModel):
         model.tokenizer_file = hf.tokenizer_file(path)
         return model.eval().requires_grad_(False)
 
+    @classmethod
+    def write_random(cls, path, seed: int = 0, **shape) -> Path:
+        """transformers' own save_pretrained directory (write_random_hf_dir); by default a tiny
+        Griffin: recurrent, recurrent, local attention over a window of 8 tokens."""
+        tiny = dict(vocab_size=256, hidden_size=48, intermediate_size=96, num_attention_heads=4,
+                    num_key_value_heads=2, lru_width=64, num_hidden_layers=3, attention_window_size=8)
+        return write_random_hf_dir(path, seed=seed, **{**tiny, **shape})
+
+    @classmethod
+    def oracle(cls, path):
+        """transformers' RecurrentGemmaForCausalLM (eager, fp32), stepping with its own cache."""
+        from transformers import RecurrentGemmaForCausalLM
+        from transformers.cache_utils import DynamicCache
+        model = RecurrentGemmaForCausalLM.from_pretrained(path, attn_implementation="eager",
+                                                          dtype=torch.float32).eval()
+        hawk = all(t == "recurrent" for t in model.config.block_types[:model.config.num_hidden_layers])
+        model._setup_cache(model.config, 1, "cpu", torch.float32)
+        for layer in model.model.layers:     # transformers' quirk: a hidden_size-wide conv state
+            tb = layer.temporal_block
+            if hasattr(tb, "conv1d_state"):
+                tb.conv1d_state = torch.zeros(1, tb.lru_width, tb.conv1d_width - 1)
+        cache, pos = DynamicCache(config=model.config), [0]
+
+        @torch.inference_mode()
+        def step(tok):
+            # With no attention layer (Hawk), transformers' mask creation fails on the cache; a
+            # prepared (empty) mask dict skips it (the RG-LRU does not read it).
+            out = model(input_ids=torch.tensor([[int(tok)]]), position_ids=torch.tensor([[pos[0]]]),
+                        past_key_values=cache, use_cache=True,
+                        attention_mask={"sliding_attention": None} if hawk else None)
+            pos[0] += 1
+            return out.logits[0, 0].numpy()
+        return "transformers RecurrentGemmaForCausalLM (eager, fp32, own cache)", step
+
     @torch.no_grad()
     def load_hf_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
         c = self.cfg
         f32 = {k: v.to(torch.float32) for k, v in sd.items()}
         emb = f32["model.embed_tokens.weight"]
-        self.emb.weight.copy_(emb * c.embed_scale)
+        if self.emb is not None:
+            self.emb.weight.copy_(emb * c.embed_scale)
         self.final_norm.weight.copy_(1.0 + f32["model.final_norm.weight"])
         self.head.load(emb if c.tie_word_embeddings else f32["lm_head.weight"])
         for i, blk in enumerate(self.blocks):

@@ -57,6 +57,17 @@ class Linear(nn.Module):
         y = x @ self.weight
         return y if self.bias is None else y + self.bias
 
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """The weight rows of output units idx (rows of the (out, in) matrix), idx.shape + (d_in,):
+        a tied embedding read from the head, so the matrix is stored once.
+
+        A gather of columns of the stored (in, out) weight, which exports to one ONNX
+        `Gather(axis=1)` on the very initializer the head's MatMul reads. Only the gathered
+        (d_in, n) block is transposed: a transpose of the whole matrix would be a constant the
+        exporters fold, i.e. a second copy of it (+154 MB at Mamba-130m's 50280 x 768)."""
+        cols = self.weight.index_select(1, idx.reshape(-1))                  # (in, n)
+        return cols.t().reshape(*idx.shape, self.d_in)                        # (..., in)
+
     @torch.no_grad()
     def load(self, w_out_in: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         self.weight.copy_(w_out_in.t())

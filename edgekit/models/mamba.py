@@ -27,8 +27,10 @@ be compared with, or moved to and from, its cache. The step form is the sequence
 T = 1 (static shapes; no data-dependent control flow).
 
 Conversion-time transforms (STYLE.md §9): A = -exp(A_log) once; linear weights are stored
-(in, out); the conv weight (E, 1, K) is stored (E, K); a tied lm_head becomes its own (D, V)
-matrix. RMSNorm weights are NOT folded into the next linear layer: the explicit
+(in, out); the conv weight (E, 1, K) is stored (E, K). A tied embedding is stored once, as
+the head's (D, V) matrix, and the embedding reads its rows (`Linear.rows`): no
+nn.Embedding, so an export holds the matrix once (Mamba-130m: 154 MB of its 517 MB; the
+files were 671 MB with both copies). RMSNorm weights are NOT folded into the next linear layer: the explicit
 x / sqrt(mean(x²) + eps) · w form is what ONNX Runtime fuses into one node (a folded norm
 stays six nodes, ~40 µs per layer more at decode; models/layers.py).
 
@@ -318,7 +320,8 @@ class _MambaBase(RecurrentModel):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        # tied: the embedding is the head's rows (self.head.rows), stored once
+        self.emb = None if cfg.tie_embeddings else nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.norms = nn.ModuleList(RMSNorm(cfg.d_model, cfg.norm_eps) for _ in range(cfg.n_layer))
         self.mixers = nn.ModuleList(self._mixer(cfg) for _ in range(cfg.n_layer))
         self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
@@ -338,7 +341,7 @@ class _MambaBase(RecurrentModel):
         if state is None:
             state = self.init_state(x.shape[0])
         new_state = {}
-        h, y = self.emb(x), None                                             # (B, T, D)
+        h, y = self.embed(x), None                                           # (B, T, D)
         for i, (norm, mix) in enumerate(zip(self.norms, self.mixers)):
             p = f"layers.{i}."
             h, u = add_rms_norm(h, y, norm)                                  # h += y; u = norm(h)
@@ -346,6 +349,10 @@ class _MambaBase(RecurrentModel):
                 mix, u, state[p + "conv"], state[p + "ssm"])
         h, u = add_rms_norm(h, y, self.norm_f)
         return self.head(u), new_state
+
+    def embed(self, x):
+        """tokens (B, T) -> (B, T, D): the embedding's rows, the head's when tied."""
+        return self.head.rows(x) if self.emb is None else self.emb(x)
 
     # -- loading -----------------------------------------------------------------------
     @classmethod
@@ -393,10 +400,35 @@ class _MambaBase(RecurrentModel):
         model.tokenizer_file = hf.tokenizer_file(path)
         return model.eval().requires_grad_(False)
 
+    # tiny configs of the two layer kinds (write_random's defaults)
+    _TINY = {"mamba": dict(vocab_size=256, hidden_size=64, state_size=16, num_hidden_layers=2, expand=2, conv_kernel=4),
+             "mamba2": dict(vocab_size=256, hidden_size=64, state_size=16, num_hidden_layers=2, num_heads=8,
+                            head_dim=16, n_groups=2, expand=2)}
+
+    @classmethod
+    def write_random(cls, path, seed: int = 0, **shape) -> Path:
+        """transformers' own save_pretrained directory (write_random_hf); tiny by default."""
+        return write_random_hf(path, cls.arch, seed=seed, **{**cls._TINY[cls.arch], **shape})
+
+    @classmethod
+    def oracle(cls, path):
+        """transformers' MambaForCausalLM / Mamba2ForCausalLM, eager, stepping with its own cache."""
+        import transformers
+        hf_cls = {"mamba": transformers.MambaForCausalLM, "mamba2": transformers.Mamba2ForCausalLM}[cls.arch]
+        model, cache = hf_cls.from_pretrained(str(path)).eval(), [None]
+
+        @torch.inference_mode()
+        def step(tok):
+            out = model(torch.tensor([[int(tok)]]), cache_params=cache[0], use_cache=True)
+            cache[0] = out.cache_params
+            return out.logits[0, 0].numpy()
+        return f"transformers {hf_cls.__name__} (eager, own cache)", step
+
     @torch.no_grad()
     def _load(self, cfg, w: dict[str, torch.Tensor], emb: torch.Tensor, head: torch.Tensor) -> None:
-        self.emb.weight.copy_(emb)
-        self.head.load(head)
+        if self.emb is not None:
+            self.emb.weight.copy_(emb)
+        self.head.load(head)          # tied: _weights gave head = emb
         self.norm_f.weight.copy_(w[f"{PREFIX}norm_f.weight"])
         for i, mix in enumerate(self.mixers):
             m = f"{PREFIX}layers.{i}.mixer."
@@ -414,6 +446,7 @@ class _MambaBase(RecurrentModel):
 @register_arch
 class Mamba(_MambaBase):
     arch = "mamba"
+    checkpoint = "MambaForCausalLM save_pretrained folder, or a state-spaces/mamba folder"
 
     @staticmethod
     def _mixer(cfg):
@@ -452,6 +485,7 @@ class Mamba(_MambaBase):
 @register_arch
 class Mamba2(_MambaBase):
     arch = "mamba2"
+    checkpoint = "Mamba2ForCausalLM save_pretrained folder, or a state-spaces/mamba folder"
 
     @staticmethod
     def _mixer(cfg):

@@ -216,6 +216,7 @@ def _shifted(x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
 @register_arch
 class RWKV7(RecurrentModel):
     arch = "rwkv7"
+    checkpoint = "RWKV-7 x070 BlinkDL .pth (torch.load weights_only)"
 
     def __init__(self, cfg: RWKV7Config):
         super().__init__()
@@ -320,6 +321,26 @@ class RWKV7(RecurrentModel):
         model = cls(cfg)
         model.load_blink_state_dict(sd)
         return model.eval().requires_grad_(False)
+
+    @classmethod
+    def write_random(cls, path, seed: int = 0, **shape) -> Path:
+        """A BlinkDL x070 .pth (bf16) at path; tiny (vocab 256, C 128, 2 layers) by default."""
+        return write_random_checkpoint(path, **{"vocab_size": 256, "n_embd": 128, "n_layer": 2, "head_size": 64,
+                                                "seed": seed, **shape})
+
+    @classmethod
+    def oracle(cls, path):
+        """The `rwkv` pip package in RWKV-7 mode, strategy "cpu fp32" (it reads `<path>.pth`)."""
+        import os
+        os.environ["RWKV_V7_ON"] = "1"
+        os.environ.setdefault("RWKV_JIT_ON", "1")
+        from rwkv.model import RWKV
+        model, state = RWKV(model=str(Path(path).with_suffix("")), strategy="cpu fp32"), [None]
+
+        def step(tok):
+            logits, state[0] = model.forward([int(tok)], state[0])
+            return logits.float().numpy()
+        return "rwkv pip package (cpu fp32)", step
 
     @torch.no_grad()
     def load_blink_state_dict(self, sd: dict[str, torch.Tensor]) -> None:

@@ -5,6 +5,11 @@ With state_style "buffers" the state lives in the program's mutable buffers and
 persists across `execute` calls; `get_attribute` gives the live tensors, which is how the
 session reads, writes and resets the state. With "io" the state is passed in and out
 each step.
+
+The native path imports no torch: the wheel's runtime, stock kernels and XNNPACK backend are
+loaded from its torch-free libraries (edgekit.kernels.load_executorch_runtime), and the
+threadpool is sized through the runner's C API. Only the fallback imports the binding
+(`executorch.runtime`, whose `_C` links libtorch: hundreds of MB resident).
 """
 
 from __future__ import annotations
@@ -12,30 +17,45 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from edgekit.errors import EdgekitError
 from edgekit.runtimes.base import Backend
 
 
-def set_threads(n: int) -> None:
+def set_threads(n: int, native: bool = True) -> None:
     """ExecuTorch's threadpool (XNNPACK) and edgekit's kernel pool (edgekit::dense) alike."""
-    from edgekit._io import native_stderr_captured
     from edgekit.kernels import set_kernel_threads
-    from executorch.extension.pybindings import portable_lib
-    with native_stderr_captured():           # the threadpool logs its reset to stderr
-        portable_lib._unsafe_reset_threadpool(n)
+    _et_threadpool(n, native)
     set_kernel_threads(n)
 
 
-def thread_count() -> int | None:
-    from edgekit._io import native_stderr_captured
+def thread_count(native: bool = True) -> int | None:
     try:
-        from executorch.extension.pybindings import portable_lib
-        with native_stderr_captured():    # the first call starts the pool, and cpuinfo logs
-            return int(portable_lib._threadpool_get_thread_count())
+        return _et_threadpool(0, native)
     except Exception:
         return None
+
+
+def _et_threadpool(n: int, native: bool) -> int:
+    """Resize ExecuTorch's threadpool to n threads (0: leave it) and return its size: through the
+    runner's C API (`edgekit_runner_threadpool`), or the Python binding's functions (which
+    import torch) without the native runner. Both log to stderr (the reset; cpuinfo when the
+    first call starts the pool): captured."""
+    from edgekit._io import native_stderr_captured
+    with native_stderr_captured():
+        if native:
+            from edgekit.kernels import runner_api
+            lib = runner_api()
+            got = lib.edgekit_runner_threadpool(n)
+            if got < 0:
+                raise EdgekitError(f"ExecuTorch's threadpool could not be set "
+                                   f"({lib.edgekit_runner_last_error().decode(errors='replace')})",
+                                   fix="rebuild the kernel library with `make setup` (or `make kernels`)")
+            return int(got)
+        from executorch.extension.pybindings import portable_lib
+        if n > 0:
+            portable_lib._unsafe_reset_threadpool(n)
+        return int(portable_lib._threadpool_get_thread_count())
 
 
 class ExecuTorchBackend(Backend):
@@ -51,16 +71,17 @@ class ExecuTorchBackend(Backend):
                  state_specs=None):
         """entry: the manifest's ArtifactEntry; state_specs: the manifest's state TensorSpecs (needed
         with the state in buffers: their shapes and dtypes)."""
-        from edgekit._io import native_stderr_captured
-        with native_stderr_captured():
-            from executorch.runtime import Runtime
-            Runtime.get()             # registers the wheel's kernels and XNNPACK into libexecutorch
         native = _load_kernel_library(required=bool(entry.kernel_library))
+        if not native:
+            from edgekit._io import native_stderr_captured
+            with native_stderr_captured():
+                from executorch.runtime import Runtime
+                Runtime.get()         # the binding registers the wheel's kernels and XNNPACK
         if threads is not None:
             if threads < 1:
                 raise EdgekitError(f"--threads {threads} is not positive", fix="pass --threads 1 or more")
-            set_threads(threads)
-        self.threads = thread_count()
+            set_threads(threads, native)
+        self.threads = thread_count(native)
         self.style = entry.state_style
         self.engine = (_NativeProgram if native else _PybindProgram)(Path(path), entry, n_inputs, state_specs or [])
         self.reset()
@@ -95,12 +116,14 @@ class ExecuTorchBackend(Backend):
 
 
 def _load_kernel_library(required: bool) -> bool:
-    """Load edgekit's kernel library (which holds the native runner); True if loaded. A
-    .pte that calls edgekit ops needs it (the error says how to build it); one with stock
-    ops only runs without it, on the Python binding."""
-    from edgekit.kernels import kernel_library_path, load_kernels, runner_api
+    """Load edgekit's kernel library (which holds the native runner), after the wheel's
+    runtime libraries it runs with; True if loaded. A .pte that calls edgekit ops needs it
+    (the error says how to build it); one with stock ops only runs without it, on the Python
+    binding."""
+    from edgekit.kernels import kernel_library_path, load_executorch_runtime, load_kernels, runner_api
     if not required and not kernel_library_path().is_file():
         return False
+    load_executorch_runtime()
     load_kernels()
     if not required:
         try:
@@ -173,23 +196,28 @@ class _NativeProgram:
                                fix="the .pte and edgekit.json are from different exports; export again")
         nb = ctypes.c_int64()
 
-        def view(ptr, spec, what):
-            arr = _zeros(spec)
+        def check(ptr, spec, what):
+            """The program's own tensor has the manifest spec's bytes: compared before anything
+            is sized by the (untrusted) manifest."""
             if not ptr:
                 raise EdgekitError(f"'{path}': {what} '{spec.name}' is not in the program "
                                    f"({lib.edgekit_runner_last_error().decode(errors='replace')})",
                                    fix="the .pte and edgekit.json are from different exports; export again")
-            if nb.value != arr.nbytes:
+            if nb.value != spec.nbytes:
                 raise EdgekitError(f"'{path}': {what} '{spec.name}' has {nb.value} bytes in the program",
-                                   expected=f"{arr.nbytes} bytes, shape {spec.shape} {spec.dtype} "
+                                   expected=f"{spec.nbytes} bytes, shape {spec.shape} {spec.dtype} "
                                             "(per edgekit.json)",
                                    fix="the .pte and edgekit.json are from different exports; export again")
-            raw = (ctypes.c_char * arr.nbytes).from_address(ptr)
+
+        def view(ptr, spec, what):
+            check(ptr, spec, what)
+            raw = (ctypes.c_char * spec.nbytes).from_address(ptr)
             raw.owner = owner
-            return np.frombuffer(raw, dtype=arr.dtype).reshape(arr.shape)
+            return np.frombuffer(raw, dtype=_NP[spec.dtype]).reshape(spec.shape)
 
         ins = [view(lib.edgekit_runner_input(h, i, ctypes.byref(nb)), s, "input") for i, s in enumerate(specs[:want])]
         self.xs = ins[:n_inputs]
+        check(lib.edgekit_runner_output(h, 0, ctypes.byref(nb)), self.y_spec, "output")
         self.y = _zeros(self.y_spec)
         lib.edgekit_runner_bind_output(h, self.y.ctypes.data, self.y.nbytes)    # self.y outlives h
         self._step = lib.edgekit_runner_step

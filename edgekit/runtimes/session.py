@@ -74,8 +74,6 @@ class StreamingSession:
         self._batch1 = self.manifest.batch == 1
 
     _facts: list[_InputFacts] | None = None
-    prefill = None          # a backend running the sequence form over chunks of prefill_len
-    prefill_len = 0
 
     # -- construction ------------------------------------------------------------------
     def _init_artifact(self, path: Path, backend, threads):
@@ -97,10 +95,9 @@ class StreamingSession:
         file = self._checked_file(mpath, entry)
         self.artifact_path, self.format, self.base_dir = file, fmt.name, mpath.parent
         pentry = arts.get(f"{fmt.name}_prefill")
-        if pentry and (mpath.parent / pentry.file).is_file():
-            self.prefill = fmt.open(self._checked_file(mpath, pentry), pentry, self.manifest, threads)
-            self.prefill_len = pentry.seq_len
-        self.backend = fmt.open(file, entry, self.manifest, threads)
+        prefill = (self._checked_file(mpath, pentry), pentry) if pentry and (mpath.parent / pentry.file).is_file() \
+            else None
+        self.backend = fmt.open(file, entry, self.manifest, threads, prefill=prefill)
 
     @staticmethod
     def _checked_file(mpath: Path, entry) -> Path:
@@ -206,20 +203,23 @@ class StreamingSession:
         ys = self.forward_seq(xs, keep=False)
         return None if ys is None else ys[-1]
 
+    @property
+    def prefill_len(self) -> int:
+        """Steps one call of the artifact's prefill graph takes (export --prefill T); 0: none."""
+        return self.backend.prefill_len
+
     def forward_seq(self, xs: Iterable, keep: bool = True):
         """The sequence form: outputs for every step of xs (T, ...) (batch 1), or with
         keep=False only the last. Whole chunks of prefill_len go through the exported
         prefill graph when there is one (export --prefill T), the rest step by step."""
         xs = list(xs)
         ys, i = [], 0
-        if self.prefill is not None and len(self.manifest.inputs) == 1 and self._batch1:
-            T = self.prefill_len
+        T = self.backend.prefill_len
+        if T and len(self.manifest.inputs) == 1 and self._batch1:
             while len(xs) - i >= T:
                 chunk = [self._check_inputs(x)[0] for x in xs[i:i + T]]
                 arr = np.concatenate(chunk).reshape(1, T, *chunk[0].shape[1:])
-                self.prefill.set_state(self.backend.get_state())
-                y = self.prefill.step([arr])                       # (1, T, ...)
-                self.backend.set_state(self.prefill.get_state())
+                y = self.backend.prefill(arr)                      # (1, T, ...), on the live state
                 self.last_y = np.array(y[:, -1])
                 self.position += T
                 i += T
@@ -235,9 +235,10 @@ class StreamingSession:
 
     def generate(self, n: int, *, prompt: Iterable[int] = (), top_p: float | None = None,
                  temperature: float = 1.0, seed: int | None = None,
-                 on_token: Callable[[int], None] | None = None) -> list[int]:
+                 on_token: Callable[[int], None] | None = None, keep: bool = True) -> list[int]:
         """Generate n tokens after feeding `prompt`. Greedy unless top_p or a temperature
-        other than 1 is given (then nucleus sampling with top_p, default 1.0)."""
+        other than 1 is given (then nucleus sampling with top_p, default 1.0). keep=False
+        returns [] and holds no token (an endless stream through on_token in constant memory)."""
         if top_p is not None and not 0.0 < top_p <= 1.0:
             raise EdgekitError(f"top_p {top_p} is out of range", expected="0 < top_p <= 1", fix="pass e.g. --top-p 0.9")
         if temperature <= 0:
@@ -254,7 +255,8 @@ class StreamingSession:
         out = []
         for _ in range(n):
             tok = int(np.argmax(y)) if top_p is None else _sample_top_p(y, top_p, temperature, rng)
-            out.append(tok)
+            if keep:
+                out.append(tok)
             if on_token:
                 on_token(tok)
             y = self.step(tok)   # the state always holds every token seen, generated ones too

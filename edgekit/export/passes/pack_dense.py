@@ -7,6 +7,10 @@ Why: decode at batch 1 reads every weight once per token. This layout reads Mamb
 row-major GEMV and ~1.4x for XNNPACK's (benchmarks/gemv_layout.py, docs/benchmarks.md).
 A module rewrite: the packed layer replaces the Linear for the trace and the model gets its
 own layer back afterwards, even after an error.
+
+A tied embedding (`Linear.rows`, models/layers.py) reads the packed tiles too
+(`DenseLinear.rows`), so the head's packed buffer is the .pte's one copy of the matrix:
+Mamba-130m's .pte lost the 154 MB second copy (671 -> 517 MB).
 """
 
 from contextlib import contextmanager
@@ -16,7 +20,7 @@ from torch import nn
 
 from edgekit.export.passes import Pass
 from edgekit.models.layers import Linear
-from edgekit.ops.dense import pack
+from edgekit.ops.dense import TILE_ROWS, pack
 
 
 class DenseLinear(nn.Module):
@@ -24,6 +28,7 @@ class DenseLinear(nn.Module):
 
     def __init__(self, linear: Linear):
         super().__init__()
+        self.d_in, self.d_out = linear.d_in, linear.d_out
         with torch.no_grad():
             self.register_buffer("weight", pack(linear.weight.t()))           # (in, out) -> tiles
             self.register_buffer("bias", linear.bias.detach() if linear.bias is not None
@@ -31,6 +36,18 @@ class DenseLinear(nn.Module):
 
     def forward(self, x):
         return torch.ops.edgekit.dense(x, self.weight, self.bias)
+
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """`Linear.rows` read from the tiles: W[n] is w[n // 4, :, n % 4, :] flattened, less the
+        padding. Stock ops (index_select, gather, view, slice) the portable kernels run; they read
+        the 4 rows of n's tile row group (4 x K floats per token), not the matrix."""
+        N4, K8, R, C = self.weight.shape
+        flat = idx.reshape(-1)                                                 # (n,)
+        group = self.weight.index_select(0, torch.div(flat, TILE_ROWS, rounding_mode="floor"))  # (n, K8, 4, 8)
+        r = torch.remainder(flat, TILE_ROWS).view(-1, 1, 1, 1).expand(-1, K8, 1, C)         # (n, K8, 1, 8)
+        rows = group.gather(2, r).reshape(flat.shape[0], K8 * C)              # (n, K8 * 8)
+        K = self.d_in
+        return rows[:, :K].reshape(*idx.shape, K)                              # (..., K)
 
 
 class PackDense(Pass):
