@@ -52,9 +52,12 @@ def test_a_signal_during_export_exits_non_zero_and_leaves_the_previous_export(si
     out.mkdir()
     (out / "edgekit.json").write_text('{"previous": true}')      # stands for the last good export
     before = (out / "edgekit.json").read_bytes()
+    # SIGINT at its default even when this test runs as a background job (which ignores it,
+    # and a child inherits that): a user's Ctrl-C is what is tested
     p = subprocess.Popen([sys.executable, "-m", "edgekit", "export", str(src), "-o", str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list(out.glob(".edgekit-export-*")):                 # the export has started
         assert p.poll() is None and time.time() < deadline, "the export ended before the signal"

@@ -421,6 +421,10 @@ class _NcpsModel(RecurrentModel):
     input_kind = "features"
     output_name = "y"
 
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.checkpoint = f"ncps.torch.{cls.ncps_class}: folder of config.json + model.safetensors (docs/cfc.md)"
+
     def __init__(self, cfg: dict):
         super().__init__()
         self.cfg = cfg
@@ -493,7 +497,7 @@ class _NcpsModel(RecurrentModel):
 @register_arch
 class CfC(_NcpsModel):
     arch, ncps_class, state_name = "cfc", "CfC", "h"
-    checkpoint = "ncps.torch.CfC: folder of config.json + model.safetensors (docs/cfc.md)"
+
     def __init__(self, cfg: dict, sd: dict[str, torch.Tensor]):
         super().__init__(cfg)
         I, U, mode = cfg["input_size"], _units(cfg), cfg["mode"]
@@ -549,7 +553,7 @@ class CfC(_NcpsModel):
 @register_arch
 class LTC(_NcpsModel):
     arch, ncps_class, state_name = "ltc", "LTC", "v"
-    checkpoint = "ncps.torch.LTC: folder of config.json + model.safetensors (docs/cfc.md)"
+
     def __init__(self, cfg: dict, sd: dict[str, torch.Tensor]):
         super().__init__(cfg)
         c = "rnn_cell."
