@@ -22,7 +22,8 @@ Fields of the manifest (JSON keys are the field names):
     state             [TensorSpec], in graph order; state_bytes = their sum
     quantization      "none" | "bitnet" | "int8" | "int4"
     device            device profile name or null
-    tokenizer         tokenizer name or null; tokenizer_file: a file in the folder, or null
+    tokenizer         tokenizer name or null; tokenizer_file: a file in the folder, or null,
+                      and tokenizer_sha256 its checksum
     artifacts         {key: ArtifactEntry}: "onnx", "pte", and "<fmt>_prefill"
 """
 
@@ -128,11 +129,21 @@ class ArtifactEntry:
     state_buffers: Mapping[str, str] | None = None   # pte with state in buffers: state -> buffer
     kernel_library: str | None = None         # the edgekit kernel library the file needs
     external_data: str | None = None          # onnx: the weights file beside it
+    external_data_bytes: int | None = None    # ... its size and sha256 (verified before use)
+    external_data_sha256: str | None = None
     opset: int | None = None
     weight_bytes: int | None = None
 
     def files(self) -> tuple[str, ...]:
         return tuple(f for f in (self.file, self.external_data) if f)
+
+    def checked_files(self) -> list[tuple[str, int, str | None]]:
+        """(file name, bytes, sha256) of every file this entry reads; sha256 None where an
+        older export did not record it (the size is still checked)."""
+        out = [(self.file, self.bytes, self.sha256)]
+        if self.external_data:
+            out.append((self.external_data, self.external_data_bytes, self.external_data_sha256))
+        return out
 
     def to_json(self) -> dict:
         out = {}
@@ -172,6 +183,8 @@ class ArtifactEntry:
             state_buffers=MappingProxyType(dict(buffers)) if buffers is not None else None,
             kernel_library=_filename(d, "kernel_library", source, optional=True),
             external_data=_filename(d, "external_data", source, optional=True),
+            external_data_bytes=_get(d, "external_data_bytes", int, source, optional=True),
+            external_data_sha256=_get(d, "external_data_sha256", str, source, optional=True),
             opset=_get(d, "opset", int, source, optional=True),
             weight_bytes=_get(d, "weight_bytes", int, source, optional=True))
 
@@ -193,6 +206,7 @@ class Manifest:
     device: str | None = None
     tokenizer: str | None = None
     tokenizer_file: str | None = None
+    tokenizer_sha256: str | None = None
     artifacts: Mapping[str, ArtifactEntry] = field(default_factory=lambda: MappingProxyType({}))
     edgekit_version: str = ""
     schema: str = SCHEMA
@@ -215,7 +229,7 @@ class Manifest:
                "batch": self.batch, "inputs": [s.to_json() for s in self.inputs], "output": self.output,
                "ops": self.ops, "state": [s.to_json() for s in self.state], "state_bytes": self.state_bytes,
                "quantization": self.quantization, "device": self.device, "tokenizer": self.tokenizer,
-               "tokenizer_file": self.tokenizer_file}
+               "tokenizer_file": self.tokenizer_file, "tokenizer_sha256": self.tokenizer_sha256}
         if artifacts:
             out["artifacts"] = {k: e.to_json() for k, e in self.artifacts.items()}
         return out
@@ -247,6 +261,7 @@ class Manifest:
             device=_get(d, "device", str, source, optional=True),
             tokenizer=_get(d, "tokenizer", str, source, optional=True),
             tokenizer_file=_filename(d, "tokenizer_file", source, optional=True),
+            tokenizer_sha256=_get(d, "tokenizer_sha256", str, source, optional=True),
             artifacts=MappingProxyType({str(k): ArtifactEntry.from_json(e, source) for k, e in arts.items()}),
             edgekit_version=_get(d, "edgekit_version", str, source, optional=True) or "", schema=schema)
 

@@ -55,11 +55,26 @@ class WorldTokenizer:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
 
+MAX_TOKENIZER_BYTES = 256 << 20     # the largest HF tokenizer.json files are ~30 MB
+
+
 class HFTokenizer:
     def __init__(self, path: str | Path):
         from tokenizers import Tokenizer
+        path = Path(path)
         self.name = str(path)
-        self._tok = Tokenizer.from_file(str(path))
+        fix = "pass a Hugging Face tokenizer.json (tokenizers' Tokenizer.save), or use --tokens 1,2,3"
+        if not path.is_file():
+            raise EdgekitError(f"tokenizer '{path}' does not exist or is not a file", fix=fix)
+        size = path.stat().st_size
+        if size > MAX_TOKENIZER_BYTES:
+            raise EdgekitError(f"tokenizer '{path}' has {size:,} bytes",
+                               expected=f"at most {MAX_TOKENIZER_BYTES >> 20} MB", fix=fix)
+        try:
+            self._tok = Tokenizer.from_file(str(path))
+        except Exception as e:   # tokenizers raises its own Exception subclass for any bad file
+            first = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            raise EdgekitError(f"tokenizer '{path}' is not a readable tokenizer.json ({first})", fix=fix) from None
         self.vocab_size = self._tok.get_vocab_size()
 
     def encode(self, text: str) -> list[int]:
@@ -88,7 +103,7 @@ def get_tokenizer(name: str | None, base_dir: Path | None = None):
         return None
     if name == WORLD_VOCAB:
         return world_tokenizer()
-    if base_dir is not None and (base_dir / name).is_file():
+    if base_dir is not None and "/" not in name and name not in (".", "..") and (base_dir / name).is_file():
         return HFTokenizer(base_dir / name)
     raise EdgekitError(f"tokenizer '{name}' named by the manifest is not available",
                        fix="pass --tokens 1,2,3 instead of --prompt, or re-export with the tokenizer")

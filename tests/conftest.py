@@ -13,6 +13,9 @@ import pytest
 
 os.environ.setdefault("RWKV_V7_ON", "1")     # the oracle's RWKV-7 switch; read at import
 os.environ.setdefault("RWKV_JIT_ON", "0")
+# edgekit remembers verified checksums under $XDG_CACHE_HOME; tests never write the user's home
+import tempfile as _tempfile  # noqa: E402
+os.environ["XDG_CACHE_HOME"] = _tempfile.mkdtemp(prefix="edgekit-test-cache-")
 from edgekit_testutil import REPO, run_cli  # noqa: F401  (re-exported for older imports)
 
 

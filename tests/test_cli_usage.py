@@ -50,7 +50,7 @@ def test_a_signal_during_export_exits_non_zero_and_leaves_the_previous_export(si
     src = ARCHITECTURES["mamba"].write_random(tmp_path / "m", seed=1)
     out = tmp_path / "out"
     out.mkdir()
-    (out / "edgekit.json").write_text('{"previous": true}')      # stands for the last good export
+    (out / "edgekit.json").write_text('{"schema": "edgekit.manifest/2", "previous": true}')  # the last good export
     before = (out / "edgekit.json").read_bytes()
     # SIGINT at its default even when this test runs as a background job (which ignores it,
     # and a child inherits that): a user's Ctrl-C is what is tested

@@ -46,16 +46,55 @@ def _check_args(formats, ops, batch, state_style) -> str:
     return state_style
 
 
+TOKENIZER_FILE = "tokenizer.json"     # the name a tokenizer file gets in an export folder
+
+
+def _owned_files(outdir: Path) -> set[str] | None:
+    """The files of outdir an earlier export wrote (its edgekit.json says so), or None when
+    outdir holds no edgekit manifest: then it is the user's folder, and nothing in it may
+    be replaced or removed."""
+    import json
+    path = outdir / FILENAME
+    if not path.is_file() or path.stat().st_size > (16 << 20):
+        return None
+    try:
+        raw = json.loads(path.read_bytes())
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(raw, dict) or not str(raw.get("schema", "")).startswith("edgekit.manifest/"):
+        return None
+    return export_file_names() | {FILENAME}
+
+
+def export_file_names() -> set[str]:
+    """Every file name an export can write into its folder (besides edgekit.json)."""
+    return fmts.all_written_files() | {TOKENIZER_FILE}
+
+
+def _check_outdir(outdir: Path) -> None:
+    """An export replaces only what an earlier export wrote. In any other folder it refuses
+    to overwrite a file of the user's, and names them."""
+    if not outdir.is_dir() or _owned_files(outdir) is not None:
+        return
+    clash = sorted(n for n in export_file_names() | {FILENAME} if (outdir / n).exists())
+    if clash:
+        raise EdgekitError(f"output folder '{outdir}' is not an edgekit export and holds {', '.join(clash)}",
+                           expected="a new or empty folder, or one an earlier `edgekit export` wrote",
+                           fix="choose another -o folder; edgekit never overwrites files it did not write")
+
+
 def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: int = 1,
            state_style: str | None = None, progress: Callable[[str], None] | None = None,
-           prefill: int = 0) -> Manifest:
+           prefill: int = 0, tokenizer: str | Path | None = None) -> Manifest:
     """Export src (a checkpoint path, a RecurrentModel, or a module an architecture
-    converts) to outdir. Returns the manifest.
+    converts) to outdir. Returns the manifest. tokenizer: a Hugging Face tokenizer.json to
+    ship with the export (a `save_pretrained` folder has none of its own).
 
     Everything is written into a temp folder inside outdir and moved into place only when
     every artifact succeeded, manifest last: a failed export never leaves a half-written
-    artifact and never clobbers a good one; artifacts of formats not exported this time
-    are removed, so outdir never mixes two exports.
+    artifact and never clobbers a good one. In a folder an earlier export wrote, artifacts
+    of formats not exported this time are removed, so outdir never mixes two exports; any
+    other folder that holds a file of those names is refused.
     """
     import shutil
     import tempfile
@@ -66,6 +105,12 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
     if outdir.exists() and not outdir.is_dir():
         raise EdgekitError(f"output '{outdir}' is a file", expected="a directory",
                            fix="pass -o with a directory path")
+    _check_outdir(outdir)
+    tok_file = None
+    if tokenizer is not None:
+        from edgekit.tokenizer import HFTokenizer
+        tok_file = Path(tokenizer)
+        HFTokenizer(tok_file)                  # a file that does not load is refused now
     note = progress or (lambda msg: None)
     note("loading")
     model = src if isinstance(src, RecurrentModel) else _from_module(src) or load_model(src)
@@ -74,9 +119,9 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
     outdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".edgekit-export-", dir=outdir))
     try:
-        manifest = _export_into(model, tmp, formats, ops, batch, state_style, note, prefill)
+        manifest = _export_into(model, tmp, formats, ops, batch, state_style, note, prefill, tok_file)
         files = manifest.files()
-        stale = fmts.all_written_files() - set(files)
+        stale = export_file_names() - set(files)     # _check_outdir: an earlier export wrote these
         for name in stale:
             if (outdir / name).exists():
                 (outdir / name).unlink()
@@ -94,7 +139,8 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _export_into(model, outdir: Path, formats, ops, batch, state_style, note, prefill: int = 0) -> Manifest:
+def _export_into(model, outdir: Path, formats, ops, batch, state_style, note, prefill: int = 0,
+                 tok_file: Path | None = None) -> Manifest:
     import json
     import shutil
     manifest = model.manifest(batch=batch, ops=ops)
@@ -110,9 +156,18 @@ def _export_into(model, outdir: Path, formats, ops, batch, state_style, note, pr
             entry = fmt.export(model, outdir / fmt.prefill_file, seq_len=prefill, **kw)
             manifest = manifest.with_artifact(f"{name}_prefill", _entry(entry))
     tok = model.tokenizer()
-    if tok and tok.file:
-        shutil.copyfile(tok.file, outdir / tok.file.name)
-        manifest = replace(manifest, tokenizer_file=tok.file.name)
+    tok_file = tok_file or (tok.file if tok else None)
+    if tok_file is not None:
+        from edgekit._io import sha256_file
+        from edgekit.tokenizer import HFTokenizer
+        vocab = HFTokenizer(tok_file).vocab_size          # refuses a file that does not load
+        V = manifest.config.get("vocab_size")
+        if isinstance(V, int) and vocab > V:
+            raise EdgekitError(f"tokenizer '{tok_file}' has {vocab:,} tokens, the model's vocabulary {V:,}",
+                               fix="pass the tokenizer this model was trained with")
+        shutil.copyfile(tok_file, outdir / TOKENIZER_FILE)
+        manifest = replace(manifest, tokenizer=TOKENIZER_FILE, tokenizer_file=TOKENIZER_FILE,
+                           tokenizer_sha256=sha256_file(outdir / TOKENIZER_FILE))
     write(outdir, manifest)
     return manifest
 

@@ -147,6 +147,8 @@ def export_onnx(model, path: Path, *, ops: str = "fused", batch: int = 1, metada
     return {
         "file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path),
         "external_data": data_name if external_data else None,
+        **({"external_data_bytes": path.with_name(data_name).stat().st_size,
+            "external_data_sha256": sha256_file(path.with_name(data_name))} if external_data else {}),
         "inputs": [s.to_json() for s in in_spec] + [s.to_json() for s in spec],
         "outputs": [entry(out_name, y)] + [{**s.to_json(), "name": output_name(s.name)} for s in spec],
         "state_style": "io",

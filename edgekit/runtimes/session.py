@@ -54,8 +54,14 @@ class _InputFacts:
 
 
 class StreamingSession:
-    def __init__(self, artifact, *, backend: str | None = None, threads: int | None = None):
+    def __init__(self, artifact, *, backend: str | None = None, threads: int | None = None,
+                 verify: bool = True, tokenizer: str | Path | None = None):
+        """verify: check each file's sha256 against the manifest before opening it (a
+        verified file is remembered by path, size, times and inode: edgekit.verify).
+        tokenizer: a tokenizer.json to use instead of the one the artifact names."""
         _pin_malloc_thresholds()
+        self._verify = verify
+        self._tokenizer_file = None if tokenizer is None else Path(tokenizer)
         artifact = Path(artifact)
         if backend is not None:
             formats.by_backend(backend)                  # an unknown name: one clear error
@@ -99,17 +105,16 @@ class StreamingSession:
             else None
         self.backend = fmt.open(file, entry, self.manifest, threads, prefill=prefill)
 
-    @staticmethod
-    def _checked_file(mpath: Path, entry) -> Path:
-        """The artifact file an entry names: in the manifest's folder, present, of its size."""
-        path = mpath.parent / entry.file
-        if not path.is_file():
-            raise EdgekitError(f"artifact '{path}' named by {mpath.name} is missing", fix="export again")
-        if path.stat().st_size != entry.bytes:
-            raise EdgekitError(f"artifact '{path}' has {path.stat().st_size} bytes",
-                               expected=f"{entry.bytes} bytes (per {mpath.name})",
-                               fix="the file is truncated or was replaced; export it again")
-        return path
+    def _checked_file(self, mpath: Path, entry) -> Path:
+        """The artifact file an entry names, in the manifest's folder, with the size and
+        sha256 the manifest records (and its external data's)."""
+        from edgekit.verify import verify_file
+        for name, size, sha in entry.checked_files():
+            verify_file(mpath.parent / name, size, sha, manifest=mpath, verify=self._verify)
+        if self.manifest.tokenizer_file:
+            verify_file(mpath.parent / self.manifest.tokenizer_file, None, self.manifest.tokenizer_sha256,
+                        manifest=mpath, verify=self._verify)
+        return mpath.parent / entry.file
 
     # -- facts -------------------------------------------------------------------------
     @property
@@ -118,7 +123,14 @@ class StreamingSession:
 
     @property
     def tokenizer(self):
-        from edgekit.tokenizer import get_tokenizer
+        from edgekit.tokenizer import HFTokenizer, get_tokenizer
+        if self._tokenizer_file is not None:
+            tok = HFTokenizer(self._tokenizer_file)
+            V = self.manifest.config.get("vocab_size")
+            if isinstance(V, int) and tok.vocab_size > V:
+                raise EdgekitError(f"tokenizer '{self._tokenizer_file}' has {tok.vocab_size:,} tokens, the model's "
+                                   f"vocabulary {V:,}", fix="pass the tokenizer this model was trained with")
+            return tok
         return get_tokenizer(self.manifest.tokenizer, self.base_dir)
 
     # -- streaming ---------------------------------------------------------------------
@@ -151,7 +163,10 @@ class StreamingSession:
                     raise EdgekitError(f"input '{f.name}' has {arr.size} values",
                                        expected=f"shape {f.shape}", fix="check the number of features")
                 arr = arr.reshape(f.shape)
-            arrs.append(arr if arr.dtype == f.dtype else arr.astype(f.dtype))
+            arr = arr if arr.dtype == f.dtype else arr.astype(f.dtype)
+            if f.vocab == 0:
+                _check_values(f, arr, self.position)
+            arrs.append(arr)
         return arrs
 
     def _input_facts(self) -> list[_InputFacts]:
@@ -167,13 +182,14 @@ class StreamingSession:
         return facts
 
     def stream(self, xs, chunk: int = 4096):
-        """Step through xs (a sequence of per-step inputs, each as `step` takes it) and yield
+        """Step through xs (any iterable of per-step inputs, each as `step` takes it) and yield
         the outputs chunk by chunk, each an array (n, ...) (batch 1: its batch dim squeezed).
         On ExecuTorch's native runner a chunk runs in one C call, with no Python between
         steps; other backends step. Memory is bounded by the chunk, not the stream."""
+        import itertools
         specs = self._facts or self._input_facts()
-        for c0 in range(0, len(xs), chunk):
-            part = xs[c0:c0 + chunk]
+        rows = iter(xs)
+        while part := list(itertools.islice(rows, chunk)):
             n = len(part)
             cols = []
             for k, f in enumerate(specs):
@@ -185,7 +201,10 @@ class StreamingSession:
                     ok = False
                 if not ok:              # rows of mixed forms (5 and [6]), or a bad one: check each
                     arr = np.stack([self._check_inputs(x)[k] for x in part])   # raises a bad row's error
-                cols.append(arr.reshape(n, *f.shape).astype(f.dtype, copy=False))
+                arr = arr.reshape(n, *f.shape).astype(f.dtype, copy=False)
+                if f.vocab == 0:
+                    _check_values(f, arr, self.position)
+                cols.append(arr)
             run = getattr(self.backend, "run_sequence", None)
             try:
                 ys = run(cols) if run is not None else None
@@ -277,6 +296,20 @@ class StreamingSession:
         self.backend.set_state(state)
         self.position = position
         self.last_y = last
+
+
+def _check_values(f, arr: np.ndarray, position: int) -> None:
+    """Feature inputs as the model uses them (its dtype): finite, and a time step dt > 0.
+    Checked after the conversion: 1e308 is inf in float32, and dt = 1e-300 is 0."""
+    if arr.dtype.kind != "f":
+        return
+    if not np.isfinite(arr).all():
+        raise EdgekitError(f"input '{f.name}' at step {position} holds NaN, inf, or a value beyond {arr.dtype}'s "
+                           "range", fix="clean or rescale the data first")
+    if f.name == "dt" and not (arr > 0).all():
+        raise EdgekitError(f"input 'dt' at step {position} is {float(arr.min()):g} in {arr.dtype}",
+                           expected=f"dt > 0 ({arr.dtype} holds >= {np.finfo(arr.dtype).tiny:.2g})",
+                           fix="dt is the time since the previous sample")
 
 
 def _sample_top_p(logits: np.ndarray, top_p: float, temperature: float, rng) -> int:
