@@ -21,5 +21,8 @@ Units: time in seconds; in fixed point u, v, thresholds and biases are integers 
 Loihi's "v units" (the threshold is vth << 6); the float twin uses the same units as the
 source graph after discretization (see ``passes.discretize``).
 
+Every file read (NIR, saved SNN, compiled network) is untrusted: ``untrusted.py`` checks
+each array's declared size before reading it, and the loaders check every key and range.
+
 Importing this package does not import torch; ``edgekit.neuro.torch_lif`` and the demo do.
 """

@@ -19,6 +19,7 @@ sizes and lives in ``nir_io.py``. Dependencies run one way: nir_io -> passes -> 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
@@ -273,10 +274,25 @@ class SNNGraph:
                     raise EdgekitError(f"edge ({a} -> {b}) names node '{n}' that is not in "
                                        f"the graph", fix="repair the graph file")
         for name, node in self.nodes.items():
+            for f in ("shape", "input_shape"):
+                dims = getattr(node, f, None)
+                if dims is not None and not all(isinstance(d, (int, np.integer)) and d >= 1
+                                                for d in dims):
+                    raise EdgekitError(f"node '{name}' ({node.kind}) {f} is not a shape",
+                                       expected="positive whole numbers", got=str(tuple(dims)),
+                                       fix="repair the graph file")
             for f in node.arrays:
                 v = getattr(node, f)
                 if v is None:
-                    continue
+                    raise EdgekitError(f"node '{name}' ({node.kind}) has no parameter '{f}'",
+                                       fix="repair the graph file or re-export the model")
+                if np.ndim(v) > (2 if f == "weight" else 1):
+                    raise EdgekitError(f"node '{name}' ({node.kind}) parameter '{f}' has shape "
+                                       f"{np.shape(v)}", expected="a matrix" if f == "weight"
+                                       else "a scalar or one value per neuron (n,)",
+                                       got=str(np.shape(v)),
+                                       fix="give weights as (n_out, n_in)" if f == "weight"
+                                       else "flatten it to (n,)")
                 if not np.all(np.isfinite(v)):
                     bad = np.asarray(v)[~np.isfinite(v)].ravel()[0]
                     raise EdgekitError(f"node '{name}' ({node.kind}) parameter '{f}' is not "
@@ -284,6 +300,11 @@ class SNNGraph:
                                        fix="fix or retrain the source model")
         if not any(isinstance(n, Input) for n in self.nodes.values()):
             raise EdgekitError("the graph has no Input node", fix="add an Input node")
+        dt = self.metadata.get("dt")
+        if dt is not None and (isinstance(dt, bool) or not isinstance(dt, (int, float))
+                               or not (math.isfinite(dt) and dt > 0)):
+            raise EdgekitError("the graph's dt is not a time step", expected="a positive number "
+                               "of seconds", got=repr(dt)[:40], fix="pass --dt SECONDS")
         integ = self.metadata.get("integrator", "exact")
         if integ not in INTEGRATORS:
             raise EdgekitError("graph integrator is unknown", expected=" | ".join(INTEGRATORS),
@@ -319,44 +340,97 @@ class SNNGraph:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "SNNGraph":
+    def load(cls, path: str | Path, max_bytes: int | None = None) -> "SNNGraph":
+        """Read a saved SNN (``save``): an untrusted file, checked field by field; every
+        array's declared size is checked before it is read (``untrusted.load_npz``)."""
+        from edgekit.neuro.untrusted import MAX_READ_BYTES, load_npz
+
         path = Path(path)
+        fix = "pass a .nir file or re-save the model"
+        arrays = load_npz(path, "saved edgekit SNN", fix, max_bytes or MAX_READ_BYTES)
+
+        def bad(what: str, expected: str | None = None, got: str | None = None):
+            return EdgekitError(f"'{path}' is not a saved edgekit SNN: {what}",
+                                expected=expected, got=got, fix=fix)
+
+        rec = arrays.pop("__graph__", None)
+        if rec is None or rec.ndim != 0 or rec.dtype.kind != "U":
+            raise bad("it has no __graph__ record", expected="an .npz written by edgekit "
+                      "(SNNGraph.save)")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["__graph__"]))
-                arrays = {k: z[k] for k in z.files if k != "__graph__"}
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-            raise EdgekitError(f"'{path}' is not a saved edgekit SNN",
-                               expected="an .npz written by edgekit (SNNGraph.save)",
-                               got=type(e).__name__, fix="pass a .nir file or re-save the model"
-                               ) from None
-        if meta.get("format") != SNN_FORMAT:
-            raise EdgekitError(f"'{path}' is not a saved edgekit SNN", expected=SNN_FORMAT,
-                               got=str(meta.get("format")))
+            meta = json.loads(str(rec))
+        except (ValueError, RecursionError) as e:
+            raise bad("its __graph__ record is not JSON", got=type(e).__name__) from None
+        if not isinstance(meta, dict) or meta.get("format") != SNN_FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise bad("wrong format", expected=SNN_FORMAT, got=repr(got)[:40])
+        nodes_js, edges = meta.get("nodes"), meta.get("edges")
+        metadata = meta.get("metadata", {})
+        if not isinstance(nodes_js, dict) or not isinstance(metadata, dict):
+            raise bad("'nodes' and 'metadata' must be JSON objects",
+                      got=f"{type(nodes_js).__name__}, {type(metadata).__name__}")
+        if not isinstance(edges, list) or not all(
+                isinstance(e, list) and len(e) == 2 and all(isinstance(n, str) for n in e)
+                for e in edges):
+            raise bad("'edges' must be a list of [source, target] node names",
+                      got=repr(edges)[:60])
+
+        def is_int(x) -> bool:
+            return isinstance(x, int) and not isinstance(x, bool)
+
         nodes = {}
-        for name, d in meta["nodes"].items():
-            kind = d.pop("kind")
-            if kind not in NODE_TYPES:
+        for name, d in nodes_js.items():
+            kind = d.get("kind") if isinstance(d, dict) else None
+            if not isinstance(kind, str) or kind not in NODE_TYPES:
                 raise EdgekitError(f"node '{name}' has unsupported kind '{kind}'",
-                                   expected=", ".join(NODE_TYPES))
+                                   expected=", ".join(NODE_TYPES), fix=fix)
             cls_ = NODE_TYPES[kind]
-            kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+            # the JSON holds the non-array fields: tuples of ints (shapes) and ints
+            types = {f.name: f.type for f in fields(cls_) if f.name not in cls_.arrays}
+            kw = {}
+            for k, v in d.items():
+                if k == "kind":
+                    continue
+                if k not in types:
+                    raise bad(f"node '{name}' ({kind}) has an unknown field '{k}'",
+                              expected=", ".join(types) or "no other fields")
+                if types[k] == "tuple":
+                    ok = isinstance(v, list) and all(is_int(i) for i in v)
+                    v = tuple(v) if ok else v
+                else:
+                    ok = is_int(v)
+                if not ok:
+                    raise bad(f"node '{name}' ({kind}) field '{k}' is {repr(v)[:40]}",
+                              expected="a list of whole numbers" if types[k] == "tuple"
+                              else "a whole number")
+                kw[k] = v
             for f in cls_.arrays:
-                if f"{name}.{f}" in arrays:
-                    kw[f] = arrays[f"{name}.{f}"]
+                a = arrays.pop(f"{name}.{f}", None)
+                if a is not None:
+                    if a.dtype.kind not in "biuf":
+                        raise bad(f"array '{name}.{f}' has dtype {a.dtype}", expected="numbers")
+                    kw[f] = a
             nodes[name] = cls_(**kw)
-        return cls(nodes, [tuple(e) for e in meta["edges"]], meta.get("metadata", {}))
+        if arrays:
+            raise bad(f"array '{next(iter(arrays))}' belongs to no node field",
+                      expected="arrays named NODE.FIELD for the nodes in __graph__")
+        return cls(nodes, [tuple(e) for e in edges], metadata)
 
     # -- NIR (writing: nir_io.write_nir) ----------------------------------------------
     @classmethod
-    def from_nir(cls, src) -> "SNNGraph":
-        """Read a NIR file (path) or a ``nir.NIRGraph`` (see nir_io.py on dt)."""
+    def from_nir(cls, src, max_bytes: int | None = None) -> "SNNGraph":
+        """Read a NIR file (path) or a ``nir.NIRGraph`` (see nir_io.py on dt). A file's
+        datasets are size-checked before they are read (``untrusted.read_nir``)."""
         import nir
+
+        from edgekit.neuro.untrusted import MAX_READ_BYTES, read_nir
 
         if isinstance(src, (str, Path)):
             path = Path(src)
             try:
-                g = nir.read(path, type_check=False)   # edgekit checks shapes itself (lower)
+                g = read_nir(path, max_bytes or MAX_READ_BYTES)  # type_check=False: see lower
+            except EdgekitError:
+                raise
             except Exception as e:  # h5py / nir raise many types on a bad file
                 raise EdgekitError(f"'{path}' is not a readable NIR file",
                                    expected="an HDF5 file written by nir.write",
@@ -374,30 +448,44 @@ class SNNGraph:
                                    f"subgraph)", expected="a flat graph of "
                                    + ", ".join(NODE_TYPES), got="NIRGraph",
                                    fix="export a feed-forward model")
-            nodes[str(name)] = _node_from_nir(str(name), n)
-        meta = dict(getattr(g, "metadata", None) or {})
+            try:
+                nodes[str(name)] = _node_from_nir(str(name), n)
+            except (ValueError, TypeError) as e:   # e.g. a parameter stored as text
+                raise EdgekitError(f"NIR node '{name}' ({type(n).__name__}) has parameters "
+                                   f"edgekit cannot read", expected="numeric arrays",
+                                   got=f"{type(e).__name__}: {str(e)[:80]}",
+                                   fix="re-export the model to NIR") from None
         md = {"source": "nir"}
-        if "edgekit.dt" in meta:
-            md["dt"], md["dt_origin"] = float(np.asarray(meta["edgekit.dt"])), "NIR metadata"
-            md["integrator"] = str(np.asarray(meta.get("edgekit.integrator", "exact")))
-        else:
-            md["dt"] = SNNTORCH_DEFAULT_DT
-            md["dt_origin"] = ("assumed: NIR stores no dt; 1e-4 s is snnTorch's exporter "
-                               "default (override with --dt)")
-            md["integrator"] = "exact"
-        return cls(nodes, [(str(a), str(b)) for a, b in g.edges], md)
+        try:
+            meta = dict(getattr(g, "metadata", None) or {})
+            edges = [(str(a), str(b)) for a, b in g.edges]
+            if "edgekit.dt" in meta:
+                md["dt"], md["dt_origin"] = float(np.asarray(meta["edgekit.dt"])), "NIR metadata"
+                md["integrator"] = str(np.asarray(meta.get("edgekit.integrator", "exact")))
+            else:
+                md["dt"] = SNNTORCH_DEFAULT_DT
+                md["dt_origin"] = ("assumed: NIR stores no dt; 1e-4 s is snnTorch's exporter "
+                                   "default (override with --dt)")
+                md["integrator"] = "exact"
+        except (ValueError, TypeError) as e:      # edges not pairs, a dt that is not a number
+            raise EdgekitError("the NIR graph's edges or metadata cannot be read",
+                               expected="(source, target) edges and a numeric edgekit.dt",
+                               got=f"{type(e).__name__}: {str(e)[:80]}",
+                               fix="re-export the model to NIR") from None
+        return cls(nodes, edges, md)
 
 
-def load_graph(path: str | Path, *, dt: float | None = None,
-               integrator: str | None = None) -> SNNGraph:
-    """Read SRC: a ``.nir`` file (NIR/HDF5) or a saved edgekit SNN (``.npz``)."""
+def load_graph(path: str | Path, *, dt: float | None = None, integrator: str | None = None,
+               max_bytes: int | None = None) -> SNNGraph:
+    """Read SRC: a ``.nir`` file (NIR/HDF5) or a saved edgekit SNN (``.npz``), refusing a
+    file whose arrays declare more than ``max_bytes`` (default: untrusted.MAX_READ_BYTES)."""
     from edgekit._io import require_file
 
     path = require_file(path, "SNN source", "pass a .nir file or a saved edgekit SNN (.npz)")
     if path.suffix.lower() in (".nir", ".h5", ".hdf5"):
-        g = SNNGraph.from_nir(path)
+        g = SNNGraph.from_nir(path, max_bytes)
     elif path.suffix.lower() == ".npz":
-        g = SNNGraph.load(path)
+        g = SNNGraph.load(path, max_bytes)
     else:
         raise EdgekitError(f"SNN source '{path}' has an unknown extension",
                            expected=".nir or .npz (saved edgekit SNN)", got=path.suffix or "none",

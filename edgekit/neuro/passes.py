@@ -22,6 +22,10 @@ from edgekit.neuro.device import NeuroDevice
 
 WEIGHT_NODES = (G.Affine, G.Linear, G.Scale, G.Flatten)
 DEFAULT_TAU_TOL = 0.10
+# A composed connection is a dense float64 (n_dst, n_src) matrix. 2**27 weights (1 GiB) is
+# 8x the dense synapses of a whole loihi2 chip (128 cores x 128 KiB at 8 bits): lower
+# refuses anything larger before allocating it.
+MAX_DENSE_WEIGHTS = 1 << 27
 
 
 # ---------------------------------------------------------------------------------------
@@ -83,19 +87,34 @@ def lower(graph: G.SNNGraph) -> tuple[list[_Stage], int, list[int], dict]:
         for p in preds:
             for src, M, b in paths(p, depth + 1):
                 n_src = size_of(src)
-                if M is None:
-                    M, b = np.eye(n_src), np.zeros(n_src)
                 if isinstance(node, (G.Affine, G.Linear)):
                     W = np.atleast_2d(node.weight)
-                    if W.shape[1] != M.shape[0]:
+                    rows = n_src if M is None else M.shape[0]
+                    if W.shape[1] != rows:
                         raise EdgekitError(f"node '{name}' weight does not fit its input",
-                                           expected=f"(*, {M.shape[0]})", got=str(W.shape))
-                    M, b = W @ M, W @ b
+                                           expected=f"(*, {rows})", got=str(W.shape))
+                    if M is None:                  # W @ I = W exactly: no n_src^2 identity
+                        M, b = W, np.zeros(W.shape[0])
+                    else:
+                        _check_dense(name, W.shape[0], M.shape[1])
+                        M, b = W @ M, W @ b
                     if isinstance(node, G.Affine):
+                        if np.size(node.bias) not in (1, W.shape[0]):
+                            raise EdgekitError(f"node '{name}' bias does not fit its weight",
+                                               expected=f"({W.shape[0]},)",
+                                               got=str(np.shape(node.bias)))
                         b = b + node.bias
-                elif isinstance(node, G.Scale):
-                    s = np.broadcast_to(node.scale, (M.shape[0],))
-                    M, b = s[:, None] * M, s * b
+                else:
+                    if M is None:
+                        _check_dense(name, n_src, n_src)
+                        M, b = np.eye(n_src), np.zeros(n_src)
+                    if isinstance(node, G.Scale):
+                        if np.size(node.scale) not in (1, M.shape[0]):
+                            raise EdgekitError(f"node '{name}' scale does not fit its input",
+                                               expected=f"({M.shape[0]},)",
+                                               got=str(np.shape(node.scale)))
+                        s = np.broadcast_to(node.scale, (M.shape[0],))
+                        M, b = s[:, None] * M, s * b
                 out.append((src, M, b))
         return out
 
@@ -130,6 +149,7 @@ def lower(graph: G.SNNGraph) -> tuple[list[_Stage], int, list[int], dict]:
             for src, M, b in paths(p):
                 n_src = sizes[src]
                 if M is None:
+                    _check_dense(st.name, n_src, n_src)
                     M, b = np.eye(n_src), np.zeros(n_src)
                 if M.shape != (st.n, n_src):
                     raise EdgekitError(f"connection {src} -> {st.name} has the wrong shape",
@@ -151,6 +171,17 @@ def lower(graph: G.SNNGraph) -> tuple[list[_Stage], int, list[int], dict]:
            "populations": [{"name": s.name, "kind": s.node.kind, "n": s.n} for s in stages],
            "outputs": outputs}
     return stages, n_in, outputs, rec
+
+
+def _check_dense(name: str, rows: int, cols: int) -> None:
+    """Refuse, before allocating it, a composed weight matrix larger than MAX_DENSE_WEIGHTS
+    (a forged Input shape or a chain of Linear nodes that multiplies out to n^2)."""
+    if rows * cols > MAX_DENSE_WEIGHTS:
+        raise EdgekitError(f"the weights into '{name}' would form a dense {rows} x {cols} "
+                           f"matrix", expected=f"at most {MAX_DENSE_WEIGHTS:,} weights per "
+                           "connection", got=f"{rows * cols:,}",
+                           fix="check the Input and Flatten shapes: a network that large maps "
+                               "to no edgekit device")
 
 
 def _neuron_size(node: G.Node, entries) -> int:

@@ -7,6 +7,29 @@ from pathlib import Path
 import numpy as np
 
 from edgekit._io import atomic_path
+from edgekit.errors import EdgekitError
+
+
+def raster_formats() -> list[str]:
+    """The file suffixes matplotlib can write (png, pdf, svg, ...); not pgf, which needs a
+    LaTeX install."""
+    from matplotlib.backend_bases import FigureCanvasBase
+    return sorted(set(FigureCanvasBase.get_supported_filetypes()) - {"pgf"})
+
+
+def check_raster_dest(dest: str | Path) -> Path:
+    """Refuse, before any simulation, a raster path matplotlib cannot write: an unknown
+    suffix (no suffix means png) or a folder."""
+    dest = Path(dest)
+    fmts = raster_formats()
+    if dest.suffix and dest.suffix.lower().lstrip(".") not in fmts:
+        raise EdgekitError(f"raster '{dest}' has an unsupported image suffix",
+                           expected=" | ".join(f".{f}" for f in fmts), got=dest.suffix,
+                           fix="pass --raster with a .png (or another listed) file name")
+    if dest.is_dir():
+        raise EdgekitError(f"raster '{dest}' is a directory", expected="an image file name",
+                           fix="pass --raster FILE.png")
+    return dest
 
 
 def save_raster(spikes: list, names: list[str], dest: str | Path, *, title: str = "",
@@ -31,6 +54,6 @@ def save_raster(spikes: list, names: list[str], dest: str | Path, *, title: str 
     fig.tight_layout()
     dest = Path(dest)
     with atomic_path(dest) as tmp:
-        fig.savefig(tmp, format=dest.suffix.lstrip(".") or "png", dpi=110)
+        fig.savefig(tmp, format=dest.suffix.lower().lstrip(".") or "png", dpi=110)
     plt.close(fig)
     return dest
