@@ -172,6 +172,8 @@ class ArtifactEntry:
         buffers = _get(d, "state_buffers", dict, source, optional=True)
         if buffers is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in buffers.items()):
             raise _bad(source, "state_buffers holds a non-string", "an object of state name -> buffer name")
+        if style == "buffers" and buffers is None:
+            raise _bad(source, "state_style 'buffers' names no state_buffers", "an object of state name -> buffer name")
         fired = _get(d, "passes_fired", dict, source, optional=True) or {}
         return cls(
             file=_filename(d, "file", source), bytes=size, sha256=_get(d, "sha256", str, source),

@@ -97,3 +97,82 @@ def test_sigterm_during_run_saves_the_state_at_a_token_boundary(tmp_path):
     sess = StreamingSession(tmp_path / "out" / "model.onnx")
     sess.load_state(state)
     assert sess.position == 3 + n - 1, (sess.position, n)   # the prompt, and every token but the last fed back
+
+
+def _commands():
+    """Every command and subcommand of the real app: (argv path, its function)."""
+    from edgekit.cli import app
+
+    def walk(t, path):
+        for info in t.registered_commands:
+            yield path + (info.name or info.callback.__name__.replace("_", "-"),), info.callback
+        for group in t.registered_groups:
+            yield path + (group.name,), None
+            yield from walk(group.typer_instance, path + (group.name,))
+    return list(walk(app, ()))
+
+
+def _params(fn):
+    """(positional placeholders, required options with a placeholder, numeric options) of a command."""
+    import inspect as _inspect
+    import typing
+
+    import typer
+    hints = typing.get_type_hints(fn)
+    args, required, numeric = [], [], []
+    for name, p in _inspect.signature(fn).parameters.items():
+        info = p.default
+        if isinstance(info, typer.models.ArgumentInfo):
+            args.append("x")
+        elif isinstance(info, typer.models.OptionInfo):
+            flag = next(d for d in info.param_decls if d.startswith("--")) if info.param_decls else \
+                "--" + name.replace("_", "-")
+            if info.default is ...:
+                required += [flag, "x"]
+            if hints.get(name) in (int, float):
+                numeric.append(flag)
+    return args, required, numeric
+
+
+COMMANDS = _commands()
+# commands whose job needs no argument: run bare, they do it (covered by their own tests)
+RUN_BARE = {("demo",), ("archs",)}
+
+
+@pytest.mark.parametrize("path,fn", COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_every_command_answers_usage_mistakes_in_one_line(path, fn):
+    """Each command and subcommand, through the real process: --help prints help (exit 0, no
+    stderr); an unknown option, a missing argument and a non-number for each numeric option
+    each give ONE stderr line `edgekit: error: ...` that names the mistake and where help is,
+    exit 2, no traceback, nothing on stdout."""
+    def one_line(r, *needles):
+        assert r.returncode == 2, (path, r.returncode, r.stderr[-1500:])
+        assert r.stdout == "" and "Traceback" not in r.stderr
+        lines = r.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("edgekit: error: "), r.stderr
+        assert f"'edgekit {' '.join(path)} --help'" in lines[0], lines[0]
+        for n in needles:
+            assert n in lines[0], (n, lines[0])
+
+    r = run_cli(*path, "--help")
+    assert r.returncode == 0 and "Usage:" in r.stdout and r.stderr == "" and "Traceback" not in r.stdout, r
+    if fn is None:                      # a group: bare, it shows its help
+        r = run_cli(*path)
+        assert r.returncode == 0 and "Usage:" in r.stdout and "Traceback" not in r.stdout + r.stderr
+        return
+    args, required, numeric = _params(fn)
+    one_line(run_cli(*path, *args, *required, "--no-such-option"), "No such option: --no-such-option")
+    if path not in RUN_BARE:
+        assert args or required, f"{path} needs no argument: list it in RUN_BARE"
+        one_line(run_cli(*path), "Missing")
+    for flag in numeric:
+        one_line(run_cli(*path, *args, *required, flag, "abc"), f"Invalid value for '{flag}'")
+
+
+def test_export_to_a_pipe_writes_nothing_on_stderr(tmp_path):
+    """Rich's progress is for terminals: an export whose stderr is a log file or a pipe writes
+    nothing there (not even the newline a transient progress bar ends with)."""
+    from edgekit.models import ARCHITECTURES
+    src = ARCHITECTURES["cfc"].write_random(tmp_path / "cfc", seed=0)
+    r = run_cli("export", src, "-o", tmp_path / "out", "--format", "onnx")
+    assert r.returncode == 0 and r.stderr == "", repr(r.stderr[-500:])

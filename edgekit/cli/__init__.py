@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     _terminated[0] = False
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, prog_name="edgekit", standalone_mode=False)
         if code == 130:     # typer returns (does not raise) 130 for a Ctrl-C (or SIGTERM) in a command
             raise KeyboardInterrupt
     except EdgekitError as e:
@@ -96,12 +96,25 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     except Exception as e:  # usage errors: a bad option, a missing argument, a value of the wrong type
         if isinstance(e, _usage_errors()):
-            e.show()
-            return e.exit_code
+            return _usage_error(e)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _usage_error(e) -> int:
+    """One line for a usage mistake, naming it and where help is; help itself where the
+    user asked for nothing (a bare group)."""
+    from typer import _click
+    ctx = getattr(e, "ctx", None)
+    if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        print(ctx.get_help())
+        return 0
+    where = f" — see '{ctx.command_path} --help'" if ctx is not None else " — see 'edgekit --help'"
+    message = e.format_message() if isinstance(e, _click.exceptions.ClickException) else str(e)
+    print(f"edgekit: error: {' '.join(message.split())}{where}", file=sys.stderr)
+    return getattr(e, "exit_code", 2) or 2
 
 
 def _usage_errors() -> tuple[type, ...]:

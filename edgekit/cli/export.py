@@ -21,8 +21,10 @@ def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: 
     """`edgekit.export.export` with a progress bar (export itself is atomic per OUTDIR)."""
     from edgekit.export import export
     name = Path(str(src)).name if isinstance(src, (str, Path)) else type(src).__name__
+    console = console or Console(stderr=True)
+    # not a terminal (a log, a pipe): no progress at all, not even the newline rich ends with
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
-                  console=console or Console(stderr=True), transient=True, disable=quiet) as bar:
+                  console=console, transient=True, disable=quiet or not console.is_terminal) as bar:
         task = bar.add_task(f"export {name}", total=None)
         return export(src, outdir, formats=formats, ops=ops, batch=batch, state_style=state_style, prefill=prefill,
                       tokenizer=tokenizer, progress=lambda msg: bar.update(task, description=f"{msg} ({name})"))
