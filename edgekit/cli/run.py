@@ -93,23 +93,40 @@ def _feature_blocks(path, n_feat: int, block: int):
 
 
 def _npy_blocks(path: Path, n_feat: int, block: int):
+    """Rows of a .npy read block by block with plain reads (not mapped: mapped pages would
+    count as resident memory, growing with the file); the header is checked against the
+    file's size first."""
     import zipfile
+    from numpy.lib import format as npy
     if zipfile.is_zipfile(path):
         raise EdgekitError(f"--input '{path}' is an .npz archive named .npy",
                            fix="save one array with numpy.save (not savez)")
-    try:
-        arr = np.load(path, allow_pickle=False, mmap_mode="r")   # rows are read as they are used
-    except Exception as e:  # numpy raises ValueError/OSError/... for non-.npy files
-        raise EdgekitError(f"--input '{path}' is not a readable .npy file ({str(e).splitlines()[0][:120]})",
-                           fix="write it with numpy.save") from None
-    if arr.ndim != 2 or arr.shape[1] not in (n_feat, n_feat + 1) or arr.dtype.kind not in "fiu":
-        raise EdgekitError(f"--input '{path}' holds a {arr.dtype} array of shape {arr.shape}",
-                           expected=f"a numeric (T, {n_feat}) array, or (T, {n_feat + 1}) with dt last",
-                           fix="save the features as a 2-D float array, one row per step")
-    for r0 in range(0, arr.shape[0], block):
-        data = np.asarray(arr[r0:r0 + block], dtype=np.float64)
-        dt = data[:, n_feat] if data.shape[1] == n_feat + 1 else None
-        yield _checked_block(data[:, :n_feat], dt, f"'{path}'", r0)
+    with open(path, "rb") as f:
+        try:
+            version = npy.read_magic(f)
+            read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, fortran, dtype = read_header(f, max_header_size=10_000)
+        except Exception as e:  # numpy raises ValueError/OSError/... for non-.npy files
+            raise EdgekitError(f"--input '{path}' is not a readable .npy file ({str(e).splitlines()[0][:120]})",
+                               fix="write it with numpy.save") from None
+        if len(shape) != 2 or shape[1] not in (n_feat, n_feat + 1) or dtype.kind not in "fiu" or dtype.hasobject:
+            raise EdgekitError(f"--input '{path}' holds a {dtype} array of shape {shape}",
+                               expected=f"a numeric (T, {n_feat}) array, or (T, {n_feat + 1}) with dt last",
+                               fix="save the features as a 2-D float array, one row per step")
+        if fortran and shape[0] > 1:
+            raise EdgekitError(f"--input '{path}' is stored column by column (Fortran order)",
+                               fix="save it with numpy.save(path, numpy.ascontiguousarray(a))")
+        rows, cols = shape
+        need = f.tell() + rows * cols * dtype.itemsize
+        if Path(path).stat().st_size < need:
+            raise EdgekitError(f"--input '{path}' is truncated: its header declares {rows:,} rows",
+                               expected=f"{need:,} bytes", got=f"{Path(path).stat().st_size:,}",
+                               fix="write it again with numpy.save")
+        for r0 in range(0, rows, block):
+            n = min(block, rows - r0)
+            data = np.fromfile(f, dtype=dtype, count=n * cols).reshape(n, cols).astype(np.float64)
+            dt = data[:, n_feat] if cols == n_feat + 1 else None
+            yield _checked_block(data[:, :n_feat], dt, f"'{path}'", r0)
 
 
 def _csv_blocks(f, where: str, n_feat: int, block: int):
