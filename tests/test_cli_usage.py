@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgekit_testutil import run_cli
+from edgekit_testutil import REPO, run_cli
 
 
 @pytest.mark.parametrize("args,words", [
@@ -34,6 +34,9 @@ def test_version_and_archs():
     assert r.returncode == 0 and r.stdout.strip() == f"edgekit {__version__}", r.stdout + r.stderr
     r = run_cli("archs")
     assert r.returncode == 0 and [ln.split()[0] for ln in r.stdout.splitlines()] == sorted(ARCHITECTURES)
+    r = run_cli("devices")
+    names = sorted(p.stem for p in (REPO / "devices").glob("*.toml"))
+    assert r.returncode == 0 and [ln.split()[0] for ln in r.stdout.splitlines()] == names, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("sig,code,word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
@@ -122,6 +125,7 @@ def _params(fn):
     args, required, numeric = [], [], []
     for name, p in _inspect.signature(fn).parameters.items():
         info = p.default
+        assert getattr(info, "help", None), f"{fn.__name__}: '{name}' has no help text"
         if isinstance(info, typer.models.ArgumentInfo):
             args.append("x")
         elif isinstance(info, typer.models.OptionInfo):
@@ -136,7 +140,7 @@ def _params(fn):
 
 COMMANDS = _commands()
 # commands whose job needs no argument: run bare, they do it (covered by their own tests)
-RUN_BARE = {("demo",), ("archs",)}
+RUN_BARE = {("demo",), ("archs",), ("devices",)}
 
 
 @pytest.mark.parametrize("path,fn", COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
@@ -176,3 +180,21 @@ def test_export_to_a_pipe_writes_nothing_on_stderr(tmp_path):
     src = ARCHITECTURES["cfc"].write_random(tmp_path / "cfc", seed=0)
     r = run_cli("export", src, "-o", tmp_path / "out", "--format", "onnx")
     assert r.returncode == 0 and r.stderr == "", repr(r.stderr[-500:])
+
+
+def test_the_python_api_is_as_quiet_as_the_cli(tmp_path):
+    """Exporting and stepping from Python printed torchao's and torch._pytree's import-time
+    warnings (the CLI silenced them): a library writes nothing its user did not ask for."""
+    import subprocess
+    import sys
+    code = f"""
+import edgekit.export
+from edgekit.models import ARCHITECTURES
+from edgekit.runtimes.session import StreamingSession
+src = ARCHITECTURES["cfc"].write_random({str(tmp_path / "cfc")!r}, seed=0)
+edgekit.export(src, {str(tmp_path / "out")!r}, formats=("onnx", "pte"))
+for f in ("model.onnx", "model.pte"):
+    StreamingSession({str(tmp_path / "out")!r} + "/" + f).step(([0.1] * 6, 0.1))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stderr[-2000:]

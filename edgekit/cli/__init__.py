@@ -30,7 +30,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+def _root(version: bool = typer.Option(False, "--version", metavar="", callback=_version, is_eager=True,
                                        help="Print edgekit's version and exit.")) -> None:
     """Export recurrent and spiking models to edge devices."""
 
@@ -40,6 +40,21 @@ def archs_cmd() -> None:
     from edgekit.models import ARCHITECTURES
     for name, cls in sorted(ARCHITECTURES.items()):
         print(f"{name:<16} {cls.checkpoint}")
+def devices_cmd() -> None:
+    """List the device profiles (devices/*.toml), with each one's class and description."""
+    import tomllib
+
+    from edgekit.neuro.device import _dirs, available_devices
+    for name in available_devices():
+        path = next(d / f"{name}.toml" for d in _dirs() if (d / f"{name}.toml").is_file())
+        try:
+            d = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
+            print(f"{name:<16} (unreadable profile: {path})")
+            continue
+        print(f"{name:<16} {str(d.get('class', '?')):<14} {str(d.get('description', ''))}")
+
+
 # in this order in `edgekit --help`
 app.command("export")(export.export_cmd)
 app.command("run")(run.run_cmd)
@@ -47,6 +62,7 @@ app.command("bench")(bench.bench_cmd)
 app.command("inspect")(inspect.inspect_cmd)
 app.command("demo")(demo.demo_cmd)
 app.command("archs")(archs_cmd)
+app.command("devices")(devices_cmd)
 app.add_typer(neuro.neuro_app, name="neuro")
 
 

@@ -82,12 +82,15 @@ def bench_session(sess, steps: int, warmup: int = 16, seed: int = 0) -> dict:
 
 
 def bench_cmd(
-    artifact: Path = typer.Argument(..., help="model.onnx, model.pte or a checkpoint"),
-    steps: int = typer.Option(256, "--steps"),
-    warmup: int = typer.Option(16, "--warmup"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
-    backend: str = typer.Option(None, "--backend"),
-    threads: int = typer.Option(None, "--threads"),
+    artifact: Path = typer.Argument(..., help="model.onnx, model.pte, their export folder, or a checkpoint",
+                                    show_default=False),
+    steps: int = typer.Option(256, "--steps", help="timed steps"),
+    warmup: int = typer.Option(16, "--warmup", help="steps run before timing starts"),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object"),
+    backend: str = typer.Option(None, "--backend", help="onnxruntime | executorch | torch (default: from the file)",
+                                show_default=False),
+    threads: int = typer.Option(None, "--threads", help="CPU threads (default: the runtime's choice)",
+                                show_default=False),
 ) -> None:
     """Time single steps (median after warm-up) and watch resident memory."""
     from edgekit.runtimes.session import StreamingSession
@@ -100,5 +103,18 @@ def bench_cmd(
     if as_json:
         print(json.dumps(r))
         return
+    from edgekit.units import human_bytes
     for k, v in r.items():
-        typer.echo(f"{k:>18}: {v:.4f}" if isinstance(v, float) else f"{k:>18}: {v}")
+        if v is None:
+            v = "-"
+        elif isinstance(v, bool):
+            v = "yes" if v else "no"
+        elif k.startswith("ms_"):
+            v = f"{v:.4f} ms"
+        elif k.startswith("rss_mb"):
+            v = f"{v:,.1f} MB"
+        elif k.endswith("bytes") and isinstance(v, int):
+            v = human_bytes(v)
+        elif isinstance(v, float):
+            v = f"{v:.4f}"
+        typer.echo(f"{k:>18}: {v}")

@@ -48,7 +48,7 @@ def _stream(sess, prompt_ids, n):
 def demo_cmd(
     out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="where the demo writes its files"),
     tokens: int = typer.Option(64, "--tokens", help="tokens to stream per backend"),
-    neuro: bool = typer.Option(True, "--neuro/--no-neuro", help="also run the spiking-network demo"),
+    neuro: bool = typer.Option(True, "--neuro/--no-neuro", metavar="", help="also run the spiking-network demo"),
 ) -> None:
     """Run everything on bundled small models."""
     from edgekit.cli.export import export_to_dir
@@ -57,13 +57,14 @@ def demo_cmd(
     if tokens < 1:
         raise EdgekitError(f"--tokens {tokens} is not positive", fix="pass --tokens 64")
 
+    from edgekit.units import human_bytes
     con = Console()
     con.rule("[bold]edgekit demo: RWKV-7 → ONNX + ExecuTorch, streamed")
     ckpt = make_demo_model(out / "rwkv7-demo.pth")
     con.print(f"demo model: {ckpt} (random weights, BlinkDL format, vocab 65536, C=256, L=2)")
     manifest = export_to_dir(ckpt, out / "rwkv7", ("onnx", "pte"), "fused", "buffers", 1, con)
     for fmt, e in manifest.artifacts.items():
-        con.print(f"exported {out / 'rwkv7' / e.file}: {e.bytes / 1e6:.1f} MB, "
+        con.print(f"exported {out / 'rwkv7' / e.file}: {human_bytes(e.bytes)}, "
                   f"edgekit ops {', '.join(e.ops_used.get('edgekit', ()))}")
 
     table = Table(title=f"{tokens} tokens streamed after the prompt {PROMPT!r}")
@@ -81,13 +82,10 @@ def demo_cmd(
         table.add_row(label, Path(art).name, f"{ms:.2f}", f"{sess.state_bytes:,}",
                       "[green]yes[/green]" if toks == ref_tokens else "[red]NO[/red]")
     con.print(table)
-    con.print(f"generated (random weights, so not English): {text[:120]!r}")
+    shown = "".join(c if c.isprintable() else " " for c in text[:120])   # no Python repr, no control chars
+    con.print(f"generated (random weights, so not English): {shown}", markup=False)
 
     if neuro:
-        try:
-            from edgekit.neuro.demo import run_digits_demo
-        except ImportError:
-            con.print("[yellow]neuromorphic demo not available in this build[/yellow]")
-            return
+        from edgekit.neuro.demo import run_digits_demo
         con.rule("[bold]edgekit demo: LIF spiking network → Loihi-2 fixed point")
         run_digits_demo(con, out / "neuro")

@@ -96,9 +96,9 @@ def simulate_cmd(
     save: Path = typer.Option(None, "--save", help="write every population's spikes to this "
                               ".npz, one array per population: (T, N) bool, (B, T, N) for a "
                               "batched input"),
-    voltages: bool = typer.Option(False, "--voltages", help="with --save: also the membrane "
+    voltages: bool = typer.Option(False, "--voltages", metavar="", help="with --save: also the membrane "
                                   "voltages, as arrays NAME.v"),
-    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="print the result as JSON"),
     timeout: float = typer.Option(600.0, "--timeout", help="seconds before a Lava run is killed"),
     max_read_mib: float = typer.Option(MAX_READ_MIB, "--max-read-mib", help=_MAX_READ_HELP),
 ) -> None:

@@ -325,7 +325,7 @@ def run_cmd(
                                    show_default=False),
     steps: int = typer.Option(None, "--steps", help="tokens to generate (default 32); with --input, rows to run "
                               "(default all)", show_default=False),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object {tokens, text} ({outputs} with --input)"),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object {tokens, text} ({outputs} with --input)"),
     state_in: Path = typer.Option(None, "--state-in", help="resume from a state file saved by --state-out",
                                   show_default=False),
     state_out: Path = typer.Option(None, "--state-out", help="save the state at the end (or at Ctrl-C); replaces "
@@ -340,7 +340,7 @@ def run_cmd(
                                 "file, or the folder's last format)", show_default=False),
     threads: int = typer.Option(None, "--threads", help="CPU threads (default: the runtime's choice)",
                                 show_default=False),
-    no_verify: bool = typer.Option(False, "--no-verify", help="skip the sha256 check of the model files "
+    no_verify: bool = typer.Option(False, "--no-verify", metavar="", help="skip the sha256 check of the model files "
                                    "(done once per file and remembered)"),
 ) -> None:
     """Stream tokens (or, with --input, feature rows) through a model, step by step."""

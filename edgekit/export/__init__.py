@@ -6,6 +6,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+import logging as _logging
+
 from edgekit import formats as fmts
 from edgekit.artifact import FILENAME, ArtifactEntry, Manifest, write
 from edgekit.errors import EdgekitError
@@ -45,6 +47,14 @@ def _check_args(formats, ops, batch, state_style) -> str:
         raise EdgekitError(f"batch {batch} is not positive", fix="pass --batch 1 or more")
     return state_style
 
+
+# Importing the exporters' dependencies logs warnings no edgekit user can act on (torchao's
+# optional CUDA kernels failing to load on a CPU build, torch's _pytree deprecation of Enum
+# constants). The Python API is as quiet as the CLI: those two loggers are raised to ERROR,
+# unless the application configured them itself.
+for _name in ("torchao", "torch.utils._pytree"):
+    if _logging.getLogger(_name).level == _logging.NOTSET:
+        _logging.getLogger(_name).setLevel(_logging.ERROR)
 
 TOKENIZER_FILE = "tokenizer.json"     # the name a tokenizer file gets in an export folder
 
