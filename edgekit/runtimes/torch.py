@@ -45,3 +45,13 @@ class TorchBackend(Backend):
 
     def set_state(self, state):
         self.state = {n: torch.from_numpy(np.array(state[n])) for n in self.state}
+
+    # The model's own sequence form (`forward` over (B, T)) is its prefill: a torch session
+    # ingests prompts and scores text (edgekit eval) a chunk per call, not a token per call.
+    prefill_len = 64
+
+    @torch.inference_mode()
+    def prefill(self, xs: np.ndarray) -> np.ndarray:
+        y, self.state = self.model(torch.from_numpy(np.asarray(xs)), self.state)
+        return y.numpy()
+

@@ -1,0 +1,1 @@
+"""Corpora the bundled models are trained and evaluated on (stdlib.py)."""

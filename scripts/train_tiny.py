@@ -1,0 +1,296 @@
+"""Train the small byte-level language models edgekit bundles (issue 15), on the Python
+standard library's own source (edgekit.data.stdlib: read at run time, train split only).
+
+    python scripts/train_tiny.py ARCH -o models/ARCH [--steps N] [--budget-min M] [--tiny]
+
+ARCH: rwkv7 | mamba | mamba2 | hawk. Each is trained with the code the export path loads:
+RWKV-7 is edgekit's own model (its sequence form, with the WKV recurrence as the op's plain
+reference so autograd runs through it) and is written as a BlinkDL .pth; Mamba, Mamba-2 and
+Hawk are transformers' classes (their training forward) written with save_pretrained, with
+a byte tokenizer.json. Weights are stored in bf16. Vocabulary: the 256 byte values.
+
+Deterministic: a fixed seed (torch, data order) and a fixed step count; the config, the
+seed, the steps, the wall time and the held-out bits per byte are written to train.json
+beside the model. A run that would not fit its time budget is refused before training
+(3 steps are timed first). --tiny trains a tiny config for a few steps (the test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edgekit.errors import EdgekitError  # noqa: E402
+
+ARCHS = ("rwkv7", "mamba", "mamba2", "hawk")
+
+# Chosen for quality per CPU minute on a 2-core machine (docs/models.md has the table).
+CONFIGS = {
+    "rwkv7": dict(n_embd=256, n_layer=4, head_size=64),
+    "mamba": dict(hidden_size=256, num_hidden_layers=6, state_size=16, expand=2, conv_kernel=4),
+    "mamba2": dict(hidden_size=256, num_hidden_layers=6, state_size=32, expand=2, head_dim=64, n_groups=1,
+                   conv_kernel=4, chunk_size=64),
+    "hawk": dict(hidden_size=256, intermediate_size=768, lru_width=256, num_hidden_layers=4,
+                 num_attention_heads=4, num_key_value_heads=1, attention_window_size=64),
+}
+TINY = {
+    "rwkv7": dict(n_embd=64, n_layer=1, head_size=32),
+    "mamba": dict(hidden_size=32, num_hidden_layers=1, state_size=8, expand=2, conv_kernel=4),
+    "mamba2": dict(hidden_size=32, num_hidden_layers=1, state_size=8, expand=2, head_dim=16, n_groups=1,
+                   conv_kernel=4, chunk_size=16),
+    "hawk": dict(hidden_size=32, intermediate_size=64, lru_width=32, num_hidden_layers=1,
+                 num_attention_heads=2, num_key_value_heads=1, attention_window_size=16),
+}
+VOCAB = 256
+
+
+# -- models ----------------------------------------------------------------------------
+
+class _RWKV7Train(torch.nn.Module):
+    """edgekit's RWKV7 with BlinkDL's ln0 kept explicit (the loader folds it into the
+    embedding table) and the WKV recurrence as its differentiable reference."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        from edgekit.models.rwkv7 import RWKV7
+        from edgekit.ops import rwkv7_wkv
+        self.model = RWKV7(cfg)
+        self.model._wkv = staticmethod(rwkv7_wkv.reference).__func__
+        self.ln0 = torch.nn.LayerNorm(cfg.n_embd)
+
+    def wrap_embedding(self) -> None:
+        """After loading: the embedding table, then ln0 (BlinkDL's first LayerNorm)."""
+        self.model.emb = torch.nn.Sequential(self.model.emb, self.ln0)
+
+    def forward(self, x):
+        return self.model(x)[0]
+
+
+def _init_rwkv7(m: _RWKV7Train, seed: int) -> None:
+    """Start from the checkpoint writer's BlinkDL-shaped init (edgekit.models.rwkv7),
+    with the output projections zeroed as BlinkDL's trainer does."""
+    from edgekit.models.rwkv7 import random_state_dict
+    cfg = m.model.cfg
+    sd = random_state_dict(VOCAB, cfg.n_embd, cfg.n_layer, cfg.head_size, seed=seed, dtype=torch.float32)
+    for k in list(sd):
+        if k.endswith(("att.output.weight", "ffn.value.weight")):
+            sd[k].zero_()
+        if k == "emb.weight":
+            sd[k].mul_(1e-2)
+    emb_raw = sd["emb.weight"].clone()
+    with torch.no_grad():
+        m.model.load_blink_state_dict(sd)
+        m.model.emb.weight.copy_(emb_raw)          # raw table: ln0 is applied in forward
+        m.ln0.weight.copy_(sd["blocks.0.ln0.weight"]); m.ln0.bias.copy_(sd["blocks.0.ln0.bias"])
+    m.wrap_embedding()
+
+
+def build(arch: str, shape: dict, seed: int):
+    torch.manual_seed(seed)
+    if arch == "rwkv7":
+        from edgekit.models.rwkv7 import RWKV7Config
+        cfg = RWKV7Config(VOCAB, shape["n_embd"], shape["n_layer"], shape["head_size"],
+                          **RWKV7Config.default_lora(shape["n_embd"]))
+        m = _RWKV7Train(cfg)
+        _init_rwkv7(m, seed)
+        return m
+    import transformers
+    if arch == "mamba":
+        return transformers.MambaForCausalLM(transformers.MambaConfig(vocab_size=VOCAB, **shape))
+    if arch == "mamba2":
+        n_heads = shape["expand"] * shape["hidden_size"] // shape["head_dim"]
+        return transformers.Mamba2ForCausalLM(transformers.Mamba2Config(vocab_size=VOCAB, num_heads=n_heads, **shape))
+    if arch == "hawk":
+        cfg = transformers.RecurrentGemmaConfig(vocab_size=VOCAB, block_types=["recurrent"], **shape)
+        return transformers.RecurrentGemmaForCausalLM(cfg)
+    raise EdgekitError(f"unknown architecture '{arch}'", expected=", ".join(ARCHS), fix="pass one of them")
+
+
+def logits_of(arch: str, model, x: torch.Tensor) -> torch.Tensor:
+    if arch == "rwkv7":
+        return model(x)
+    return model(x, use_cache=False).logits
+
+
+# -- writing ---------------------------------------------------------------------------
+
+def save(arch: str, model, out: Path) -> Path:
+    """The model in its architecture's real on-disk format, bf16, beside a byte tokenizer."""
+    out.mkdir(parents=True, exist_ok=True)
+    if arch == "rwkv7":
+        from edgekit._io import atomic_path
+        sd = blink_state_dict(model)
+        path = out / "rwkv7.pth"
+        with atomic_path(path) as tmp:
+            torch.save({k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}, tmp)
+    else:
+        model.to(torch.bfloat16).save_pretrained(str(out), safe_serialization=True)
+        model.to(torch.float32)
+        path = out
+    write_byte_tokenizer(out / "tokenizer.json")
+    return path
+
+
+def blink_state_dict(m: _RWKV7Train) -> dict[str, torch.Tensor]:
+    """The inverse of RWKV7.load_blink_state_dict (BlinkDL x070 key names)."""
+    from edgekit.models.rwkv7 import MIX_NAMES
+    model, C = m.model, m.model.cfg.n_embd
+    sd = {"emb.weight": model.emb[0].weight, "blocks.0.ln0.weight": m.ln0.weight, "blocks.0.ln0.bias": m.ln0.bias,
+          "ln_out.weight": model.ln_out.weight, "ln_out.bias": model.ln_out.bias,
+          "head.weight": model.head.weight.t()}     # edgekit's Linear stores (in, out)
+    for i, blk in enumerate(model.blocks):
+        b, a, f = f"blocks.{i}.", f"blocks.{i}.att.", f"blocks.{i}.ffn."
+        for ln in ("ln1", "ln2"):
+            sd[f"{b}{ln}.weight"], sd[f"{b}{ln}.bias"] = getattr(blk, ln).weight, getattr(blk, ln).bias
+        att = blk.att
+        for j, n in enumerate(MIX_NAMES):
+            sd[a + n] = att.maa[j].reshape(1, 1, C)
+        names = ["w0", "a0", "k_k", "k_a", "w1", "w2", "a1", "a2", "g1", "g2", "r_k"] + (["v0", "v1", "v2"] if i else [])
+        shapes = model.cfg.expected_shapes()
+        for n in names:
+            sd[a + n] = getattr(att, n).reshape(shapes[a + n])
+        for n in ("receptance", "key", "value", "output"):
+            sd[f"{a}{n}.weight"] = getattr(att, n).weight.t()
+        sd[a + "ln_x.weight"], sd[a + "ln_x.bias"] = att.ln_x_weight, att.ln_x_bias
+        sd[f + "x_k"] = blk.ffn.x_k.reshape(shapes[f + "x_k"])
+        sd[f + "key.weight"], sd[f + "value.weight"] = blk.ffn.key.weight.t(), blk.ffn.value.weight.t()
+    return {k: v.detach().clone() for k, v in sd.items()}
+
+
+def write_byte_tokenizer(path: Path) -> Path:
+    """A Hugging Face tokenizer.json whose ids are the byte values 0..255 (byte-level
+    alphabet, no merges), so `--prompt` text and the models' bytes agree."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.pre_tokenizers import ByteLevel
+    alphabet = ByteLevel.alphabet()
+    table = _bytes_to_unicode()
+    assert set(table.values()) == set(alphabet)
+    tok = Tokenizer(models.BPE(vocab={table[b]: b for b in range(256)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.save(str(path))
+    return path
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table (what the ByteLevel pre-tokenizer uses)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+# -- training --------------------------------------------------------------------------
+
+@torch.no_grad()
+def heldout_bpb(arch: str, model, max_bytes: int | None = None, seq: int = 512) -> float:
+    """Bits per byte over the held-out files, each file on its own (its first byte is not
+    predicted), in windows of `seq` bytes that carry no state (a lower bound on what the
+    streaming session reaches: edgekit eval measures that)."""
+    from edgekit.data.stdlib import heldout_files
+    model.eval()
+    bits, n = 0.0, 0
+    for _, data in heldout_files():
+        arr = torch.from_numpy(np.frombuffer(data, np.uint8).astype(np.int64))
+        for s in range(0, len(arr) - 1, seq):
+            x = arr[s:s + seq + 1]
+            if len(x) < 2:
+                continue
+            lp = F.log_softmax(logits_of(arch, model, x[None, :-1]).float(), -1)[0]
+            bits += -lp.gather(-1, x[1:, None]).sum().item() / math.log(2)
+            n += len(x) - 1
+            if max_bytes and n >= max_bytes:
+                model.train()
+                return bits / n
+    model.train()
+    return bits / n
+
+
+def train(arch: str, out: Path, *, steps: int, batch: int, seq: int, lr: float, seed: int,
+          budget_min: float, tiny: bool = False, log=print) -> dict:
+    from edgekit.data.stdlib import train_bytes
+    torch.set_num_threads(2)
+    shape = (TINY if tiny else CONFIGS)[arch]
+    model = build(arch, shape, seed)
+    params = sum(p.numel() for p in model.parameters())
+    data = np.frombuffer(train_bytes(), np.uint8)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    warm = max(1, steps // 20)
+
+    def step_fn(i: int) -> float:
+        starts = rng.integers(0, len(data) - seq - 1, size=batch)
+        xy = torch.from_numpy(np.stack([data[s:s + seq + 1] for s in starts]).astype(np.int64))
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (i + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / steps)))
+        loss = F.cross_entropy(logits_of(arch, model, xy[:, :-1]).float().reshape(-1, VOCAB), xy[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss.item()
+
+    model.train()
+    t0 = time.time()
+    losses = [step_fn(i) for i in range(3)]
+    per_step = (time.time() - t0) / 3
+    if per_step * steps / 60 > budget_min:
+        raise EdgekitError(f"{arch}: {steps} steps at {per_step:.2f} s each take {per_step * steps / 60:.1f} min",
+                           expected=f"at most --budget-min {budget_min:g}",
+                           fix=f"pass --steps {int(budget_min * 60 / per_step)} or fewer, or a larger budget")
+    log(f"{arch}: {params:,} parameters, {per_step:.2f} s/step, {steps} steps")
+    for i in range(3, steps):
+        losses.append(step_fn(i))
+        if (i + 1) % 50 == 0 or i == steps - 1:
+            log(f"  step {i + 1}/{steps}  loss {np.mean(losses[-50:]) / math.log(2):.3f} bits/byte  "
+                f"{(time.time() - t0) / 60:.1f} min")
+    minutes = (time.time() - t0) / 60
+    path = save(arch, model, out)
+    record = {"arch": arch, "config": {**shape, "vocab_size": VOCAB}, "parameters": params, "seed": seed,
+              "steps": steps, "batch": batch, "seq": seq, "lr": lr, "train_minutes": round(minutes, 2),
+              "first_loss_bits": losses[0] / math.log(2), "last_loss_bits": float(np.mean(losses[-20:])) / math.log(2),
+              "weights": path.name, "dtype": "bfloat16", "corpus": "stdlib-train (edgekit.data.stdlib)"}
+    (out / "train.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("arch", choices=ARCHS)
+    ap.add_argument("-o", "--out", type=Path, required=True)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--budget-min", type=float, default=20.0, help="refuse a run that would take longer")
+    ap.add_argument("--tiny", action="store_true", help="a tiny config (the test)")
+    a = ap.parse_args(argv)
+    try:
+        r = train(a.arch, a.out, steps=a.steps, batch=a.batch, seq=a.seq, lr=a.lr, seed=a.seed,
+                  budget_min=a.budget_min, tiny=a.tiny)
+    except EdgekitError as e:
+        print(f"train_tiny: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
