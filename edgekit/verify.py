@@ -77,7 +77,7 @@ def verify_file(path: Path, size: int | None, sha256: str | None, *, manifest: P
     actual = path.stat().st_size
     if size is not None and actual != size:
         raise EdgekitError(f"'{path}' has {actual:,} bytes", expected=f"{size:,} bytes (per {manifest.name})",
-                           fix="the file is truncated or was replaced; copy it again or export again")
+                           fix="the file is truncated or was replaced; copy it again, or export it again")
     if not verify or sha256 is None:
         return
     key, ident = _identity(path)
@@ -87,5 +87,5 @@ def verify_file(path: Path, size: int | None, sha256: str | None, *, manifest: P
     got = sha256_file(path)
     if got != sha256:
         raise EdgekitError(f"'{path}' is damaged: its sha256 is {got[:16]}…, {manifest.name} records {sha256[:16]}…",
-                           fix="copy the file again or export again (--no-verify skips this check)")
+                           fix="copy the file again, or export it again (--no-verify skips this check)")
     _remember(key, ident, got)

@@ -1,15 +1,61 @@
-"""`edgekit inspect ARTIFACT`: architecture, I/O, state tensors, ops, file size."""
+"""`edgekit inspect PATH`: what an exported artifact or a checkpoint holds.
+
+An artifact (model.onnx, model.pte or their folder, with its edgekit.json): architecture,
+config, I/O, state tensors, ops, lowering passes, file sizes and, where the manifest records
+it, the weight bytes. A checkpoint (anything `edgekit export` takes): architecture, config,
+parameter count, weight bytes, its files and the state a session would hold. Read-only.
+
+Text is for people: sizes in kB/MB/GB, counts with thousands separators, values spelled
+true/false/none and lists without quotes (never a Python repr).
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Mapping
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgekit.errors import EdgekitError
+from edgekit.units import human_bytes
+
+
+def _text(v) -> str:
+    """A config value as text: true / false / none, numbers as written, lists and objects
+    without quotes."""
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_text(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "{" + ", ".join(f"{k}: {_text(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def _shape(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _config_line(config: Mapping) -> str:
+    return escape("config: " + ", ".join(f"{k}={_text(v)}" for k, v in config.items()))
+
+
+def _state_table(rows, total: int) -> Table:
+    """rows: (name, shape, dtype, bytes) of each state tensor."""
+    st = Table("state tensor", "shape", "dtype", "bytes", title="state")
+    for name, shape, dtype, nbytes in rows:
+        st.add_row(escape(name), _shape(shape), dtype, f"{nbytes:,}")
+    human = f" ({human_bytes(total)})" if total >= 1000 else ""
+    st.add_row("[bold]total[/bold]", "", "", f"[bold]{total:,}[/bold]{human}")
+    return st
 
 
 def _onnx_facts(path: Path) -> dict:
@@ -34,23 +80,85 @@ def _onnx_facts(path: Path) -> dict:
             "functions": [f"{f.domain}::{f.name}" for f in proto.functions]}
 
 
-def inspect_cmd(artifact: Path = typer.Argument(..., help="model.onnx, model.pte or their folder")) -> None:
-    """Describe an exported artifact."""
+def _is_checkpoint(path: Path) -> bool:
+    """As a session decides (edgekit/runtimes/session.py): a file that is no artifact format,
+    or a folder with no edgekit.json that holds a model (config.json, or one an
+    architecture recognizes)."""
+    from edgekit import formats
+    from edgekit.artifact import FILENAME
+    if path.is_file():
+        return formats.by_suffix(path) is None
+    if not path.is_dir() or (path / FILENAME).exists():
+        return False
+    from edgekit.models import ARCHITECTURES
+    return (path / "config.json").exists() or any(cls.detect(path) for cls in ARCHITECTURES.values())
+
+
+def inspect_cmd(path: Path = typer.Argument(..., help="model.onnx, model.pte, their folder, or a checkpoint "
+                                            "(anything `edgekit export` takes)", show_default=False)) -> None:
+    """Describe an exported artifact or a checkpoint."""
+    if not path.exists():
+        raise EdgekitError(f"'{path}' does not exist",
+                           fix="pass model.onnx, model.pte or their folder (edgekit export), or a checkpoint")
+    con = Console()
+    if _is_checkpoint(path):
+        _inspect_checkpoint(path, con)
+    else:
+        _inspect_artifact(path, con)
+
+
+def _inspect_checkpoint(path: Path, con: Console) -> None:
+    """Loads it as `edgekit export` / `edgekit run` would (every check included): the
+    parameter count and weight bytes are those of the model as loaded."""
+    from edgekit.models import detect_arch
+    cls = detect_arch(path)
+    model = cls.from_pretrained(path)
+    params = list(model.parameters())                 # each tensor once (a tied weight is stored once)
+    count = sum(p.numel() for p in params)
+    nbytes = sum(p.numel() * p.element_size() for p in params)
+    dtypes = ", ".join(sorted({str(p.dtype).removeprefix("torch.") for p in params}))
+    con.print(f"[bold]{model.arch}[/bold]  checkpoint: {escape(cls.checkpoint)}")
+    con.print(_config_line(model.config_dict()))
+    con.print(f"parameters:   {count:,}")
+    con.print(f"weight bytes: {human_bytes(nbytes)} as loaded ({dtypes})")
+    files = cls.weight_files(path)
+    if files:
+        con.print(escape("files:        " + ", ".join(f"{f.name} ({human_bytes(f.stat().st_size)})" for f in files)))
+    import torch
+    specs = model.input_spec(1)
+    with torch.inference_mode():                     # one step from the zero state: the output's shape
+        xs = [torch.zeros(s.shape, dtype=s.dtype) for s in specs]
+        y, _ = model.step(xs[0] if len(xs) == 1 else tuple(xs), model.init_state(1))
+    io = Table("direction", "name", "shape", "dtype", title="inputs and outputs (one step, batch 1)")
+    for s in specs:
+        io.add_row("input", escape(s.name), _shape(s.shape), str(s.dtype).removeprefix("torch."))
+    io.add_row("output", escape(model.output_name), _shape(y.shape), str(y.dtype).removeprefix("torch."))
+    con.print(io)
+    spec = model.state_spec(1)
+    con.print(_state_table([(s.name, s.shape, str(s.dtype).removeprefix("torch."), s.nbytes) for s in spec],
+                           sum(s.nbytes for s in spec)))
+
+
+def _inspect_artifact(artifact: Path, con: Console) -> None:
     from edgekit import artifact as contract
     manifest, mpath = contract.read(artifact)
-    con = Console()
     arts = manifest.artifacts
     chosen = [artifact.suffix.lstrip(".")] if artifact.is_file() else list(arts)
-    con.print(f"[bold]{manifest.arch}[/bold]  ops={manifest.ops}  batch={manifest.batch}  "
-              f"quantization={manifest.quantization}  tokenizer={manifest.tokenizer}")
-    con.print("config: " + ", ".join(f"{k}={v}" for k, v in manifest.config.items()))
+    con.print(f"[bold]{escape(manifest.arch)}[/bold]  ops={manifest.ops}  batch={manifest.batch}  "
+              f"quantization={escape(manifest.quantization)}  tokenizer={escape(_text(manifest.tokenizer))}")
+    con.print(_config_line(manifest.config))
     for fmt in chosen:
         if fmt not in arts:
             raise EdgekitError(f"{mpath} lists no {fmt} artifact", fix=f"export with --format {fmt}")
         e = arts[fmt]
+        sizes = []
+        for name in e.files():
+            p = mpath.parent / name
+            sizes.append(f"{name} ({human_bytes(p.stat().st_size)})" if p.exists() else f"{name} (missing)")
+        con.rule(escape(" + ".join(sizes)))
+        if e.weight_bytes is not None:
+            con.print(f"weight bytes: {human_bytes(e.weight_bytes)}")
         path = mpath.parent / e.file
-        size = path.stat().st_size if path.exists() else None
-        con.rule(f"{e.file}  ({size / 1e6:.2f} MB)" if size is not None else f"{e.file} (missing)")
         facts = _onnx_facts(path) if fmt == "onnx" else {
             "inputs": [s.to_json() for s in e.inputs], "outputs": [s.to_json() for s in e.outputs],
             "edgekit": {k: 1 for k in e.ops_used.get("edgekit", ())},
@@ -58,11 +166,11 @@ def inspect_cmd(artifact: Path = typer.Argument(..., help="model.onnx, model.pte
         io = Table("direction", "name", "shape", "dtype", title="inputs and outputs")
         for d in ("inputs", "outputs"):
             for v in facts[d]:
-                io.add_row(d[:-1], v["name"], str(tuple(v["shape"])), v["dtype"])
+                io.add_row(d[:-1], escape(v["name"]), _shape(v["shape"]), v["dtype"])
         con.print(io)
         if fmt == "pte":
             con.print(f"state style: {e.state_style}"
-                      + (f"; kernel library: {e.kernel_library}" if e.kernel_library else ""))
+                      + (f"; kernel library: {escape(e.kernel_library)}" if e.kernel_library else ""))
         if e.passes:
             con.print("lowering passes: " + ", ".join(f"{p} x{e.passes_fired.get(p, 0)}" for p in e.passes))
         con.print("edgekit ops: " + (", ".join(f"{k} x{v}" for k, v in facts["edgekit"].items()) or "none"))
@@ -70,8 +178,4 @@ def inspect_cmd(artifact: Path = typer.Argument(..., help="model.onnx, model.pte
                                                 for k, v in sorted(facts["stock"].items())))
         if fmt == "onnx" and facts["functions"]:
             con.print("model-local functions: " + ", ".join(facts["functions"]))
-    st = Table("state tensor", "shape", "dtype", "bytes", title="state")
-    for s in manifest.state:
-        st.add_row(s.name, str(s.shape), s.dtype, f"{s.nbytes:,}")
-    st.add_row("[bold]total[/bold]", "", "", f"[bold]{manifest.state_bytes:,}[/bold]")
-    con.print(st)
+    con.print(_state_table([(s.name, s.shape, s.dtype, s.nbytes) for s in manifest.state], manifest.state_bytes))

@@ -97,6 +97,12 @@ class RecurrentModel(nn.Module):
         """True if `path` is a checkpoint of this architecture (cheap: no full load)."""
         raise NotImplementedError
 
+    @classmethod
+    def weight_files(cls, path: str | Path) -> list[Path]:
+        """The files from_pretrained reads the weights of the checkpoint at path from (for
+        `edgekit inspect`): the path itself when it is a file."""
+        return [Path(path)] if Path(path).is_file() else []
+
     # -- the registry's parity hooks (tests/test_arch_parity.py, benchmarks/cases) ----------
     @classmethod
     def write_random(cls, path: str | Path, seed: int = 0, **shape) -> Path:
@@ -150,6 +156,16 @@ def detect_arch(path: str | Path) -> type[RecurrentModel]:
     for cls in ARCHITECTURES.values():
         if cls.detect(path):
             return cls
+    if path.is_dir() and (path / "config.json").is_file():
+        # a model folder no architecture claims: say what its config.json is (not an object,
+        # not valid JSON, or a model_type edgekit does not load)
+        from edgekit.models import hf
+        from edgekit.models._checkpoint import json_text
+        raw = hf.read_config(path)
+        raise EdgekitError(f"'{path / 'config.json'}' has model_type {json_text(raw.get('model_type'))}, "
+                           "which edgekit does not load",
+                           expected="the config.json of one of: " + ", ".join(sorted(ARCHITECTURES)),
+                           fix="pass the folder of a supported model (edgekit archs lists them)")
     raise EdgekitError(f"'{path}' is not a checkpoint edgekit recognizes",
                        expected="one of: " + ", ".join(sorted(ARCHITECTURES)) +
                        " (BlinkDL .pth for rwkv7)",

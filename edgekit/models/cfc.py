@@ -44,6 +44,8 @@ from torch import nn
 
 import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
+from edgekit.models import _checkpoint
+from edgekit.models._checkpoint import Limits
 from edgekit.models.base import RecurrentModel, StateSpec, register_arch
 from edgekit.ops import cfc_step, ltc_step
 
@@ -58,6 +60,7 @@ _CFC_KEYS = ("framework", "class", "input_size", "units", "mode", "activation", 
              "backbone_layers", "proj_size", "mixed_memory") + _IGNORED
 _LTC_KEYS = ("framework", "class", "input_size", "units", "input_mapping", "output_mapping",
              "ode_unfolds", "epsilon", "implicit_param_constraints", "mixed_memory") + _IGNORED
+MAX_ODE_UNFOLDS = 1000   # solver sub-steps per input step (ncps default 6); the step's cost grows with it
 
 
 # ---- config --------------------------------------------------------------------------
@@ -65,13 +68,18 @@ def _bad(source: str, what: str, expected: str, fix: str) -> EdgekitError:
     return EdgekitError(f"'{source}': {what}", expected=expected, fix=fix)
 
 
-def _int(raw: dict, key: str, source: str, default=None, minimum: int = 1):
+def _int(raw: dict, key: str, source: str, default=None, minimum: int = 1, limit: tuple[int, str] | None = None):
+    """An integer option >= minimum; with limit = (bound, why), <= bound (a size the weights
+    present must back, checked before anything is allocated from it)."""
     v = raw.get(key, default)
     if v is None and default is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise _bad(source, f"config option {key}={v!r} is not an integer >= {minimum}",
+        raise _bad(source, f"config option {key}={_checkpoint.json_text(v)} is not an integer >= {minimum}",
                    f"{key} as an integer", f"fix {key} in config.json")
+    if limit is not None and v > limit[0]:
+        raise _bad(source, f"config option {key}={v:,} is larger than the weights can hold",
+                   f"at most {limit[0]:,} ({limit[1]})", "config.json does not describe these weights; fix it")
     return v
 
 
@@ -82,9 +90,12 @@ def autoncp_layer_sizes(units: int, output_size: int) -> list[int]:
     return [inter_and_command - command, command, output_size]
 
 
-def parse_config(raw, source: str) -> dict:
+def parse_config(raw, source: str, lim: Limits | None = None) -> dict:
     """Check a config.json (or a module's options) and return it normalized: every
-    supported option explicit, unsupported ones refused by name."""
+    supported option explicit, unsupported ones refused by name; with `lim` (the weights
+    read), sizes bounded by the weights present."""
+    dim = lim.dim() if lim else None
+    count = lim.count() if lim else None
     if not isinstance(raw, dict):
         raise _bad(source, "config is not a JSON object", "{\"framework\": \"ncps\", ...}", "rewrite config.json")
     if raw.get("framework") != FRAMEWORK:
@@ -101,7 +112,7 @@ def parse_config(raw, source: str) -> dict:
     if raw.get("mixed_memory", False):
         raise _bad(source, "unsupported config option mixed_memory=true", "mixed_memory false",
                    "export a model trained without the LSTM memory cell")
-    cfg = {"framework": FRAMEWORK, "class": cls, "input_size": _int(raw, "input_size", source)}
+    cfg = {"framework": FRAMEWORK, "class": cls, "input_size": _int(raw, "input_size", source, limit=dim)}
     units = raw.get("units")
     if isinstance(units, dict):
         wiring = units.get("wiring")
@@ -112,15 +123,19 @@ def parse_config(raw, source: str) -> dict:
             if k not in ("wiring", "units", "output_size", "sparsity_level", "seed"):
                 raise _bad(source, f"unsupported config option 'units.{k}'",
                            "wiring, units, output_size, sparsity_level, seed", f"remove units.{k}")
-        U = _int(units, "units", source)
-        O = _int(units, "output_size", source)
+        U = _int(units, "units", source, limit=dim)
+        O = _int(units, "output_size", source, limit=dim)
         if U is None or O is None or O >= U - 2:
             raise _bad(source, f"AutoNCP units={U} output_size={O}", "output_size < units - 2",
                        "fix units in config.json")
-        cfg["units"] = {"wiring": "AutoNCP", "units": U, "output_size": O,
-                        "sparsity_level": units.get("sparsity_level", 0.5), "seed": units.get("seed", 22222)}
+        sparsity = units.get("sparsity_level", 0.5)
+        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+            raise _bad(source, f"config option units.sparsity_level={_checkpoint.json_text(sparsity)}",
+                       "a number in [0, 1)", "fix units.sparsity_level")
+        cfg["units"] = {"wiring": "AutoNCP", "units": U, "output_size": O, "sparsity_level": sparsity,
+                        "seed": _int(units, "seed", source, 22222, minimum=0)}
     else:
-        cfg["units"] = _int(raw, "units", source)
+        cfg["units"] = _int(raw, "units", source, limit=dim)
         if cfg["units"] is None:
             raise _bad(source, "config has no units", "an integer or {\"wiring\": \"AutoNCP\", ...}", "add units")
     if cfg["input_size"] is None:
@@ -142,18 +157,19 @@ def parse_config(raw, source: str) -> dict:
             if act not in CFC_ACTIVATIONS:
                 raise _bad(source, f"unsupported config option activation={act!r}", " or ".join(CFC_ACTIVATIONS),
                            "train with the default lecun_tanh backbone activation")
-            cfg.update(activation=act, backbone_units=_int(raw, "backbone_units", source, 128),
-                       backbone_layers=_int(raw, "backbone_layers", source, 1, minimum=0))
-        cfg["proj_size"] = _int(raw, "proj_size", source)
+            cfg.update(activation=act, backbone_units=_int(raw, "backbone_units", source, 128, limit=dim),
+                       backbone_layers=_int(raw, "backbone_layers", source, 1, minimum=0, limit=count))
+        cfg["proj_size"] = _int(raw, "proj_size", source, limit=dim)
     else:
         for k in ("input_mapping", "output_mapping"):
             m = raw.get(k, "affine")
             if m not in MAPPINGS:
                 raise _bad(source, f"unsupported config option {k}={m!r}", " or ".join(MAPPINGS), f"fix {k}")
             cfg[k] = m
-        cfg["ode_unfolds"] = _int(raw, "ode_unfolds", source, 6)
+        cfg["ode_unfolds"] = _int(raw, "ode_unfolds", source, 6,
+                                  limit=(MAX_ODE_UNFOLDS, "solver sub-steps per input step; ncps' default is 6"))
         eps = raw.get("epsilon", 1e-8)
-        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps < 0:
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 <= eps < float("inf"):
             raise _bad(source, f"config option epsilon={eps!r}", "a number >= 0", "fix epsilon")
         cfg["epsilon"] = float(eps)
         ipc = raw.get("implicit_param_constraints", True)
@@ -279,11 +295,8 @@ def _is_ncps_dir(path: Path, cls: str | None) -> bool:
     cfg = path / "config.json"
     if not cfg.is_file():   # an ncps weights file with no config: claim it, to say what is missing
         return cls == "CfC" and any((path / f).is_file() for f in WEIGHT_FILES)
-    try:
-        raw = json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-        return False
-    if not isinstance(raw, dict) or raw.get("framework") != FRAMEWORK:
+    raw = _checkpoint.peek_config(cfg)
+    if raw is None or raw.get("framework") != FRAMEWORK:
         return False
     return raw.get("class") == "LTC" if cls == "LTC" else raw.get("class") != "LTC"
 
@@ -296,23 +309,13 @@ def read_ncps_dir(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
                            expected="config.json with {\"framework\": \"ncps\", \"class\": \"CfC\"|\"LTC\", ...} "
                                     "beside the weights",
                            fix="write config.json as docs/cfc.md describes")
-    cfg = parse_config(read_config(path), str(path / "config.json"))
+    raw = read_config(path)
     for name in WEIGHT_FILES:
         f = path / name
-        if not f.is_file():
-            continue
-        if name.endswith(".safetensors"):
-            from safetensors import SafetensorError
-            from safetensors.torch import load_file
-            try:
-                sd = load_file(str(f))
-            except (SafetensorError, OSError) as e:
-                raise EdgekitError(f"'{f}' is not a readable safetensors file ({e})",
-                                   fix="the file is truncated or corrupt; save it again") from None
-        else:
-            from edgekit.models.rwkv7 import load_torch_checkpoint
-            sd = load_torch_checkpoint(f)
-        return cfg, sd
+        if f.is_file():
+            sd = _checkpoint.read_tensors(f)     # checked: plain dense tensors within the file's size, finite
+            return parse_config(raw, str(path / "config.json"), Limits.of(sd, str(f))), sd
+    parse_config(raw, str(path / "config.json"))         # a bad config is named before missing weights
     raise EdgekitError(f"model directory '{path}' has no weights",
                        expected=" or ".join(WEIGHT_FILES),
                        fix="save module.state_dict() with safetensors.torch.save_file as model.safetensors")
@@ -451,6 +454,10 @@ class _NcpsModel(RecurrentModel):
         return _is_ncps_dir(Path(path), cls.ncps_class)
 
     @classmethod
+    def weight_files(cls, path) -> list[Path]:
+        return [f for f in (Path(path) / n for n in WEIGHT_FILES) if f.is_file()][:1]
+
+    @classmethod
     def from_pretrained(cls, path) -> RecurrentModel:
         cfg, sd = read_ncps_dir(Path(path))
         return _build(cfg, sd, str(path))
@@ -483,6 +490,7 @@ class _NcpsModel(RecurrentModel):
         raw = module_config(obj)
         if raw is None:
             return None
+        _checkpoint.check_finite(obj.state_dict(), f"ncps.torch.{raw['class']} module")
         return _build(parse_config(raw, f"ncps.torch.{raw['class']} module"),
                       dict(obj.state_dict()), f"ncps.torch.{raw['class']} module")
 

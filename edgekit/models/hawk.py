@@ -53,9 +53,11 @@ from torch import nn
 
 import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
-from edgekit.models import hf
+from edgekit.models import _checkpoint, hf
+from edgekit.models._checkpoint import Limits, config_bool, config_dict, config_float, config_int
 from edgekit.models.base import RecurrentModel, StateSpec, register_arch
 from edgekit.models.layers import Linear, RMSNorm, add_rms_norm   # RMSNorm weights: 1 + the checkpoint's (folded at load)
+from edgekit.units import human_bytes
 
 edgekit_ops = torch.ops.edgekit   # the custom ops (edgekit/ops/): the math of each recurrence
 
@@ -104,57 +106,76 @@ class GriffinConfig:
         return float(torch.tensor(self.hidden_size ** 0.5, dtype=torch.bfloat16))
 
     @classmethod
-    def from_hf(cls, c: dict, source: str) -> "GriffinConfig":
-        def need(key):
-            if key not in c:
-                raise EdgekitError(f"config '{source}' has no '{key}'",
-                                   expected="a RecurrentGemma config.json (save_pretrained)",
-                                   fix="restore the config.json written with the weights")
-            return c[key]
-
+    def from_hf(cls, c: dict, source: str, lim: Limits) -> "GriffinConfig":
+        """From config.json, every option checked by name; sizes bounded by the weights
+        present (`lim`), the attention window by the state it would allocate."""
         def unsupported(option, value, expected):
-            raise EdgekitError(f"config '{source}' sets {option} = {value!r}, which edgekit does not support",
+            raise EdgekitError(f"config '{source}' sets {option} = {_checkpoint.json_text(value)}, which edgekit "
+                               "does not support",
                                expected=expected, fix="convert the model to a supported configuration")
 
-        hidden = int(need("hidden_size"))
-        heads = int(c.get("num_attention_heads", 10))
-        kv = c.get("num_key_value_heads") or heads
-        lru = c.get("lru_width") or hidden
-        L = int(need("num_hidden_layers"))
-        blocks = list(c.get("block_types") or ("recurrent", "recurrent", "attention"))
+        def size(key, default=_checkpoint.REQUIRED):    # a dimension: no larger than the largest weight
+            return config_int(c, key, source, default, limit=lim.dim())
+
+        hidden = size("hidden_size")
+        heads = size("num_attention_heads", 10)
+        kv = size("num_key_value_heads", heads)            # null: one key/value head per query head
+        lru = size("lru_width", hidden)
+        L = config_int(c, "num_hidden_layers", source, limit=lim.count())
+        blocks = c.get("block_types") or ["recurrent", "recurrent", "attention"]
+        if not isinstance(blocks, list):
+            raise EdgekitError(f"config '{source}' has block_types = {_checkpoint.json_text(blocks)}",
+                               expected="a list of 'recurrent' / 'attention'", fix="restore the original config.json")
         for b in blocks:
             if b not in BLOCK_TYPES:
                 unsupported("block_types", b, "'recurrent' or 'attention' blocks")
-        rope = dict(c.get("rope_parameters") or c.get("rope_scaling") or {})
+        rope = config_dict(c, "rope_parameters", source) or config_dict(c, "rope_scaling", source)
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         if rope_type != "default":
             unsupported("rope_parameters.rope_type", rope_type, "'default' (plain RoPE)")
         act = c.get("hidden_activation", "gelu_pytorch_tanh")
-        if act not in ACTIVATIONS:
+        if not isinstance(act, str) or act not in ACTIVATIONS:
             unsupported("hidden_activation", act, " or ".join(ACTIVATIONS))
-        if heads <= 0 or hidden % heads:
+        if hidden % heads:
             unsupported("num_attention_heads", heads, f"a divisor of hidden_size {hidden}")
-        if kv <= 0 or heads % kv:
+        if heads % kv:
             unsupported("num_key_value_heads", kv, f"a divisor of num_attention_heads {heads}")
         if lru % heads:
             unsupported("lru_width", lru, f"a multiple of num_attention_heads {heads}")
-        if int(c.get("conv1d_width", 4)) < 1:
-            unsupported("conv1d_width", c.get("conv1d_width"), "1 or more")
-        if int(c.get("attention_window_size", 2048)) < 1:
-            unsupported("attention_window_size", c.get("attention_window_size"), "1 or more")
-        return cls(
-            vocab_size=int(need("vocab_size")), hidden_size=hidden,
-            intermediate_size=int(c.get("intermediate_size", 3 * hidden)), num_hidden_layers=L,
-            num_attention_heads=heads, num_key_value_heads=int(kv), lru_width=int(lru),
-            conv1d_width=int(c.get("conv1d_width", 4)),
-            attention_window_size=int(c.get("attention_window_size", 2048)),
+        rotary = config_float(rope, "partial_rotary_factor", source,
+                              config_float(c, "partial_rotary_factor", source, 0.5, minimum=0, maximum=1),
+                              minimum=0, maximum=1)
+        if int(hidden // heads * rotary) % 2:
+            unsupported("partial_rotary_factor", rotary, f"a factor giving an even number of the {hidden // heads} "
+                        "head dims (RoPE rotates pairs)")
+        soft_cap = None if c.get("logits_soft_cap", 30.0) is None else \
+            config_float(c, "logits_soft_cap", source, 30.0, minimum=1e-6)      # null: no soft cap
+        cfg = cls(
+            vocab_size=size("vocab_size"), hidden_size=hidden,
+            intermediate_size=size("intermediate_size", 3 * hidden), num_hidden_layers=L,
+            num_attention_heads=heads, num_key_value_heads=kv, lru_width=lru,
+            conv1d_width=size("conv1d_width", 4),
+            attention_window_size=config_int(c, "attention_window_size", source, 2048),
             layer_types=tuple(blocks[i % len(blocks)] for i in range(L)),
-            rms_norm_eps=float(c.get("rms_norm_eps", 1e-6)),
-            logits_soft_cap=None if c.get("logits_soft_cap", 30.0) is None else float(c.get("logits_soft_cap", 30.0)),
-            rope_theta=float(rope.get("rope_theta", c.get("rope_theta", 10000.0))),
-            partial_rotary_factor=float(rope.get("partial_rotary_factor", c.get("partial_rotary_factor", 0.5))),
-            hidden_activation=act, attention_bias=bool(c.get("attention_bias", False)),
-            tie_word_embeddings=bool(c.get("tie_word_embeddings", True)))
+            rms_norm_eps=config_float(c, "rms_norm_eps", source, 1e-6, minimum=0),
+            logits_soft_cap=soft_cap,
+            rope_theta=config_float(rope, "rope_theta", source,
+                                    config_float(c, "rope_theta", source, 10000.0, minimum=1), minimum=1),
+            partial_rotary_factor=rotary,
+            hidden_activation=act, attention_bias=config_bool(c, "attention_bias", source, False),
+            tie_word_embeddings=config_bool(c, "tie_word_embeddings", source, True))
+        # The window sizes the key/value ring buffers (state) and is in no weight's shape: bound
+        # the state it allocates by the weights (or 256 MB, for small models with long windows).
+        n_attn = sum(t == "attention" for t in cfg.layer_types)
+        kv_bytes = 2 * n_attn * kv * cfg.head_dim * cfg.attention_window_size * 4
+        budget = max(lim.nbytes, 256_000_000)
+        if kv_bytes > budget:
+            raise EdgekitError(f"config '{source}' has attention_window_size = {cfg.attention_window_size:,}, "
+                               f"a key/value state of {human_bytes(kv_bytes)}",
+                               expected=f"a state of at most {human_bytes(budget)} (the larger of the "
+                                        "weights' size and 256 MB)",
+                               fix="config.json does not describe these weights (or was crafted); restore the original")
+        return cfg
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every key of a RecurrentGemmaForCausalLM safetensors file and its shape."""
@@ -388,14 +409,19 @@ class RecurrentGemma(RecurrentModel):
             any(path.glob("*.safetensors"))
 
     @classmethod
+    def weight_files(cls, path) -> list[Path]:
+        return hf.weight_files(path)
+
+    @classmethod
     def from_pretrained(cls, path) -> "RecurrentGemma":
         path = Path(path)
         raw = hf.read_config(path)
         if raw.get("model_type") != MODEL_TYPE:
-            raise EdgekitError(f"'{path / 'config.json'}' has model_type {raw.get('model_type')!r}",
+            mt = _checkpoint.json_text(raw.get("model_type"))
+            raise EdgekitError(f"'{path / 'config.json'}' has model_type {mt}",
                                expected=f"'{MODEL_TYPE}'", fix="pass a RecurrentGemma (Hawk/Griffin) directory")
-        cfg = GriffinConfig.from_hf(raw, str(path / "config.json"))
-        sd = hf.read_weights(path)
+        sd = hf.read_weights(path)           # checked: plain dense tensors within the files' sizes, finite
+        cfg = GriffinConfig.from_hf(raw, str(path / "config.json"), Limits.of(sd, str(path)))
         if cfg.tie_word_embeddings:
             sd.pop("lm_head.weight", None)
         check_shapes(sd, cfg.expected_shapes(), str(path))

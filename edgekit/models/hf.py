@@ -1,17 +1,18 @@
 """Reading Hugging Face `save_pretrained` directories: config.json + safetensors.
 
 Shared by every HF-format architecture (Mamba, Mamba-2, RecurrentGemma, BitNet). Only
-safetensors and `torch.load(weights_only=True)` are used: nothing is unpickled.
+safetensors and `torch.load(weights_only=True)` are used: nothing is unpickled. Every file
+goes through edgekit/models/_checkpoint.py, which refuses corrupt or crafted ones.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from edgekit.errors import EdgekitError
+from edgekit.models import _checkpoint
 
 
 def is_hf_dir(path: Path, model_types: tuple[str, ...] = ()) -> bool:
@@ -21,51 +22,41 @@ def is_hf_dir(path: Path, model_types: tuple[str, ...] = ()) -> bool:
         return False
     if not model_types:
         return True
-    try:
-        return json.loads(cfg.read_text()).get("model_type") in model_types
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-        return False
+    raw = _checkpoint.peek_config(cfg)
+    return raw is not None and raw.get("model_type") in model_types
 
 
 def read_config(path: Path) -> dict:
+    """config.json of a model directory, as a JSON object (anything else is refused)."""
     path = Path(path)
     cfg = path / "config.json"
     if not cfg.is_file():
         raise EdgekitError(f"model directory '{path}' has no config.json",
                            expected="a Hugging Face save_pretrained directory (config.json + *.safetensors)",
                            fix="pass the directory written by save_pretrained, with its config.json")
-    try:
-        return json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgekitError(f"'{cfg}' is not valid JSON ({e})", fix="restore the original config.json") from None
+    return _checkpoint.read_config(cfg)
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The weight files of a directory, in the order they are read: *.safetensors (one file
+    or shards), else pytorch_model*.bin."""
+    path = Path(path)
+    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
+    if not files:
+        raise EdgekitError(f"model directory '{path}' has no weights",
+                           expected="model.safetensors (or *.safetensors shards, or pytorch_model.bin)",
+                           fix="save the model with save_pretrained, which writes model.safetensors")
+    return files
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a directory: model.safetensors, sharded *.safetensors (with or
-    without an index), or a pytorch_model.bin read with weights_only=True."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    path = Path(path)
-    files = sorted(path.glob("*.safetensors"))
-    if files:
-        sd = {}
-        for f in files:
-            try:
-                sd.update(load_file(str(f)))
-            except (SafetensorError, OSError) as e:
-                raise EdgekitError(f"'{f}' is not a readable safetensors file ({e})",
-                                   fix="the file is truncated or corrupt; download it again") from None
-        return sd
-    bins = sorted(path.glob("pytorch_model*.bin"))
-    if bins:
-        from edgekit.models.rwkv7 import load_torch_checkpoint
-        sd = {}
-        for f in bins:
-            sd.update(load_torch_checkpoint(f))
-        return sd
-    raise EdgekitError(f"model directory '{path}' has no weights",
-                       expected="model.safetensors (or *.safetensors shards, or pytorch_model.bin)",
-                       fix="save the model with save_pretrained, which writes model.safetensors")
+    without an index), or a pytorch_model.bin read with weights_only=True; each file
+    checked (plain dense tensors within its size, finite)."""
+    sd = {}
+    for f in weight_files(path):
+        sd.update(_checkpoint.read_tensors(f))
+    return sd
 
 
 def tokenizer_file(path: Path) -> Path | None:

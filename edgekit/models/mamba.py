@@ -54,7 +54,8 @@ from torch import nn
 
 import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
-from edgekit.models import hf
+from edgekit.models import _checkpoint, hf
+from edgekit.models._checkpoint import Limits, config_bool, config_dict, config_float, config_int
 from edgekit.models.base import RecurrentModel, StateSpec, register_arch
 from edgekit.models.layers import Linear, RMSNorm, add_rms_norm
 
@@ -69,12 +70,21 @@ def _unsupported(source: str, option: str, value, supported: str) -> EdgekitErro
                         expected=supported, fix="export a model with the standard Mamba block")
 
 
-def _int(cfg: dict, key: str, source: str, default=None) -> int:
-    v = cfg.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise EdgekitError(f"config '{source}' has {key} = {v!r}", expected="a positive integer",
-                           fix="restore the original config.json")
-    return v
+def _int(cfg: dict, key: str, source: str, lim: Limits, default=_checkpoint.REQUIRED, count=False) -> int:
+    """A size option: a positive integer no larger than the weights present can back
+    (`count`: a number of layers, bounded by the number of tensors)."""
+    return config_int(cfg, key, source, default, limit=lim.count() if count else lim.dim())
+
+
+def _expand(cfg: dict, source: str, D: int, lim: Limits) -> int:
+    """d_inner = expand * hidden_size (expand may be fractional), bounded like a size."""
+    e = config_float(cfg, "expand", source, 2, minimum=0)
+    E = int(e * D)
+    if E < 1 or E > lim.largest:
+        raise EdgekitError(f"config '{source}' has expand = {e:g}, so d_inner = {E:,}",
+                           expected=f"1 to {lim.largest:,} ({lim.dim()[1]})",
+                           fix="config.json does not describe these weights; restore the original")
+    return E
 
 
 @dataclass(frozen=True)
@@ -158,24 +168,30 @@ def _is_state_spaces(cfg: dict) -> bool:
     return "model_type" not in cfg and "d_model" in cfg and "n_layer" in cfg
 
 
+SS_LAYERS = {"Mamba1": "mamba", "Mamba2": "mamba2"}   # state-spaces ssm_cfg.layer -> architecture
+BAD_LAYER = "state-spaces config with an unknown layer"
+
+
 def _layer_kind(cfg: dict) -> str | None:
-    """'mamba' | 'mamba2' for a config.json of either format; None if it is neither."""
+    """'mamba' | 'mamba2' for a config.json of either format; BAD_LAYER for a state-spaces
+    config whose ssm_cfg.layer is neither (Mamba claims it, to say so); None otherwise."""
     if cfg.get("model_type") in ("mamba", "mamba2"):
         return cfg["model_type"]
     if _is_state_spaces(cfg):
-        layer = (cfg.get("ssm_cfg") or {}).get("layer", "Mamba1")
-        return {"Mamba1": "mamba", "Mamba2": "mamba2"}.get(layer, f"unknown layer {layer!r}")
+        ssm = cfg.get("ssm_cfg") or {}
+        layer = ssm.get("layer", "Mamba1") if isinstance(ssm, dict) else None
+        return SS_LAYERS[layer] if isinstance(layer, str) and layer in SS_LAYERS else BAD_LAYER
     return None
 
 
-def _normalize(cfg: dict, source: str) -> dict:
+def _normalize(cfg: dict, source: str, lim: Limits) -> dict:
     """A state-spaces (mamba_ssm) config.json in transformers' key names, unsupported
     options refused by name. HF configs pass through."""
     if not _is_state_spaces(cfg):
         if cfg.get("hidden_act", "silu") != "silu":
             raise _unsupported(source, "hidden_act", cfg["hidden_act"], "silu (every released Mamba)")
         return cfg
-    ssm = dict(cfg.get("ssm_cfg") or {})
+    ssm = dict(config_dict(cfg, "ssm_cfg", source))
     if not cfg.get("rms_norm", True):
         raise _unsupported(source, "rms_norm", False, "rms_norm = true (LayerNorm blocks are not supported)")
     if cfg.get("d_intermediate", 0):
@@ -187,67 +203,77 @@ def _normalize(cfg: dict, source: str) -> dict:
             raise _unsupported(source, "ssm_cfg.rmsnorm", False, "true (the gated RMSNorm)")
         if ssm.get("norm_before_gate", False):
             raise _unsupported(source, "ssm_cfg.norm_before_gate", True, "false (gate, then norm)")
-    vocab = _int(cfg, "vocab_size", source)
-    pad = cfg.get("pad_vocab_size_multiple", 8)
+    vocab = _int(cfg, "vocab_size", source, lim)
+    pad = _int(cfg, "pad_vocab_size_multiple", source, lim, 8)
     vocab = -(-vocab // pad) * pad
-    d_model, expand = _int(cfg, "d_model", source), ssm.get("expand", 2)
-    out = {"vocab_size": vocab, "hidden_size": d_model, "num_hidden_layers": cfg["n_layer"],
-           "conv_kernel": ssm.get("d_conv", 4), "expand": expand, "layer_norm_epsilon": 1e-5,
-           "use_bias": ssm.get("bias", False), "use_conv_bias": ssm.get("conv_bias", True),
-           "tie_word_embeddings": cfg.get("tie_embeddings", True)}
+    d_model = _int(cfg, "d_model", source, lim)
+    expand = config_float(ssm, "expand", source, 2, minimum=0)
+    out = {"vocab_size": vocab, "hidden_size": d_model,
+           "num_hidden_layers": _int(cfg, "n_layer", source, lim, count=True),
+           "conv_kernel": _int(ssm, "d_conv", source, lim, 4), "expand": expand, "layer_norm_epsilon": 1e-5,
+           "use_bias": config_bool(ssm, "bias", source, False),
+           "use_conv_bias": config_bool(ssm, "conv_bias", source, True),
+           "tie_word_embeddings": config_bool(cfg, "tie_embeddings", source, True)}
     if ssm.get("layer", "Mamba1") == "Mamba2":
-        head_dim = ssm.get("headdim", 64)
-        out.update(state_size=ssm.get("d_state", 128), head_dim=head_dim,
-                   num_heads=expand * d_model // head_dim, n_groups=ssm.get("ngroups", 1),
-                   time_step_limit=list(ssm.get("dt_limit", (0.0, math.inf))))
+        head_dim = _int(ssm, "headdim", source, lim, 64)
+        out.update(state_size=_int(ssm, "d_state", source, lim, 128), head_dim=head_dim,
+                   num_heads=max(1, int(expand * d_model) // head_dim), n_groups=_int(ssm, "ngroups", source, lim, 1),
+                   time_step_limit=ssm.get("dt_limit", (0.0, math.inf)))
     else:
-        out.update(state_size=ssm.get("d_state", 16), time_step_rank=ssm.get("dt_rank", "auto"))
+        out.update(state_size=_int(ssm, "d_state", source, lim, 16), time_step_rank=ssm.get("dt_rank", "auto"))
     return out
 
 
-def _mamba_config(cfg: dict, source: str) -> MambaConfig:
-    D = _int(cfg, "hidden_size", source)
+def _mamba_config(cfg: dict, source: str, lim: Limits) -> MambaConfig:
+    D = _int(cfg, "hidden_size", source, lim)
     rank = cfg.get("time_step_rank", "auto")
     return MambaConfig(
-        vocab_size=_int(cfg, "vocab_size", source), d_model=D,
-        n_layer=_int(cfg, "num_hidden_layers", source), d_state=_int(cfg, "state_size", source, 16),
-        d_conv=_int(cfg, "conv_kernel", source, 4), d_inner=int(cfg.get("expand", 2) * D),
-        dt_rank=math.ceil(D / 16) if rank == "auto" else _int(cfg, "time_step_rank", source),
-        norm_eps=float(cfg.get("layer_norm_epsilon", 1e-5)), use_bias=bool(cfg.get("use_bias", False)),
-        use_conv_bias=bool(cfg.get("use_conv_bias", True)),
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", True)))
+        vocab_size=_int(cfg, "vocab_size", source, lim), d_model=D,
+        n_layer=_int(cfg, "num_hidden_layers", source, lim, count=True),
+        d_state=_int(cfg, "state_size", source, lim, 16),
+        d_conv=_int(cfg, "conv_kernel", source, lim, 4), d_inner=_expand(cfg, source, D, lim),
+        dt_rank=math.ceil(D / 16) if rank == "auto" else _int(cfg, "time_step_rank", source, lim),
+        norm_eps=config_float(cfg, "layer_norm_epsilon", source, 1e-5, minimum=0),
+        use_bias=config_bool(cfg, "use_bias", source, False),
+        use_conv_bias=config_bool(cfg, "use_conv_bias", source, True),
+        tie_embeddings=config_bool(cfg, "tie_word_embeddings", source, True))
 
 
-def _mamba2_config(cfg: dict, source: str) -> Mamba2Config:
-    D = _int(cfg, "hidden_size", source)
-    E = int(cfg.get("expand", 2) * D)
-    H, P = _int(cfg, "num_heads", source, 128), _int(cfg, "head_dim", source, 64)
-    G = _int(cfg, "n_groups", source, 8)
+def _mamba2_config(cfg: dict, source: str, lim: Limits) -> Mamba2Config:
+    D = _int(cfg, "hidden_size", source, lim)
+    E = _expand(cfg, source, D, lim)
+    H, P = _int(cfg, "num_heads", source, lim, 128), _int(cfg, "head_dim", source, lim, 64)
+    G = _int(cfg, "n_groups", source, lim, 8)
     if H * P != E:
         raise EdgekitError(f"config '{source}' has num_heads * head_dim = {H} * {P} = {H * P}",
                            expected=f"expand * hidden_size = {E}", fix="restore the original config.json")
     if H % G:
         raise EdgekitError(f"config '{source}' has n_groups = {G}", expected=f"a divisor of num_heads = {H}",
                            fix="restore the original config.json")
-    lim = cfg.get("time_step_limit", (0.0, math.inf))
+    limit = cfg.get("time_step_limit", (0.0, math.inf))
     try:   # transformers 5 writes inf as {"__float__": "Infinity"}; older versions as Infinity
-        lo, hi = (float(v["__float__"] if isinstance(v, dict) else v) for v in lim)
+        lo, hi = (float(v["__float__"] if isinstance(v, dict) else v) for v in limit)
+        if isinstance(limit, (str, dict)) or not 0 <= lo <= hi or math.isnan(hi):
+            raise ValueError
     except (TypeError, ValueError, KeyError):
-        raise EdgekitError(f"config '{source}' has time_step_limit = {lim!r}",
-                           expected="two numbers [min, max]", fix="restore the original config.json") from None
+        raise EdgekitError(f"config '{source}' has time_step_limit = {_checkpoint.json_text(limit)}",
+                           expected="two numbers [min, max], 0 <= min <= max",
+                           fix="restore the original config.json") from None
     return Mamba2Config(
-        vocab_size=_int(cfg, "vocab_size", source), d_model=D,
-        n_layer=_int(cfg, "num_hidden_layers", source), d_state=_int(cfg, "state_size", source, 128),
-        d_conv=_int(cfg, "conv_kernel", source, 4), d_inner=E, n_heads=H, head_dim=P, n_groups=G,
-        norm_eps=float(cfg.get("layer_norm_epsilon", 1e-5)), use_bias=bool(cfg.get("use_bias", False)),
-        use_conv_bias=bool(cfg.get("use_conv_bias", True)),
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)), dt_limit=(lo, hi))
+        vocab_size=_int(cfg, "vocab_size", source, lim), d_model=D,
+        n_layer=_int(cfg, "num_hidden_layers", source, lim, count=True),
+        d_state=_int(cfg, "state_size", source, lim, 128),
+        d_conv=_int(cfg, "conv_kernel", source, lim, 4), d_inner=E, n_heads=H, head_dim=P, n_groups=G,
+        norm_eps=config_float(cfg, "layer_norm_epsilon", source, 1e-5, minimum=0),
+        use_bias=config_bool(cfg, "use_bias", source, False),
+        use_conv_bias=config_bool(cfg, "use_conv_bias", source, True),
+        tie_embeddings=config_bool(cfg, "tie_word_embeddings", source, False), dt_limit=(lo, hi))
 
 
 # ---- checkpoint reading --------------------------------------------------------------
-def _weights(path: Path, cfg, source: str) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+def _weights(sd: dict[str, torch.Tensor], cfg, source: str) -> tuple[dict[str, torch.Tensor], torch.Tensor,
+                                                                       torch.Tensor]:
     """(layer weights, embedding (V, D), head (V, D)), in fp32, shapes checked against cfg."""
-    sd = hf.read_weights(path)
     emb_key = next((k for k in (f"{PREFIX}embeddings.weight", f"{PREFIX}embedding.weight") if k in sd), None)
     if emb_key is None:
         raise EdgekitError(f"checkpoint '{source}' has no key '{PREFIX}embeddings.weight'",
@@ -383,18 +409,31 @@ class _MambaBase(RecurrentModel):
 
     @classmethod
     def detect(cls, path: Path) -> bool:
-        return cls._kind(path) == cls.arch
+        kind = cls._kind(path)
+        return kind == cls.arch or (kind == BAD_LAYER and cls.arch == "mamba")
+
+    @classmethod
+    def weight_files(cls, path) -> list[Path]:
+        return hf.weight_files(path)
 
     @classmethod
     def from_pretrained(cls, path) -> "_MambaBase":
         path = Path(path)
         raw = hf.read_config(path)
         kind = _layer_kind(raw)
+        if kind == BAD_LAYER:
+            src = str(path / "config.json")
+            layer = config_dict(raw, "ssm_cfg", src).get("layer")
+            raise EdgekitError(f"config '{src}' has ssm_cfg.layer = {_checkpoint.json_text(layer)}",
+                               expected=" or ".join(f'"{k}"' for k in SS_LAYERS),
+                               fix="restore the original config.json")
         if kind != cls.arch:
             raise EdgekitError(f"config '{path / 'config.json'}' describes a {kind} model",
                                expected=cls.arch, fix="pass a directory of this architecture")
-        config = cls._config(_normalize(raw, str(path / "config.json")), str(path / "config.json"))
-        weights, emb, head = _weights(path, config, str(path))
+        sd = hf.read_weights(path)           # checked: plain dense tensors within the files' sizes, finite
+        lim, src = Limits.of(sd, str(path)), str(path / "config.json")
+        config = cls._config(_normalize(raw, src, lim), src, lim)
+        weights, emb, head = _weights(sd, config, str(path))
         model = cls(config)
         model._load(config, weights, emb, head)
         model.tokenizer_file = hf.tokenizer_file(path)
@@ -453,8 +492,8 @@ class Mamba(_MambaBase):
         return _Mixer(cfg)
 
     @staticmethod
-    def _config(cfg: dict, source: str) -> MambaConfig:
-        return _mamba_config(cfg, source)
+    def _config(cfg: dict, source: str, lim: Limits) -> MambaConfig:
+        return _mamba_config(cfg, source, lim)
 
     def state_spec(self, batch: int = 1) -> list[StateSpec]:
         c = self.cfg
@@ -492,8 +531,8 @@ class Mamba2(_MambaBase):
         return _Mixer2(cfg)
 
     @staticmethod
-    def _config(cfg: dict, source: str) -> Mamba2Config:
-        return _mamba2_config(cfg, source)
+    def _config(cfg: dict, source: str, lim: Limits) -> Mamba2Config:
+        return _mamba2_config(cfg, source, lim)
 
     def state_spec(self, batch: int = 1) -> list[StateSpec]:
         c = self.cfg

@@ -32,6 +32,7 @@ from torch import nn
 
 import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
+from edgekit.models import _checkpoint
 from edgekit.models.base import RecurrentModel, StateSpec, TokenizerRef, register_arch
 from edgekit.models.layers import Linear
 
@@ -103,6 +104,10 @@ class RWKV7Config:
                                    expected="a 2-D tensor", fix="the file is corrupt or not an RWKV-7 checkpoint")
         V, C = sd["emb.weight"].shape
         H, N = sd["blocks.0.att.r_k"].shape
+        if min(V, C, H, N) == 0 or H * N != C:
+            raise EdgekitError(f"checkpoint '{source}' has emb.weight ({V}, {C}) and blocks.0.att.r_k ({H}, {N})",
+                               expected="non-empty tensors with heads x head size = width (r_k is (C / N, N))",
+                               fix="the file is corrupt or not an RWKV-7 checkpoint")
         layers = set()
         for k in sd:
             if k.startswith("blocks."):
@@ -111,39 +116,16 @@ class RWKV7Config:
                     raise EdgekitError(f"checkpoint '{source}' has a key '{k}' with no layer index",
                                        expected="blocks.<int>.<name>", fix="the file is not a BlinkDL RWKV-7 checkpoint")
                 layers.add(int(idx))
+        if max(layers) >= len(sd):      # every layer holds tensors: a larger index is no layer of this file
+            raise EdgekitError(f"checkpoint '{source}' has a key for layer {max(layers):,}",
+                               expected=f"layer indices below the {len(sd):,} tensors the file holds",
+                               fix="the file is corrupt or crafted; use the original checkpoint")
         d_mv = sd["blocks.1.att.v1"].shape[1] if "blocks.1.att.v1" in sd else \
             cls.default_lora(C)["d_mv"]
         return cls(vocab_size=V, n_embd=C, n_layer=max(layers) + 1, head_size=N,
                    d_decay=sd["blocks.0.att.w1"].shape[1], d_aaa=sd["blocks.0.att.a1"].shape[1],
                    d_mv=d_mv, d_gate=sd["blocks.0.att.g1"].shape[1],
                    d_ffn=sd["blocks.0.ffn.key.weight"].shape[0])
-
-
-def load_torch_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """torch.load with weights_only=True: a file that carries pickled code is refused."""
-    import pickle
-    import zipfile
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as e:
-        text = str(e)
-        if "GLOBAL" in text or "global" in text.split("|")[-1]:
-            name = text.split("GLOBAL", 1)[1].split()[0] if "GLOBAL" in text else "an object"
-            raise EdgekitError(f"'{path}' contains pickled code ({name}), which edgekit will not run",
-                               expected="a plain tensor state_dict",
-                               fix="re-save the weights with torch.save(model.state_dict()) or as safetensors") from None
-        raise EdgekitError(f"'{path}' is not a PyTorch checkpoint (its pickle stream is not a state_dict)",
-                           fix="pass a .pth written by torch.save") from None
-    except Exception as e:  # torch.load raises many types for non-checkpoints (KeyError, EOFError, ...)
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise EdgekitError(f"'{path}' is not a readable PyTorch checkpoint ({first})",
-                           fix="pass a complete .pth written by torch.save; re-download it if it is truncated") from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise EdgekitError(f"'{path}' does not hold a state_dict of tensors",
-                           fix="pass a checkpoint written by torch.save(model.state_dict())")
-    return sd
 
 
 def _shape_ok(got: tuple, exp: tuple) -> bool:
@@ -243,7 +225,10 @@ class RWKV7(RecurrentModel):
         """The RWKV World vocabulary (shipped with the `rwkv` package) for the released vocab
         size; None otherwise."""
         from edgekit.tokenizer import WORLD_VOCAB
-        return TokenizerRef(WORLD_VOCAB) if self.cfg.vocab_size == 65536 else None
+        if self.cfg.vocab_size == 65536:
+            return TokenizerRef(WORLD_VOCAB)
+        f = getattr(self, "tokenizer_file", None)       # a tokenizer.json beside the .pth
+        return TokenizerRef(f.name, f) if f is not None else None
 
     def step(self, x, state):
         """tokens (B,) int64 -> logits (B, V)."""
@@ -315,11 +300,13 @@ class RWKV7(RecurrentModel):
     @classmethod
     def from_pretrained(cls, path) -> "RWKV7":
         path = Path(path)
-        sd = load_torch_checkpoint(path)
+        sd = _checkpoint.read_tensors(path)        # plain dense tensors within the file's size, finite
         cfg = RWKV7Config.from_state_dict(sd, str(path))
         check_state_dict(sd, cfg.expected_shapes(), str(path))
         model = cls(cfg)
         model.load_blink_state_dict(sd)
+        beside = path.parent / "tokenizer.json"           # e.g. a byte-level model's tokenizer
+        model.tokenizer_file = beside if cfg.vocab_size != 65536 and beside.is_file() else None
         return model.eval().requires_grad_(False)
 
     @classmethod
