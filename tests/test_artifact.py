@@ -113,7 +113,7 @@ def test_cli_and_session_choices_come_from_the_registry():
     from edgekit.cli.export import FORMAT_CHOICES
     from edgekit.runtimes.session import BACKENDS
     assert set(FORMAT_CHOICES) == set(formats.FORMATS) | {"both"}
-    assert set(BACKENDS) == {f.backend for f in formats.FORMATS.values()} | {"torch"}
+    assert set(BACKENDS) == {f.backend for f in (*formats.FORMATS.values(), *formats.RUNS_CHECKPOINTS)}
     for f in formats.FORMATS.values():
         assert formats.by_suffix(f"x/{f.file}") is f and formats.by_backend(f.backend) is f
     with pytest.raises(EdgekitError, match="unknown backend 'tensorrt'"):

@@ -126,3 +126,37 @@ def test_eval_refuses_what_it_cannot_measure(tiny_models, tmp_path):
     tok.save(str(tmp_path / "lossy.json"))
     assert_clean_failure(run_cli("eval", folder, "--max-bytes", 100, "--tokenizer", tmp_path / "lossy.json"),
                          "cannot encode text bytes losslessly")
+
+
+BUNDLED = REPO / "edgekit" / "bundled" / "hawk-stdlib"
+
+
+@pytest.fixture(scope="module")
+def bundled_export(tmp_path_factory):
+    from edgekit.export import export
+    out = tmp_path_factory.mktemp("bundled")
+    export(BUNDLED, out, formats=("onnx", "pte"))
+    return out
+
+
+def test_the_bundled_model_gives_the_same_greedy_bytes_everywhere(bundled_export):
+    """The bundled trained model loads from its real save_pretrained folder, exports, and
+    continues a Python prompt with identical greedy tokens in torch, ORT and ExecuTorch."""
+    got = {}
+    for name, src in (("torch", BUNDLED), ("onnx", bundled_export / "model.onnx"),
+                      ("pte", bundled_export / "model.pte")):
+        r = run_cli("run", src, "--prompt", "def fibonacci(n):\n", "--steps", 48, "--json")
+        assert r.returncode == 0, r.stderr
+        got[name] = json.loads(r.stdout)["tokens"]
+    assert got["torch"] == got["onnx"] == got["pte"], got
+
+
+def test_the_bundled_model_keeps_its_committed_quality(bundled_export):
+    """Held-out bits per byte of the exported model on the committed subset (the first 32 kB
+    of the held-out split) matches eval.json within 1%."""
+    quality = json.loads((BUNDLED / "eval.json").read_text())["subset_32k"]
+    r = run_cli("eval", bundled_export / "model.onnx", "--max-bytes", 32768, "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert abs(got["bits_per_byte"] - quality["bits_per_byte"]) < 0.01 * quality["bits_per_byte"], (got, quality)
+    assert got["compressors"] == pytest.approx(quality["compressors"], rel=1e-9)

@@ -87,7 +87,7 @@ def bench_cmd(
     steps: int = typer.Option(256, "--steps", help="timed steps"),
     warmup: int = typer.Option(16, "--warmup", help="steps run before timing starts"),
     as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object"),
-    backend: str = typer.Option(None, "--backend", help="onnxruntime | executorch | torch (default: from the file)",
+    backend: str = typer.Option(None, "--backend", help="onnxruntime | executorch | torch | cuda (default: from the file)",
                                 show_default=False),
     threads: int = typer.Option(None, "--threads", help="CPU threads (default: the runtime's choice)",
                                 show_default=False),

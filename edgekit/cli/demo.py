@@ -1,5 +1,9 @@
 """`edgekit demo`: the whole path on bundled small models.
 
+0. the bundled trained model (edgekit/bundled/hawk-stdlib: a byte-level Hawk trained on the
+   Python standard library by scripts/train_tiny.py) continues a Python prompt in ONNX
+   Runtime and ExecuTorch, with its held-out bits per byte beside gzip/xz/zstd, and a plot
+   of resident memory against tokens next to a transformer's growing KV cache,
 1. writes the demo RWKV-7 (scripts/make_demo_model.py: deterministic, BlinkDL format),
 2. exports it to ONNX and ExecuTorch with the fused op (progress bar),
 3. streams 64 tokens through torch, ONNX Runtime and ExecuTorch, and shows per-token
@@ -19,6 +23,8 @@ from rich.table import Table
 
 
 PROMPT = "The Eiffel Tower is in"
+CODE_PROMPT = "def fibonacci(n):\n"
+BUNDLED = Path(__file__).resolve().parents[1] / "bundled" / "hawk-stdlib"
 
 
 # The demo RWKV-7: World vocabulary size, C=256, 2 layers, head size 64; random weights
@@ -49,6 +55,7 @@ def demo_cmd(
     out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="where the demo writes its files"),
     tokens: int = typer.Option(64, "--tokens", help="tokens to stream per backend"),
     neuro: bool = typer.Option(True, "--neuro/--no-neuro", metavar="", help="also run the spiking-network demo"),
+    memory_tokens: int = typer.Option(20000, "--memory-tokens", help="tokens of the memory plot (0: skip it)"),
 ) -> None:
     """Run everything on bundled small models."""
     from edgekit.cli.export import export_to_dir
@@ -59,6 +66,8 @@ def demo_cmd(
 
     from edgekit.units import human_bytes
     con = Console()
+    if BUNDLED.is_dir():
+        _bundled_demo(con, out, tokens, memory_tokens)
     con.rule("[bold]edgekit demo: RWKV-7 → ONNX + ExecuTorch, streamed")
     ckpt = make_demo_model(out / "rwkv7-demo.pth")
     con.print(f"demo model: {ckpt} (random weights, BlinkDL format, vocab 65536, C=256, L=2)")
@@ -89,3 +98,56 @@ def demo_cmd(
         from edgekit.neuro.demo import run_digits_demo
         con.rule("[bold]edgekit demo: LIF spiking network → Loihi-2 fixed point")
         run_digits_demo(con, out / "neuro")
+
+
+def _bundled_demo(con: Console, out: Path, tokens: int, memory_tokens: int) -> None:
+    """The bundled trained model, exported and continuing a Python prompt in both runtimes."""
+    import json
+
+    from edgekit.cli.export import export_to_dir
+    from edgekit.runtimes.session import StreamingSession
+    from edgekit.units import human_bytes
+    train = json.loads((BUNDLED / "train.json").read_text())
+    quality = json.loads((BUNDLED / "eval.json").read_text())
+    con.rule("[bold]edgekit demo: a trained byte-level Hawk → ONNX + ExecuTorch")
+    con.print(f"bundled model: {BUNDLED.name}, {train['parameters']:,} parameters, trained "
+              f"{train['train_minutes']:.0f} min on this CPU on the Python standard library (scripts/train_tiny.py)",
+              markup=False)
+    manifest = export_to_dir(BUNDLED, out / "hawk", ("onnx", "pte"), "fused", "buffers", 1, con)
+    table = Table(title=f"{tokens} bytes generated after {CODE_PROMPT.strip()!s}")
+    for col in ("backend", "ms / token (median)", "state", "file", "same bytes as ONNX Runtime"):
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    ref, text = None, ""
+    for label, fmt in (("onnxruntime", "onnx"), ("executorch", "pte")):
+        entry = manifest.artifacts[fmt]
+        sess = StreamingSession(out / "hawk" / entry.file)
+        toks, ms = _stream(sess, sess.tokenizer.encode(CODE_PROMPT), tokens)
+        if ref is None:
+            ref, text = toks, sess.tokenizer.decode(toks)
+        table.add_row(label, f"{ms:.2f}", human_bytes(sess.state_bytes), human_bytes(entry.bytes),
+                      "[green]yes[/green]" if toks == ref else "[red]NO[/red]")
+    con.print(table)
+    con.print(CODE_PROMPT + text, markup=False, highlight=False)
+    q = Table(title=f"held-out bits per byte ({quality['files']} stdlib files, {quality['bytes']:,} bytes; "
+                    "edgekit eval)")
+    q.add_column("model / compressor")
+    q.add_column("bits per byte", justify="right")
+    q.add_row(f"hawk-stdlib ({quality['backend']})", f"{quality['bits_per_byte']:.3f}")
+    for name, v in quality["compressors"].items():
+        q.add_row(name, f"{v:.3f}")
+    con.print(q)
+    if memory_tokens > 0:
+        import sys
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+        try:
+            import memory_vs_kv
+        finally:
+            sys.path.pop(0)
+        con.print(f"resident memory over {memory_tokens:,} tokens: edgekit vs a transformer's KV cache …")
+        res = memory_vs_kv.run(out / "hawk" / "model.onnx", memory_tokens, max(memory_tokens // 40, 1))
+        memory_vs_kv.plot(res, out / "memory_vs_kv.png", f"resident memory over {memory_tokens:,} tokens")
+        for name, samples in res.items():
+            con.print(f"  {name}: {samples[0][1]:.0f} → {samples[-1][1]:.0f} MB, "
+                      f"{memory_vs_kv.slope_mb_per_1k(samples):+.3f} MB per 1,000 tokens", markup=False)
+        con.print(f"  plot: {out / 'memory_vs_kv.png'}")
+

@@ -19,7 +19,7 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", metavar="", help="print one JSON object"),
     tokenizer: Path = typer.Option(None, "--tokenizer", help="a tokenizer.json, for models exported without one",
                                    show_default=False),
-    backend: str = typer.Option(None, "--backend", help="onnxruntime | executorch | torch (default: from the file)",
+    backend: str = typer.Option(None, "--backend", help="onnxruntime | executorch | torch | cuda (default: from the file)",
                                 show_default=False),
     threads: int = typer.Option(None, "--threads", help="CPU threads (default: the runtime's choice)",
                                 show_default=False),

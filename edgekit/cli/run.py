@@ -336,7 +336,7 @@ def run_cmd(
                                 show_default=False),
     temperature: float = typer.Option(1.0, "--temperature", help="sampling temperature > 0"),
     seed: int = typer.Option(0, "--seed", help="sampling seed"),
-    backend: str = typer.Option(None, "--backend", help="onnxruntime | executorch | torch (default: from the "
+    backend: str = typer.Option(None, "--backend", help="onnxruntime | executorch | torch | cuda (default: from the "
                                 "file, or the folder's last format)", show_default=False),
     threads: int = typer.Option(None, "--threads", help="CPU threads (default: the runtime's choice)",
                                 show_default=False),
