@@ -68,6 +68,12 @@ def _open_checkpoint(path, entry, manifest, threads, prefill=None):
     return open_checkpoint(path, threads)
 
 
+def _open_cuda(path, entry, manifest, threads, prefill=None):
+    """A checkpoint on the GPU, fp16 weights and CUDA graphs: (manifest, backend, tokenizer folder)."""
+    from edgekit.runtimes.cuda import open_cuda
+    return open_cuda(path, threads)
+
+
 FORMATS: dict[str, Format] = {
     "onnx": Format("onnx", "onnxruntime", ".onnx", "model.onnx", "prefill.onnx",
                    ("model.onnx.data", "prefill.onnx.data"), _export_onnx, _open_onnx),
@@ -75,9 +81,12 @@ FORMATS: dict[str, Format] = {
 }
 # Not an export target: a checkpoint path given to a session or `edgekit run` runs eagerly.
 CHECKPOINT = Format("checkpoint", "torch", open=_open_checkpoint)
+# Also runs a checkpoint (not an artifact): on a CUDA GPU (edgekit/runtimes/cuda.py).
+CUDA = Format("cuda", "cuda", open=_open_cuda)
+RUNS_CHECKPOINTS = (CHECKPOINT, CUDA)
 
 ARTIFACT_FORMATS = tuple(FORMATS)                        # what `edgekit export --format` takes
-BACKENDS = tuple(f.backend for f in (*FORMATS.values(), CHECKPOINT))
+BACKENDS = tuple(f.backend for f in (*FORMATS.values(), *RUNS_CHECKPOINTS))
 
 
 def by_name(name: str) -> Format:
@@ -93,7 +102,7 @@ def by_suffix(path: Path) -> Format | None:
 
 
 def by_backend(backend: str) -> Format:
-    for f in (*FORMATS.values(), CHECKPOINT):
+    for f in (*FORMATS.values(), *RUNS_CHECKPOINTS):
         if f.backend == backend:
             return f
     raise EdgekitError(f"unknown backend '{backend}'", expected=", ".join(BACKENDS),

@@ -68,11 +68,12 @@ class StreamingSession:
         is_checkpoint = (artifact.is_file() and formats.by_suffix(artifact) is None) or \
             (artifact.is_dir() and not (artifact / _artifact.FILENAME).exists() and (artifact / "config.json").exists())
         if is_checkpoint:
-            if backend not in (None, formats.CHECKPOINT.backend):
+            runner = formats.by_backend(backend) if backend else formats.CHECKPOINT
+            if runner not in formats.RUNS_CHECKPOINTS:
                 raise EdgekitError(f"backend '{backend}' cannot run the checkpoint '{artifact}'",
                                    fix="export it first (edgekit export), or use --backend torch")
-            self.manifest, self.backend, self.base_dir = formats.CHECKPOINT.open(artifact, None, None, threads)
-            self.artifact_path, self.format = artifact, formats.CHECKPOINT.name
+            self.manifest, self.backend, self.base_dir = runner.open(artifact, None, None, threads)
+            self.artifact_path, self.format = artifact, runner.name
         else:
             self._init_artifact(artifact, backend, threads)
         self.position = 0
@@ -85,6 +86,9 @@ class StreamingSession:
     def _init_artifact(self, path: Path, backend, threads):
         self.manifest, mpath = _artifact.read(path)
         arts = self.manifest.artifacts
+        if backend == formats.CUDA.backend:
+            from edgekit.runtimes.cuda import refuse_artifact
+            raise refuse_artifact(path, self.manifest)
         if path.is_dir():
             fmt = formats.by_backend(backend) if backend else \
                 next((f for f in reversed(formats.FORMATS.values()) if f.name in arts), None)
