@@ -97,3 +97,24 @@ def rss_growth_kb(samples, skip: float = 0.2) -> tuple[int, int]:
     end = samples[-1][0]
     later = [kb for t, kb in samples if t >= skip * end]
     return max(later) - later[0], len(later)
+
+
+_PEAK = ("import resource, subprocess, sys\n"
+         "code = subprocess.call(sys.argv[3:], timeout=float(sys.argv[2]))\n"
+         "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+         "sys.exit(code)\n")
+
+
+def run_cli_peak(*args, input: bytes | None = None, timeout: float = 600):
+    """run_cli, plus that `edgekit` process's own peak resident memory in bytes.
+
+    Measured through a small wrapper process: a child forked from pytest itself starts with
+    pytest's resident pages, and its ru_maxrss would report pytest's size (over 1 GB late in
+    a full run), not the child's."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        peak = Path(d) / "peak"
+        r = subprocess.run([sys.executable, "-c", _PEAK, str(peak), str(timeout), sys.executable, "-m", "edgekit",
+                            *map(str, args)], input=input, capture_output=True, text=input is None, cwd=REPO,
+                           timeout=timeout + 30)
+        return r, int(peak.read_text()) * 1024             # Linux: KiB

@@ -21,24 +21,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from edgekit_testutil import REPO, assert_clean_failure, assert_no_output, run_cli
+from edgekit_testutil import REPO, assert_clean_failure, assert_no_output, run_cli, run_cli_peak
 
 # A CLI process that imports torch and fails at load peaks near 0.4 GB; a bomb below declares
 # 1 GB of bf16 weights (2 GB as float32), which the loader used to materialise (4+ GB peak).
 PEAK_LIMIT = 1_000_000_000
-
-
-def run_cli_peak(*args) -> tuple[subprocess.CompletedProcess, int]:
-    """run_cli, plus the child's own peak resident memory in bytes (os.wait4 reports the
-    rusage of that one process, whatever other children this test session ran)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        p = subprocess.Popen([sys.executable, "-m", "edgekit", *map(str, args)], stdout=out, stderr=err,
-                             cwd=REPO, text=True)
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return subprocess.CompletedProcess(p.args, p.returncode, out.read(), err.read()), usage.ru_maxrss * 1024
 
 
 @pytest.fixture(scope="module")

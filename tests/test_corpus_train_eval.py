@@ -141,14 +141,18 @@ def bundled_export(tmp_path_factory):
 
 def test_the_bundled_model_gives_the_same_greedy_bytes_everywhere(bundled_export):
     """The bundled trained model loads from its real save_pretrained folder, exports, and
-    continues a Python prompt with identical greedy tokens in torch, ORT and ExecuTorch."""
+    continues a Python prompt with identical sampled bytes (fixed seed) in torch, ORT and
+    ExecuTorch: the logits agree closely enough that no draw lands on another byte (greedy
+    decoding of this small model only repeats indentation, so it would compare little)."""
     got = {}
     for name, src in (("torch", BUNDLED), ("onnx", bundled_export / "model.onnx"),
                       ("pte", bundled_export / "model.pte")):
-        r = run_cli("run", src, "--prompt", "def fibonacci(n):\n", "--steps", 48, "--json")
+        r = run_cli("run", src, "--prompt", 'def fibonacci(n):\n    """', "--steps", 96, "--top-p", 0.8,
+                    "--temperature", 0.7, "--seed", 1, "--json")
         assert r.returncode == 0, r.stderr
         got[name] = json.loads(r.stdout)["tokens"]
     assert got["torch"] == got["onnx"] == got["pte"], got
+    assert len(set(got["onnx"])) > 10, got["onnx"]            # real text, not one repeated byte
 
 
 def test_the_bundled_model_keeps_its_committed_quality(bundled_export):
