@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgekit: error: {e}", file=sys.stderr)
         return 2
     except (typer.Abort, KeyboardInterrupt):
+        # Unwinding from a signal: a second one (or a library that re-sends it, e.g. a worker
+        # pool's handler) must not turn the exit into a death by signal (-2, no status)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("edgekit: terminated" if _terminated[0] else "edgekit: interrupted", file=sys.stderr)
         return 143 if _terminated[0] else 130
     except OSError as e:  # a path the user gave: unwritable, a directory, disk full, ...
@@ -116,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             return _usage_error(e)
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
