@@ -20,7 +20,10 @@ Fields of the manifest (JSON keys are the field names):
     output            name of the step's output (e.g. "logits")
     ops               "fused" | "decomposed"
     state             [TensorSpec], in graph order; state_bytes = their sum
-    quantization      "none" | "bitnet" | "int8" | "int4"
+    quantization      "none", or what `--quant` did (edgekit/quant/): {"scheme": "ternary" | "int8" |
+                      "int4", "group_size", "activations", "bits_by_kind", "bits_per_weight",
+                      "layers": {name: {"bits", "group_size", "shape", ...}},
+                      "kept_float32": {name: reason}}
     device            device profile name or null
     tokenizer         tokenizer name or null; tokenizer_file: a file in the folder, or null,
                       and tokenizer_sha256 its checksum
@@ -204,7 +207,7 @@ class Manifest:
     output: str
     ops: str
     state: tuple[TensorSpec, ...]
-    quantization: str = "none"
+    quantization: Any = "none"          # "none" or a mapping (module docstring)
     device: str | None = None
     tokenizer: str | None = None
     tokenizer_file: str | None = None
@@ -230,7 +233,8 @@ class Manifest:
                "model_id": self.model_id, "config": dict(self.config), "input_kind": self.input_kind,
                "batch": self.batch, "inputs": [s.to_json() for s in self.inputs], "output": self.output,
                "ops": self.ops, "state": [s.to_json() for s in self.state], "state_bytes": self.state_bytes,
-               "quantization": self.quantization, "device": self.device, "tokenizer": self.tokenizer,
+               "quantization": self.quantization if isinstance(self.quantization, str) else dict(self.quantization),
+               "device": self.device, "tokenizer": self.tokenizer,
                "tokenizer_file": self.tokenizer_file, "tokenizer_sha256": self.tokenizer_sha256}
         if artifacts:
             out["artifacts"] = {k: e.to_json() for k, e in self.artifacts.items()}
@@ -259,13 +263,29 @@ class Manifest:
             config=MappingProxyType(dict(_get(d, "config", dict, source))), input_kind=kind, batch=batch,
             inputs=_specs(d, "inputs", source), output=_get(d, "output", str, source, optional=True) or "logits",
             ops=ops, state=_specs(d, "state", source),
-            quantization=_get(d, "quantization", str, source, optional=True) or "none",
+            quantization=_quantization(d, source),
             device=_get(d, "device", str, source, optional=True),
             tokenizer=_get(d, "tokenizer", str, source, optional=True),
             tokenizer_file=_filename(d, "tokenizer_file", source, optional=True),
             tokenizer_sha256=_get(d, "tokenizer_sha256", str, source, optional=True),
             artifacts=MappingProxyType({str(k): ArtifactEntry.from_json(e, source) for k, e in arts.items()}),
             edgekit_version=_get(d, "edgekit_version", str, source, optional=True) or "", schema=schema)
+
+
+QUANT_SCHEMES = ("ternary", "int8", "int4")      # edgekit/quant/schemes.py (this module imports no torch)
+
+
+def _quantization(d: Mapping, source: str):
+    q = _get(d, "quantization", (str, dict), source, optional=True) or "none"
+    if isinstance(q, str):
+        if q != "none":
+            raise _bad(source, f"quantization {q!r}", "'none' or the record `--quant` writes")
+        return q
+    if q.get("scheme") not in QUANT_SCHEMES:
+        raise _bad(source, f"quantization scheme {q.get('scheme')!r:.40}", " or ".join(QUANT_SCHEMES))
+    _get(q, "layers", dict, source)
+    _get(q, "kept_float32", dict, source)
+    return MappingProxyType(dict(q))
 
 
 def write(outdir: Path, manifest: Manifest) -> Path:

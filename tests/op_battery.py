@@ -75,17 +75,18 @@ def ort_run(name: str, *args):
     if key not in _ORT_SESSIONS:
         fn = info.onnx_function_proto(step=step)
         names = list(fn.input)
-        vi = lambda n, r: helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * r)  # noqa: E731
+        vi = lambda n, r, t=TensorProto.FLOAT: helper.make_tensor_value_info(n, t, [None] * r)  # noqa: E731
         outs = [(f"out{i}", r) for i, r in enumerate(ranks)]
+        types = [helper.np_dtype_to_tensor_dtype(np.dtype(a.dtype)) for a in info.inputs]
         g = helper.make_graph([helper.make_node(info.onnx_op_type, names, [n for n, _ in outs], domain="edgekit")],
-                              "op", [vi(n, np.asarray(a).ndim) for n, a in zip(names, args)],
+                              "op", [vi(n, np.asarray(a).ndim, t) for n, a, t in zip(names, args, types)],
                               [vi(n, r) for n, r in outs])
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("edgekit", 1)],
                               functions=[fn], ir_version=10)
         onnx.checker.check_model(m, full_check=True)
         _ORT_SESSIONS[key] = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]), names)
     sess, names = _ORT_SESSIONS[key]
-    return sess.run(None, {n: np.asarray(a, dtype=np.float32) for n, a in zip(names, args)})
+    return sess.run(None, {n: np.asarray(a, dtype=a_.dtype) for n, a, a_ in zip(names, args, info.inputs)})
 
 
 def et_matches_at_1_and_2_threads(runners, args, reference) -> bool:

@@ -17,7 +17,8 @@ FORMAT_CHOICES = {**{f: (f,) for f in ARTIFACT_FORMATS}, "both": ARTIFACT_FORMAT
 
 
 def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: Console | None = None,
-                  quiet: bool = False, prefill: int = 0, tokenizer: Path | None = None):
+                  quiet: bool = False, prefill: int = 0, tokenizer: Path | None = None,
+                  quant: str | None = None, group_size: int | None = None):
     """`edgekit.export.export` with a progress bar (export itself is atomic per OUTDIR)."""
     from edgekit.export import export
     name = Path(str(src)).name if isinstance(src, (str, Path)) else type(src).__name__
@@ -27,7 +28,7 @@ def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: 
                   console=console, transient=True, disable=quiet or not console.is_terminal) as bar:
         task = bar.add_task(f"export {name}", total=None)
         return export(src, outdir, formats=formats, ops=ops, batch=batch, state_style=state_style, prefill=prefill,
-                      tokenizer=tokenizer, progress=lambda msg: bar.update(task, description=f"{msg} ({name})"))
+                      tokenizer=tokenizer, quant=quant, group_size=group_size, progress=lambda msg: bar.update(task, description=f"{msg} ({name})"))
 
 
 def export_cmd(
@@ -45,20 +46,28 @@ def export_cmd(
                                 "tokens (prefill.onnx / prefill.pte) for fast prompt ingestion; 0 = none"),
     tokenizer: Path = typer.Option(None, "--tokenizer", help="a Hugging Face tokenizer.json to ship with the "
                                    "export (save_pretrained folders have none)", show_default=False),
-    quant: str = typer.Option("none", "--quant", help="none (ternary | int8 | int4 are not built yet)"),
+    quant: str = typer.Option("none", "--quant", help="none | ternary (BitNet b1.58, 2 bits) | int8 | int4: "
+                              "every Linear layer, head included; activations int8 per block"),
+    group_size: int = typer.Option(None, "--group-size", help="weights per scale block (power of 2, >= 16); "
+                                   "default: ternary 128, int8 128, int4 32, halved where a layer's width "
+                                   "needs it", show_default=False),
 ) -> None:
     """Export a model as a single-step stateful graph, plus edgekit.json."""
     from edgekit.units import human_bytes
     if format not in FORMAT_CHOICES:
         raise EdgekitError(f"unknown --format '{format}'", expected=", ".join(FORMAT_CHOICES),
                            fix="pass --format both")
-    if quant != "none":
-        raise EdgekitError(f"--quant {quant} is not available yet", expected="none",
-                           fix="export without --quant; quantized export is on the roadmap")
+    if group_size is not None and quant == "none":
+        raise EdgekitError("--group-size needs --quant", fix="add --quant ternary, int8 or int4, or drop --group-size")
     console = Console(stderr=True)
     manifest = export_to_dir(src, out, FORMAT_CHOICES[format], ops, state_style, batch, console, prefill=prefill,
-                             tokenizer=tokenizer)
+                             tokenizer=tokenizer, quant=None if quant == "none" else quant, group_size=group_size)
     for fmt, entry in manifest.artifacts.items():
         typer.echo(f"wrote {out / entry.file} ({human_bytes(entry.bytes)}, ops: {manifest.ops}"
                    + (f", state: {entry.state_style}" if fmt == "pte" else "") + ")")
     typer.echo(f"wrote {out / 'edgekit.json'} (state {human_bytes(manifest.state_bytes)})")
+    q = manifest.quantization
+    if isinstance(q, dict):
+        kept = q["kept_float32"]
+        typer.echo(f"quantized {len(q['layers'])} layers {q['scheme']} ({q['bits_per_weight']} bits per weight)"
+                   + (f"; kept float32: {', '.join(f'{k} ({v})' for k, v in kept.items())}" if kept else ""))

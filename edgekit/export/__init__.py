@@ -95,10 +95,12 @@ def _check_outdir(outdir: Path) -> None:
 
 def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: int = 1,
            state_style: str | None = None, progress: Callable[[str], None] | None = None,
-           prefill: int = 0, tokenizer: str | Path | None = None) -> Manifest:
+           prefill: int = 0, tokenizer: str | Path | None = None, quant: str | None = None,
+           group_size: int | None = None) -> Manifest:
     """Export src (a checkpoint path, a RecurrentModel, or a module an architecture
     converts) to outdir. Returns the manifest. tokenizer: a Hugging Face tokenizer.json to
-    ship with the export (a `save_pretrained` folder has none of its own).
+    ship with the export (a `save_pretrained` folder has none of its own). quant: None, or
+    "ternary" | "int8" | "int4" (edgekit/quant/), every Linear in blocks of group_size.
 
     Everything is written into a temp folder inside outdir and moved into place only when
     every artifact succeeded, manifest last: a failed export never leaves a half-written
@@ -109,6 +111,11 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
     import shutil
     import tempfile
     state_style = _check_args(formats, ops, batch, state_style)
+    if quant is not None:
+        from edgekit.quant import check_scheme
+        check_scheme(quant, group_size)
+    elif group_size is not None:
+        raise EdgekitError("group_size needs quant", fix="pass quant='ternary', 'int8' or 'int4'")
     if prefill < 0:
         raise EdgekitError(f"--prefill {prefill} is negative", fix="pass --prefill 0 (none) or a chunk length like 16")
     outdir = Path(outdir)
@@ -125,11 +132,16 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
     note("loading")
     model = src if isinstance(src, RecurrentModel) else _from_module(src) or load_model(src)
     model = model.eval().requires_grad_(False)
+    quantization = None
+    if quant is not None:
+        from edgekit.quant import quantize_model
+        note(f"quantizing ({quant})")
+        quantization = quantize_model(model, quant, group_size).to_json()
     created = not outdir.exists()
     outdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".edgekit-export-", dir=outdir))
     try:
-        manifest = _export_into(model, tmp, formats, ops, batch, state_style, note, prefill, tok_file)
+        manifest = _export_into(model, tmp, formats, ops, batch, state_style, note, prefill, tok_file, quantization)
         files = manifest.files()
         stale = export_file_names() - set(files)     # _check_outdir: an earlier export wrote these
         for name in stale:
@@ -150,10 +162,10 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
 
 
 def _export_into(model, outdir: Path, formats, ops, batch, state_style, note, prefill: int = 0,
-                 tok_file: Path | None = None) -> Manifest:
+                 tok_file: Path | None = None, quantization: dict | None = None) -> Manifest:
     import json
     import shutil
-    manifest = model.manifest(batch=batch, ops=ops)
+    manifest = model.manifest(batch=batch, ops=ops, quantization=quantization or "none")
     meta = {"edgekit.arch": model.arch, "edgekit.ops": ops,
             "edgekit.manifest": json.dumps(manifest.to_json(artifacts=False))}
     for name in formats:

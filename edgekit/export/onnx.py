@@ -46,10 +46,50 @@ def _softplus(self, beta: float = 1.0, threshold: float = 20.0):
     return op.Where(op.Greater(scaled, op.CastLike(threshold, self)), self, soft)
 
 
+MSFT_DOMAIN = "com.microsoft"
+ACCURACY_LEVEL = 4   # int8 activations: MatMulNBits' fast path (level 0 at 2 and 8 bits is 100-200x slower)
+
+
+def _matmul_nbits():
+    """ONNX Runtime's contrib op `com.microsoft.MatMulNBits`, declared to onnx (which ships no
+    com.microsoft schemas) so the exporter can emit it and the checker accepts it."""
+    import onnxscript
+    S = onnx.defs.OpSchema
+    try:
+        schema = onnx.defs.get_schema("MatMulNBits", 1, MSFT_DOMAIN)
+    except onnx.defs.SchemaError:
+        F, A, INT = S.FormalParameter, S.Attribute, S.AttrType.INT
+        schema = S("MatMulNBits", MSFT_DOMAIN, 1, doc="ONNX Runtime contrib op: A x dequant(B)^T, B in bits-bit blocks",
+                   inputs=[F("A", "T1"), F("B", "T2"), F("scales", "T1"),
+                           F("zero_points", "T3", param_option=S.FormalParameterOption.Optional)],
+                   outputs=[F("Y", "T1")],
+                   type_constraints=[("T1", ["tensor(float)"], ""), ("T2", ["tensor(uint8)"], ""),
+                                     ("T3", ["tensor(uint8)"], "")],
+                   attributes=[A(n, INT, "") for n in ("K", "N", "bits", "block_size", "accuracy_level")])
+        onnx.defs.register_schema(schema)
+    return onnxscript.values.Op(onnxscript.values.Opset(MSFT_DOMAIN, 1), "MatMulNBits", schema)
+
+
+def _qlinear(x, w, scales, zero_points, b):
+    """edgekit::qlinear as ONE `com.microsoft.MatMulNBits` (accuracy_level 4) + Add: the same
+    packed bytes (edgekit/quant/schemes.py is that op's layout) and the same int8 activation
+    blocks (edgekit/ops/qlinear.py), run by ORT's own int8-dot kernels. Bits and block size
+    follow from the static shapes."""
+    from onnxscript import opset20 as op
+
+    from edgekit.ops.qlinear import layout
+    K = x.shape[-1]
+    N = w.shape[0]
+    bits, G = layout(K, tuple(w.shape))
+    y = _matmul_nbits()(x, w, scales, zero_points, K=K, N=N, bits=bits, block_size=G, accuracy_level=ACCURACY_LEVEL)
+    return op.Add(y, b)
+
+
 def _translation_table() -> dict:
     from edgekit.ops.registry import _onnx_node_ops
     table = {info.torch_op.default: _onnx_node_ops[info.name] for info in REGISTRY.values()}
     table[torch.ops.aten.softplus.default] = _softplus
+    table[torch.ops.edgekit.qlinear.default] = _qlinear
     return table
 
 

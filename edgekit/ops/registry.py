@@ -342,7 +342,9 @@ def _register_onnx(info: OpInfo) -> None:
     formal = onnx.defs.OpSchema.FormalParameter
     schema = onnx.defs.OpSchema(
         fp.name, DOMAIN, ONNX_OPSET, doc=f"edgekit custom op {info.qualname}",
-        inputs=[formal(n, "T") for n in fp.input], outputs=[formal(n, "T") for n in fp.output],
+        # float32 arguments share the type T; others (packed uint8 weights) have their own type
+        inputs=[formal(a.name, "T" if a.dtype == "float32" else f"tensor({a.dtype})") for a in info.inputs],
+        outputs=[formal(n, "T") for n in fp.output],
         type_constraints=[("T", ["tensor(float)"], "float32 tensors")])
     try:
         onnx.defs.register_schema(schema)

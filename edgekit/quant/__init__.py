@@ -1,0 +1,154 @@
+"""Quantized exports: `edgekit export SRC --quant ternary|int8|int4 [--group-size G]`.
+
+`quantize_model` rewrites a loaded model once, before any format traces it: each
+`layers.Linear` becomes a `QuantLinear` (the `edgekit::qlinear` op over packed codes,
+edgekit/ops/qlinear.py), and a tied embedding reads its rows from the head's packed codes.
+Every format then exports the same quantized model, and the same model run eagerly is the
+torch reference the artifacts are compared with (parity) and the model `edgekit eval`
+measures. The recurrences and their state stay fp32 (the paper's choice for BitNet, and
+the state is what a stream carries for hours).
+
+The schemes' math and the packed layout: edgekit/quant/schemes.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from edgekit.errors import EdgekitError
+from edgekit.quant.schemes import DEFAULT_GROUP, SCHEMES, Packed, dequantize, quantize, unpack_bits
+
+__all__ = ["SCHEMES", "DEFAULT_GROUP", "QuantLinear", "QuantReport", "quantize_model", "check_scheme"]
+
+MIN_GROUP = 16
+
+
+class QuantLinear(nn.Module):
+    """y = q8(x) Wᵀ + b as one `edgekit::qlinear` call, W packed (edgekit/quant/schemes.py)."""
+
+    def __init__(self, packed: Packed, bias: torch.Tensor | None, d_in: int, d_out: int):
+        super().__init__()
+        self.d_in, self.d_out, self.bits, self.group = d_in, d_out, packed.bits, packed.group
+        self.register_buffer("codes", packed.codes)
+        self.register_buffer("scales", packed.scales)
+        self.register_buffer("zero_points", packed.zero_points)
+        self.register_buffer("bias", bias.detach().float().clone() if bias is not None else torch.zeros(d_out))
+
+    def forward(self, x):
+        return torch.ops.edgekit.qlinear(x, self.codes, self.scales, self.zero_points, self.bias)
+
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """The dequantized weight rows of output units idx (a tied embedding read from the
+        head's codes, so the matrix is stored once, quantized): idx.shape + (d_in,). Stock
+        ops (index_select, floor division, remainder), no activation quantization."""
+        flat = idx.reshape(-1)
+        codes = self.codes.index_select(0, flat).to(torch.int32)             # (n, KB, BLOB)
+        per, mask = 8 // self.bits, 1 << self.bits
+        divisors = torch.tensor([1 << (self.bits * i) for i in range(per)], dtype=torch.int32)
+        c = torch.remainder(torch.div(codes.unsqueeze(-1), divisors, rounding_mode="floor"), mask)
+        c = c.reshape(flat.shape[0], self.codes.shape[1], self.group).float()
+        KB = self.codes.shape[1]
+        z = self.zero_points.index_select(0, flat).to(torch.int32)
+        z = torch.remainder(torch.div(z.unsqueeze(-1), divisors, rounding_mode="floor"), mask)
+        z = z.reshape(flat.shape[0], -1)[:, :KB].float()
+        w = (c - z.unsqueeze(-1)) * self.scales.index_select(0, flat).unsqueeze(-1)
+        return w.reshape(*idx.shape, self.d_in)
+
+    def weight_float(self) -> torch.Tensor:
+        """The (out, in) float weight the codes stand for."""
+        return dequantize(self.codes, self.scales, self.zero_points, self.d_in)
+
+
+@dataclass
+class QuantReport:
+    """What a quantization did: the manifest's `quantization` record."""
+
+    scheme: str
+    group_size: int | None
+    activations: str = "int8 per token, symmetric absmax per block of the layer's group size"
+    layers: dict = field(default_factory=dict)     # name -> {"bits", "group_size", "shape"}
+    kept: dict = field(default_factory=dict)       # name -> reason it stayed float32
+
+    def to_json(self) -> dict:
+        kinds: dict = {}
+        for name, d in self.layers.items():
+            kinds.setdefault(_kind(name), set()).add(d["bits"])
+        bits = sum(d["bits_per_weight"] * d["weights"] for d in self.layers.values())
+        weights = sum(d["weights"] for d in self.layers.values())
+        return {"scheme": self.scheme, "group_size": self.group_size, "activations": self.activations,
+                "bits_by_kind": {k: sorted(v) for k, v in sorted(kinds.items())},
+                "bits_per_weight": round(bits / weights, 4) if weights else None,
+                "layers": {k: {kk: vv for kk, vv in v.items() if kk != "weights"} for k, v in self.layers.items()},
+                "kept_float32": dict(self.kept)}
+
+
+def _kind(name: str) -> str:
+    return "head" if name in ("head", "lm_head") or name.endswith(".head") else "linear"
+
+
+def check_scheme(scheme: str, group_size: int | None) -> None:
+    if scheme not in SCHEMES:
+        raise EdgekitError(f"unknown quantization scheme {scheme!r}", expected=" | ".join(SCHEMES),
+                           fix="pass --quant ternary, int8 or int4")
+    if group_size is not None and (group_size < MIN_GROUP or group_size & (group_size - 1)):
+        raise EdgekitError(f"--group-size {group_size} is not a power of 2 of at least {MIN_GROUP}",
+                           expected="16, 32, 64, 128 or 256 (ONNX Runtime's MatMulNBits block sizes)",
+                           fix=f"pass --group-size {DEFAULT_GROUP[scheme]} (the {scheme} default)")
+
+
+def _group_for(K: int, want: int) -> int | None:
+    """The largest power of 2 <= want, >= 16, that divides K; None if none does."""
+    g = want
+    while g >= MIN_GROUP and K % g:
+        g //= 2
+    return g if g >= MIN_GROUP else None
+
+
+def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None) -> QuantReport:
+    """Rewrite every `layers.Linear` of model, in place, as a QuantLinear of `scheme`.
+
+    group_size None: the scheme's default (ternary 128, int8 128, int4 32), halved for a
+    layer whose width it does not divide (down to 16; a layer no such size divides stays
+    float32, recorded with the reason). An explicit group_size that does not divide a
+    layer's width is refused, naming the layer. Models without Linear layers (the liquid
+    networks keep their weights inside their fused step op) are refused by name."""
+    from edgekit.models.layers import Linear
+    check_scheme(scheme, group_size)
+    want = group_size or DEFAULT_GROUP[scheme]
+    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, Linear)]
+    if not targets:
+        arch = getattr(model, "arch", type(model).__name__)
+        raise EdgekitError(f"--quant {scheme}: {arch} has no Linear layers to quantize",
+                           expected="a token language model (rwkv7, mamba, mamba2, hawk, griffin)",
+                           fix=f"export {arch} without --quant: its weights live inside its fused step op, "
+                               "which has no quantized kernel")
+    report = QuantReport(scheme, group_size)
+    if group_size is not None:
+        for name, m in targets:
+            if m.d_in % group_size:
+                raise EdgekitError(f"--group-size {group_size} does not divide layer '{name}' (width {m.d_in})",
+                                   expected=f"a group size that divides every quantized layer's input width",
+                                   fix=f"pass a smaller power of 2 (e.g. {_group_for(m.d_in, group_size) or 16}), "
+                                       "or leave --group-size out to let edgekit choose per layer")
+    for name, m in targets:
+        G = _group_for(m.d_in, want)
+        if G is None:
+            report.kept[name] = f"its input width {m.d_in} is not a multiple of {MIN_GROUP}"
+            continue
+        with torch.no_grad():
+            packed = quantize(m.weight.t().contiguous(), scheme, G)            # (out, in)
+        q = QuantLinear(packed, m.bias, m.d_in, m.d_out)
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, q)
+        report.layers[name] = {"bits": packed.bits, "group_size": G, "shape": [m.d_out, m.d_in],
+                               "bits_per_weight": round(8 * packed.nbytes / (m.d_in * m.d_out), 4),
+                               "weights": m.d_in * m.d_out}
+    return report
+
+
+def unpacked_codes(q: QuantLinear) -> torch.Tensor:
+    """The (out, in) integer codes of a QuantLinear."""
+    return unpack_bits(q.codes, q.bits, q.group).reshape(q.d_out, q.d_in)
