@@ -13,6 +13,7 @@ The schemes' math and the packed layout: edgekit/quant/schemes.py.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -128,7 +129,7 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None)
     report = QuantReport(scheme, group_size)
     if group_size is not None:
         for name, m in targets:
-            if m.d_in % group_size:
+            if m.d_in % group_size and _group_for(m.d_in, group_size) is not None:   # else kept float32 anyway
                 raise EdgekitError(f"--group-size {group_size} does not divide layer '{name}' (width {m.d_in})",
                                    expected=f"a group size that divides every quantized layer's input width",
                                    fix=f"pass a smaller power of 2 (e.g. {_group_for(m.d_in, group_size) or 16}), "
@@ -146,7 +147,25 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None)
         report.layers[name] = {"bits": packed.bits, "group_size": G, "shape": [m.d_out, m.d_in],
                                "bits_per_weight": round(8 * packed.nbytes / (m.d_in * m.d_out), 4),
                                "weights": m.d_in * m.d_out}
+    for name, p in model.named_parameters():
+        reason = _float_matrix_reason(name, p)
+        if reason:
+            report.kept[name] = reason
     return report
+
+
+_LORA = re.compile(r"\.(w|a|v|g)[12]$")
+
+
+def _float_matrix_reason(name: str, p: torch.Tensor) -> str | None:
+    """Why a weight matrix that is not a layers.Linear stays float32 (None: not such a matrix)."""
+    if p.dim() != 2:
+        return None
+    if name.split(".")[0] in ("emb", "embed", "embedding", "embeddings", "wte") or name.endswith("embedding.weight"):
+        return "the embedding: one row is read per token, so it sets the file size, not the speed"
+    if _LORA.search(name):
+        return "a low-rank (LoRA) projection of RWKV-7's time mixing, a raw matrix in the block's math"
+    return None
 
 
 def unpacked_codes(q: QuantLinear) -> torch.Tensor:
