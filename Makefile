@@ -40,7 +40,7 @@ demo: setup
 	$(VENV)/bin/edgekit demo
 
 test: setup
-	$(PY) -m pytest -q -x --durations=15 tests
+	$(PY) -m pytest -q -x -n 2 --dist loadfile --durations=15 tests
 
 bench: setup
 	$(PY) benchmarks/step_latency.py

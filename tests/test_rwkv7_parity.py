@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import PREFILL_BY_OPS
 from edgekit_testutil import eager
 
 from edgekit.models.rwkv7 import RWKV7
@@ -72,12 +73,13 @@ def test_exported_steps_match_oracle(rwkv7_export, oracle_steps, ops, fmt, style
 @pytest.mark.parametrize("ops", ["fused", "decomposed"])
 @pytest.mark.parametrize("fmt", ["onnx", "pte"])
 def test_exported_sequence_form_matches_oracle(rwkv7_export, rwkv7_oracle, ops, fmt):
-    """The exported prefill graph (sequence form over chunks of 16) and the step graph
-    for the remainder: 70 tokens = 4 chunks + 6 steps, against the package's sequence form."""
+    """The exported prefill graph (sequence form over chunks of 16 fused, 4 decomposed) and
+    the step graph for the remainder: 70 tokens = 4 chunks + 6 steps (17 + 2), against the
+    package's sequence form."""
     toks = _tokens(70, seed=1)
     ref, _ = rwkv7_oracle.forward(toks, None, full_output=True)
     sess = StreamingSession(rwkv7_export(ops) / f"model.{fmt}")
-    assert sess.prefill_len == 16
+    assert sess.prefill_len == PREFILL_BY_OPS[ops]
     got = sess.forward_seq(toks)
     assert got.shape == tuple(ref.shape)
     assert _rel(got, ref.numpy()) <= TOL
