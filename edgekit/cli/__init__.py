@@ -15,7 +15,7 @@ import sys
 
 import typer
 
-from edgekit.cli import bench, demo, eval, export, inspect, neuro, run
+from edgekit.cli import bench, demo, eval, export, inspect, neuro, quantize, run
 from edgekit.errors import EdgekitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -60,6 +60,7 @@ app.command("export")(export.export_cmd)
 app.command("run")(run.run_cmd)
 app.command("bench")(bench.bench_cmd)
 app.command("eval")(eval.eval_cmd)
+app.command("quantize")(quantize.quantize_cmd)
 app.command("inspect")(inspect.inspect_cmd)
 app.command("demo")(demo.demo_cmd)
 app.command("archs")(archs_cmd)

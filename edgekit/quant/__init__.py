@@ -159,10 +159,12 @@ _LORA = re.compile(r"\.(w|a|v|g)[12]$")
 
 def _float_matrix_reason(name: str, p: torch.Tensor) -> str | None:
     """Why a weight matrix that is not a layers.Linear stays float32 (None: not such a matrix)."""
-    if p.dim() != 2:
+    if p.dim() < 2:
         return None
     if name.split(".")[0] in ("emb", "embed", "embedding", "embeddings", "wte") or name.endswith("embedding.weight"):
         return "the embedding: one row is read per token, so it sets the file size, not the speed"
+    if name.endswith("gate_w"):
+        return "the RG-LRU's block-diagonal gate weights, inside the fused edgekit::rglru_step"
     if _LORA.search(name):
         return "a low-rank (LoRA) projection of RWKV-7's time mixing, a raw matrix in the block's math"
     return None

@@ -85,9 +85,17 @@ def _blocks(w: torch.Tensor, group: int) -> torch.Tensor:
 
 
 def ternary_codes(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W~ in {-1, 0, 1} as int8, gamma = mean|W|) of an (N, K) weight: BitNet b1.58's absmean."""
+    """(W~ in {-1, 0, 1} as int8, gamma = mean|W|) of an (N, K) weight: BitNet b1.58's absmean.
+
+    A weight that is already ternary, every nonzero of one magnitude a (what `edgekit quantize`
+    writes: gamma * W~, exact in bf16), gives back W~ and gamma = a exactly: its absmean would
+    be a times the fraction of nonzeros, the wrong scale."""
     w = w.float()
-    gamma = w.abs().mean().clamp_min(EPS)
+    mags = w.abs()
+    nz = mags[mags > 0]
+    if nz.numel() and bool(nz.max() == nz.min()):
+        return torch.sign(w).to(torch.int8), nz.max()
+    gamma = mags.mean().clamp_min(EPS)
     return (w / gamma).round().clamp(-1, 1).to(torch.int8), gamma
 
 

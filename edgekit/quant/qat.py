@@ -1,0 +1,256 @@
+"""Quantization-aware fine-tuning to BitNet b1.58 ternary:
+`edgekit quantize SRC --ternary --steps N -o DIR`.
+
+Ternary post-training quantization of an fp32-trained model collapses (the bundled Hawk:
++74% bits per byte, benchmarks/quant_quality.py). What recovers it, from the literature
+(QUANT-DEVICES.md): fine-tuning with straight-through estimators while the quantization is
+ramped in, x + λ·(quant(x) − x).detach() with λ = min(step / W, 1) (HF's "Fine-tuning LLMs to
+1.58bit"), and distilling the fp32 teacher's logits (BitDistill, arXiv 2510.13998).
+
+Each Linear (head included; a tied embedding's lookups too, since the export reads the
+embedding from the head's ternary codes) sees W + λ·(γ·RoundClip(W/γ, −1, 1) − W).detach(),
+γ = mean|W|, and its input int8-quantized per block of G as the exported kernels do it. The
+loss is next-byte cross entropy plus KL(teacher ‖ student). The result is written in the
+architecture's own format with every quantized weight exactly γ·W~ (exact in bf16: one
+magnitude per tensor), so `edgekit export DIR --quant ternary` reads back the very codes and
+scales (edgekit/quant/schemes.py `ternary_codes`) and loses nothing more.
+
+Runs on transformers' own classes for the Hugging Face layouts (Mamba, Mamba-2,
+RecurrentGemma/Hawk); the recurrences and norms stay fp32. The corpus is the running Python's
+standard library, train split (edgekit/data/stdlib.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgekit.errors import EdgekitError
+from edgekit.quant.schemes import DEFAULT_GROUP, EPS, quantize_activations
+
+MIN_STEPS = 8
+GROUP = DEFAULT_GROUP["ternary"]
+
+
+class Ramp:
+    """λ, shared by every fake-quantized layer: 0 = float, 1 = fully ternary."""
+
+    lam = 0.0
+
+
+def _ternary(w: torch.Tensor) -> torch.Tensor:
+    gamma = w.detach().abs().mean().clamp_min(EPS)
+    return (w.detach() / gamma).round().clamp(-1, 1) * gamma
+
+
+def _ste(x: torch.Tensor, q: torch.Tensor, lam: float) -> torch.Tensor:
+    return x if lam == 0.0 else x + lam * (q - x).detach()
+
+
+class FakeTernaryLinear(nn.Module):
+    """nn.Linear with the ramped straight-through ternary weight and int8 block activations."""
+
+    def __init__(self, lin: nn.Linear, group: int, ramp: Ramp):
+        super().__init__()
+        self.weight, self.bias, self.group, self.ramp = lin.weight, lin.bias, group, ramp
+        self.in_features, self.out_features = lin.in_features, lin.out_features
+
+    def forward(self, x):
+        lam = self.ramp.lam
+        w = _ste(self.weight, _ternary(self.weight), lam)
+        x = _ste(x, quantize_activations(x.detach(), self.group).to(x.dtype), lam)
+        return F.linear(x, w, self.bias)
+
+
+class FakeTernaryEmbedding(nn.Module):
+    """A tied nn.Embedding whose lookups see the head's ramped ternary weight."""
+
+    def __init__(self, emb: nn.Embedding, ramp: Ramp):
+        super().__init__()
+        self.weight, self.padding_idx, self.ramp = emb.weight, emb.padding_idx, ramp
+
+    def forward(self, ids):
+        return F.embedding(ids, _ste(self.weight, _ternary(self.weight), self.ramp.lam), self.padding_idx)
+
+
+def _group_for(K: int) -> int | None:
+    from edgekit.quant import _group_for
+    return _group_for(K, GROUP)
+
+
+def wrap(model: nn.Module, ramp: Ramp) -> list[str]:
+    """Swap every nn.Linear edgekit's export quantizes (widths a block of >= 16 divides) for
+    FakeTernaryLinear, and a tied input embedding for FakeTernaryEmbedding. Returns the names."""
+    names = []
+    for name, m in list(model.named_modules()):
+        if isinstance(m, nn.Linear) and _group_for(m.in_features):
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr,
+                    FakeTernaryLinear(m, _group_for(m.in_features), ramp))
+            names.append(name)
+    emb = model.get_input_embeddings()
+    head = model.get_output_embeddings()
+    if emb is not None and head is not None and emb.weight is head.weight:
+        for name, m in list(model.named_modules()):
+            if m is emb:
+                parent, _, attr = name.rpartition(".")
+                setattr(model.get_submodule(parent) if parent else model, attr, FakeTernaryEmbedding(emb, ramp))
+                names.append(name + " (tied)")
+    return names
+
+
+@torch.no_grad()
+def unwrap_ternary(model: nn.Module) -> None:
+    """Put nn.Linear / nn.Embedding back, each quantized weight replaced by exactly γ·W~."""
+    for name, m in list(model.named_modules()):
+        if isinstance(m, (FakeTernaryLinear, FakeTernaryEmbedding)):
+            m.weight.copy_(_ternary(m.weight))
+            if isinstance(m, FakeTernaryLinear):
+                lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
+                lin.weight, lin.bias = m.weight, m.bias
+            else:
+                lin = nn.Embedding(m.weight.shape[0], m.weight.shape[1], padding_idx=m.padding_idx)
+                lin.weight = m.weight
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, lin)
+
+
+HF_CLASSES = {"mamba": "MambaForCausalLM", "mamba2": "Mamba2ForCausalLM",
+              "recurrent_gemma": "RecurrentGemmaForCausalLM"}
+
+
+def hf_kind(src: Path) -> str:
+    """The model_type of a save_pretrained folder this command trains, or a clear error."""
+    cfg_path = Path(src) / "config.json"
+    if not cfg_path.is_file():
+        raise EdgekitError(f"'{src}' is not a Hugging Face save_pretrained folder (no config.json)",
+                           expected="a Mamba, Mamba-2 or RecurrentGemma/Hawk folder with config.json and safetensors",
+                           fix="RWKV-7 .pth quantization-aware training is not built yet; "
+                               "use `edgekit export --quant ternary` (post-training) for it")
+    from edgekit.models._checkpoint import read_config
+    kind = read_config(cfg_path).get("model_type")
+    if kind not in HF_CLASSES:
+        raise EdgekitError(f"'{src}' is a {kind!r} model", expected=", ".join(HF_CLASSES),
+                           fix="pass a Mamba, Mamba-2 or RecurrentGemma/Hawk save_pretrained folder")
+    return kind
+
+
+def load_hf(src: Path):
+    """transformers' model of a save_pretrained folder (Mamba, Mamba-2, RecurrentGemma)."""
+    import logging
+
+    import transformers
+    kind = hf_kind(src)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    cls = getattr(transformers, HF_CLASSES[kind])
+    return cls.from_pretrained(str(src), torch_dtype=torch.float32), kind
+
+
+def corpus_ids(tokenizer_file: Path) -> np.ndarray:
+    """The stdlib train split, tokenized with the model's own tokenizer."""
+    from edgekit.data.stdlib import train_bytes
+    from edgekit.tokenizer import HFTokenizer
+    text = train_bytes().decode("utf-8", errors="replace")
+    return np.asarray(HFTokenizer(tokenizer_file).encode(text), dtype=np.int64)
+
+
+def finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 256, lr: float = 1e-3,
+             ramp_frac: float = 0.5, distill: float = 1.0, seed: int = 0, tokenizer: Path | None = None,
+             log: Callable[[str], None] = print, progress: Callable[[int], None] | None = None) -> dict:
+    """Fine-tune src to ternary for `steps` steps; write the result (same format, bf16) to out."""
+    if steps < MIN_STEPS:
+        raise EdgekitError(f"--steps {steps} is too few to ramp the quantization in",
+                           expected=f"at least {MIN_STEPS} steps (λ rises over the first {ramp_frac:.0%})",
+                           fix="pass --steps 80 or more (about a quarter of the model's training steps)")
+    src, out = Path(src), Path(out)
+    hf_kind(src)
+    _check_out(out)
+    tok = Path(tokenizer) if tokenizer else src / "tokenizer.json"
+    if not tok.is_file():
+        raise EdgekitError(f"no tokenizer.json in '{src}'", fix="pass --tokenizer PATH/tokenizer.json")
+    torch.manual_seed(seed)
+    student, kind = load_hf(src)
+    teacher = copy.deepcopy(student).eval().requires_grad_(False)
+    ramp = Ramp()
+    wrapped = wrap(student, ramp)
+    data = corpus_ids(tok)
+    if len(data) < 4 * (seq + 1):
+        raise EdgekitError(f"the training corpus holds {len(data):,} tokens", expected=f"at least {4 * (seq + 1)}",
+                           fix="run with a Python whose standard library is installed in full")
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(student.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ramp_steps = max(1, int(steps * ramp_frac))
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    student.train()
+    losses, t0 = [], time.time()
+    for i in range(steps):
+        ramp.lam = min((i + 1) / ramp_steps, 1.0)
+        for g in opt.param_groups:
+            g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / steps)))
+        starts = rng.integers(0, len(data) - seq - 1, size=batch)
+        xy = torch.from_numpy(np.stack([data[s:s + seq + 1] for s in starts]))
+        x, y = xy[:, :-1], xy[:, 1:]
+        logits = student(x, use_cache=False).logits.float()
+        V = logits.shape[-1]
+        ce = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+        loss = ce
+        if distill:
+            with torch.no_grad():
+                t_logp = F.log_softmax(teacher(x, use_cache=False).logits.float(), -1)
+            kl = F.kl_div(F.log_softmax(logits, -1), t_logp, log_target=True, reduction="batchmean") / seq
+            loss = ce + distill * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        losses.append(ce.item() / math.log(2))
+        if progress:
+            progress(i + 1)
+        if (i + 1) % 20 == 0 or i == steps - 1:
+            log(f"step {i + 1}/{steps}  λ {ramp.lam:.2f}  cross entropy {np.mean(losses[-20:]):.3f} bits/token  "
+                f"{(time.time() - t0) / 60:.1f} min")
+    unwrap_ternary(student)
+    student.config.edgekit_quantization = {"scheme": "ternary", "method": "qat", "group_size": GROUP,
+                                           "extra_rmsnorm": False}
+    record = {"source": str(src), "arch": kind, "scheme": "ternary", "steps": steps, "batch": batch, "seq": seq,
+              "lr": lr, "ramp_steps": ramp_steps, "distill_weight": distill, "seed": seed,
+              "quantized": wrapped, "extra_rmsnorm": False, "minutes": round((time.time() - t0) / 60, 2),
+              "first_ce_bits": losses[0], "last_ce_bits": float(np.mean(losses[-10:])),
+              "corpus": "stdlib-train (edgekit.data.stdlib)"}
+    _write(student, tok, out, record)
+    return record
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise EdgekitError(f"output '{out}' exists and is not empty", fix="pass -o with a new folder")
+
+
+def _write(model, tok: Path, out: Path, record: dict) -> None:
+    """save_pretrained (bf16: γ·W~ stays exactly ternary) + tokenizer.json + quantize.json, built
+    in a temp folder and renamed into place."""
+    import os
+    import shutil
+    import tempfile
+    _check_out(out)
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".edgekit-quantize-", dir=parent))
+    try:
+        model.to(torch.bfloat16).save_pretrained(str(tmp), safe_serialization=True)
+        shutil.copyfile(tok, tmp / "tokenizer.json")
+        (tmp / "quantize.json").write_text(json.dumps(record, indent=1) + "\n")
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,97 @@
+"""`edgekit quantize --ternary`: quantization-aware fine-tuning writes the architecture's own
+format with exactly ternary weights, which `edgekit export --quant ternary` reads back with
+no further loss; bad input gets one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit_testutil import assert_clean_failure, run_cli
+
+
+@pytest.fixture(scope="module")
+def tiny_hawk(tmp_path_factory):
+    """A tiny byte-level Hawk (transformers' save_pretrained) with the bundled byte tokenizer."""
+    import shutil
+
+    from edgekit.models.hawk import write_random_hf_dir
+    d = write_random_hf_dir(tmp_path_factory.mktemp("qat") / "hawk", seed=0, vocab_size=256, hidden_size=32,
+                            intermediate_size=64, num_attention_heads=2, num_key_value_heads=1, lru_width=32,
+                            num_hidden_layers=2, block_types=["recurrent"], attention_window_size=8)
+    from edgekit_testutil import REPO
+    shutil.copyfile(REPO / "edgekit" / "bundled" / "hawk-stdlib" / "tokenizer.json", d / "tokenizer.json")
+    return d
+
+
+@pytest.fixture(scope="module")
+def qat_out(tiny_hawk, tmp_path_factory):
+    out = tmp_path_factory.mktemp("qat-out") / "ternary"
+    r = run_cli("quantize", tiny_hawk, "--ternary", "--steps", "8", "--batch", "2", "--seq", "32", "-o", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_quantize_writes_exactly_ternary_weights_in_the_same_format(qat_out):
+    from safetensors.torch import load_file
+    rec = json.loads((qat_out / "quantize.json").read_text())
+    assert rec["scheme"] == "ternary" and rec["steps"] == 8 and rec["extra_rmsnorm"] is False
+    sd = load_file(str(qat_out / "model.safetensors"))
+    quantized = [n.removesuffix(" (tied)") for n in rec["quantized"]]
+    assert quantized
+    for name in quantized:
+        w = sd.get(name + ".weight")
+        if w is None:                 # a tied head has no tensor of its own
+            continue
+        mags = w.float().abs()
+        assert w.dtype == torch.bfloat16 and len(torch.unique(mags[mags > 0])) == 1, name
+    cfg = json.loads((qat_out / "config.json").read_text())
+    assert cfg["edgekit_quantization"]["scheme"] == "ternary"
+
+
+def test_export_reads_the_ternary_codes_back_exactly(qat_out, tmp_path):
+    """absmean of gamma * W~ is gamma times the share of nonzeros, the wrong scale: an already
+    ternary weight gives back W~ and its own magnitude."""
+    from edgekit.models import load_model
+    from edgekit.models.layers import Linear
+    from edgekit.quant import QuantLinear, quantize_model
+    m = load_model(qat_out)
+    before = {n: mod.weight.detach().t().clone() for n, mod in m.named_modules() if isinstance(mod, Linear)}
+    quantize_model(m, "ternary")
+    for n, mod in m.named_modules():
+        if isinstance(mod, QuantLinear) and n in before:
+            assert torch.equal(mod.weight_float(), before[n]), n
+
+
+def test_quantized_checkpoint_exports_and_runs(qat_out, tmp_path):
+    r = run_cli("export", qat_out, "-o", tmp_path / "out", "--format", "onnx", "--quant", "ternary")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("run", tmp_path / "out" / "model.onnx", "--prompt", "def f(x):", "--steps", "8", "--json")
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--ternary", "--steps", "3"], "--steps 3 is too few to ramp"),
+    (["--steps", "20"], "edgekit quantize needs a scheme"),
+    (["--ternary", "--steps", "20", "--lr", "nan"], "--lr nan is not a positive number"),
+])
+def test_quantize_bad_input_gets_one_line(tiny_hawk, tmp_path, args, words):
+    r = run_cli("quantize", tiny_hawk, "-o", tmp_path / "out", *args)
+    assert_clean_failure(r, words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_quantize_refuses_a_non_hf_checkpoint_and_an_existing_folder(tiny_hawk, tmp_path):
+    from edgekit.models.rwkv7 import write_random_checkpoint
+    pth = write_random_checkpoint(tmp_path / "r.pth", vocab_size=256, n_embd=64, n_layer=1, head_size=32, seed=0)
+    r = run_cli("quantize", pth, "--ternary", "--steps", "8", "-o", tmp_path / "out")
+    assert_clean_failure(r, "is not a Hugging Face save_pretrained folder")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    r = run_cli("quantize", tiny_hawk, "--ternary", "--steps", "8", "-o", tmp_path / "mine")
+    assert_clean_failure(r, "exists and is not empty")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    assert np.all([p.name == "notes.txt" for p in (tmp_path / "mine").iterdir()])
