@@ -26,7 +26,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(ROOT / "edgekit" / "bundled" / "hawk-stdlib"))
     ap.add_argument("--max-bytes", type=int, default=None, help="score only the first N corpus bytes")
-    ap.add_argument("--schemes", default="int8,int4,ternary")
+    ap.add_argument("--schemes", default="int8,int4,ternary,ternary/int8",
+                    help="comma-separated; SCHEME/HEAD quantizes the head (and a tied embedding) as HEAD")
     ap.add_argument("--prefill", type=int, default=64)
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
@@ -44,10 +45,11 @@ def main() -> None:
     console = Console()
     with tempfile.TemporaryDirectory() as d:
         for scheme in ["fp32", *[s for s in args.schemes.split(",") if s]]:
-            out = Path(d) / scheme
+            out = Path(d) / scheme.replace("/", "-head-")
+            body, _, head = scheme.partition("/")            # "ternary/int8": int8 head and embedding
             with console.status(f"export {scheme}"):
                 m = export(args.model, out, formats=("onnx",), prefill=args.prefill,
-                           quant=None if scheme == "fp32" else scheme)
+                           quant=None if body == "fp32" else body, quant_head=head or None)
             with console.status(f"eval {scheme}"):
                 r = bits_per_byte(StreamingSession(out / "model.onnx"), files)
             q = m.quantization if scheme != "fp32" else None

@@ -121,8 +121,8 @@ def test_manifest_records_the_quantization(quant_export):
     q = json.loads((out / "edgekit.json").read_text())["quantization"]
     assert q["scheme"] == "ternary" and q["bits_by_kind"]["linear"] == [2]
     assert all(d["bits"] == 2 for d in q["layers"].values())
-    # the tiny Mamba's dt_proj reads dt_rank = 4 inputs: no 16-wide block fits, kept with its reason
-    assert q["kept_float32"] == {f"mixers.{i}.dt_proj": "its input width 4 is not a multiple of 16" for i in (0, 1)}
+    # the tiny Mamba's dt_proj reads dt_rank = 4 inputs: no 32-wide ternary block fits, kept with its reason
+    assert q["kept_float32"] == {f"mixers.{i}.dt_proj": "its input width 4 is not a multiple of 32" for i in (0, 1)}
     assert q["bits_per_weight"] < 2.6
 
 

@@ -18,7 +18,7 @@ FORMAT_CHOICES = {**{f: (f,) for f in ARTIFACT_FORMATS}, "both": ARTIFACT_FORMAT
 
 def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: Console | None = None,
                   quiet: bool = False, prefill: int = 0, tokenizer: Path | None = None,
-                  quant: str | None = None, group_size: int | None = None):
+                  quant: str | None = None, group_size: int | None = None, quant_head: str | None = None):
     """`edgekit.export.export` with a progress bar (export itself is atomic per OUTDIR)."""
     from edgekit.export import export
     name = Path(str(src)).name if isinstance(src, (str, Path)) else type(src).__name__
@@ -28,7 +28,8 @@ def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: 
                   console=console, transient=True, disable=quiet or not console.is_terminal) as bar:
         task = bar.add_task(f"export {name}", total=None)
         return export(src, outdir, formats=formats, ops=ops, batch=batch, state_style=state_style, prefill=prefill,
-                      tokenizer=tokenizer, quant=quant, group_size=group_size, progress=lambda msg: bar.update(task, description=f"{msg} ({name})"))
+                      tokenizer=tokenizer, quant=quant, group_size=group_size, quant_head=quant_head,
+                      progress=lambda msg: bar.update(task, description=f"{msg} ({name})"))
 
 
 def export_cmd(
@@ -51,17 +52,22 @@ def export_cmd(
     group_size: int = typer.Option(None, "--group-size", help="weights per scale block (power of 2, >= 16); "
                                    "default: ternary 128, int8 128, int4 32, halved where a layer's width "
                                    "needs it", show_default=False),
+    quant_head: str = typer.Option(None, "--quant-head", help="the output head's (and a tied embedding's) "
+                                   "scheme, if not --quant's: e.g. --quant ternary --quant-head int8",
+                                   show_default=False),
 ) -> None:
     """Export a model as a single-step stateful graph, plus edgekit.json."""
     from edgekit.units import human_bytes
     if format not in FORMAT_CHOICES:
         raise EdgekitError(f"unknown --format '{format}'", expected=", ".join(FORMAT_CHOICES),
                            fix="pass --format both")
-    if group_size is not None and quant == "none":
-        raise EdgekitError("--group-size needs --quant", fix="add --quant ternary, int8 or int4, or drop --group-size")
+    for name, v in (("--group-size", group_size), ("--quant-head", quant_head)):
+        if v is not None and quant == "none":
+            raise EdgekitError(f"{name} needs --quant", fix=f"add --quant ternary, int8 or int4, or drop {name}")
     console = Console(stderr=True)
     manifest = export_to_dir(src, out, FORMAT_CHOICES[format], ops, state_style, batch, console, prefill=prefill,
-                             tokenizer=tokenizer, quant=None if quant == "none" else quant, group_size=group_size)
+                             tokenizer=tokenizer, quant=None if quant == "none" else quant, group_size=group_size,
+                             quant_head=quant_head)
     for fmt, entry in manifest.artifacts.items():
         typer.echo(f"wrote {out / entry.file} ({human_bytes(entry.bytes)}, ops: {manifest.ops}"
                    + (f", state: {entry.state_style}" if fmt == "pte" else "") + ")")

@@ -22,6 +22,8 @@ def quantize_cmd(
     seq: int = typer.Option(256, "--seq", help="tokens per sequence"),
     lr: float = typer.Option(1e-3, "--lr", help="peak learning rate (cosine to a tenth)"),
     seed: int = typer.Option(0, "--seed"),
+    quant_head: str = typer.Option("ternary", "--quant-head", help="the output head's (and a tied embedding's) "
+                                   "scheme: ternary | int8 | int4 (export with the same --quant-head)"),
     tokenizer: Path = typer.Option(None, "--tokenizer", help="the model's tokenizer.json, if SRC has none",
                                    show_default=False),
 ) -> None:
@@ -37,13 +39,15 @@ def quantize_cmd(
     for name, v in (("--batch", batch), ("--seq", seq)):
         if v < 1:
             raise EdgekitError(f"{name} {v} is not positive", fix=f"pass {name} 16")
+    from edgekit.quant import check_scheme
+    check_scheme(quant_head, None)
     if not lr > 0:
         raise EdgekitError(f"--lr {lr} is not a positive number", fix="pass --lr 1e-3")
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]fine-tuning"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("qat", total=steps)
-        rec = finetune(src, out, steps=steps, batch=batch, seq=seq, lr=lr, seed=seed, tokenizer=tokenizer,
+        rec = finetune(src, out, steps=steps, batch=batch, seq=seq, lr=lr, seed=seed, tokenizer=tokenizer, head=quant_head,
                        log=lambda m: console.print(m), progress=lambda i: bar.update(task, completed=i))
     typer.echo(f"wrote {out} (ternary, {len(rec['quantized'])} layers, {rec['minutes']} min); "
-               f"next: edgekit export {out} -o OUTDIR --quant ternary")
+               f"next: {rec['export'].replace('OUT', str(out), 1)} -o OUTDIR")

@@ -96,11 +96,12 @@ def _check_outdir(outdir: Path) -> None:
 def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: int = 1,
            state_style: str | None = None, progress: Callable[[str], None] | None = None,
            prefill: int = 0, tokenizer: str | Path | None = None, quant: str | None = None,
-           group_size: int | None = None) -> Manifest:
+           group_size: int | None = None, quant_head: str | None = None) -> Manifest:
     """Export src (a checkpoint path, a RecurrentModel, or a module an architecture
     converts) to outdir. Returns the manifest. tokenizer: a Hugging Face tokenizer.json to
     ship with the export (a `save_pretrained` folder has none of its own). quant: None, or
-    "ternary" | "int8" | "int4" (edgekit/quant/), every Linear in blocks of group_size.
+    "ternary" | "int8" | "int4" (edgekit/quant/), every Linear in blocks of group_size;
+    quant_head: the output head's (and a tied embedding's) scheme, if not quant's.
 
     Everything is written into a temp folder inside outdir and moved into place only when
     every artifact succeeded, manifest last: a failed export never leaves a half-written
@@ -114,8 +115,11 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
     if quant is not None:
         from edgekit.quant import check_scheme
         check_scheme(quant, group_size)
-    elif group_size is not None:
-        raise EdgekitError("group_size needs quant", fix="pass quant='ternary', 'int8' or 'int4'")
+        if quant_head is not None:
+            check_scheme(quant_head, None)
+    elif group_size is not None or quant_head is not None:
+        raise EdgekitError(f"{'group_size' if group_size is not None else 'quant_head'} needs quant",
+                           fix="pass quant='ternary', 'int8' or 'int4'")
     if prefill < 0:
         raise EdgekitError(f"--prefill {prefill} is negative", fix="pass --prefill 0 (none) or a chunk length like 16")
     outdir = Path(outdir)
@@ -136,7 +140,7 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
     if quant is not None:
         from edgekit.quant import quantize_model
         note(f"quantizing ({quant})")
-        quantization = quantize_model(model, quant, group_size).to_json()
+        quantization = quantize_model(model, quant, group_size, head=quant_head).to_json()
     created = not outdir.exists()
     outdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".edgekit-export-", dir=outdir))

@@ -25,6 +25,11 @@ from edgekit.quant.schemes import DEFAULT_GROUP, SCHEMES, Packed, dequantize, qu
 __all__ = ["SCHEMES", "DEFAULT_GROUP", "QuantLinear", "QuantReport", "quantize_model", "check_scheme"]
 
 MIN_GROUP = 16
+# ONNX Runtime's 2-bit MatMulNBits runs blocks of 16 ten times slower than blocks of 32+ (and
+# than 4- and 8-bit blocks of 16): Mamba-130m's dt_proj (48 -> 1536) took 301 us a call at 2
+# bits against 30 us at 4 (profiled, ORT 1.31.1, 2 threads). A ternary layer whose width no
+# block of 32 divides stays float32 (~10 us a call there).
+SCHEME_MIN_GROUP = {"ternary": 32}
 
 
 class QuantLinear(nn.Module):
@@ -69,6 +74,7 @@ class QuantReport:
 
     scheme: str
     group_size: int | None
+    head: str | None = None                        # the head's (and tied embedding's) scheme, if not scheme
     activations: str = "int8 per token, symmetric absmax per block of the layer's group size"
     layers: dict = field(default_factory=dict)     # name -> {"bits", "group_size", "shape"}
     kept: dict = field(default_factory=dict)       # name -> reason it stayed float32
@@ -79,7 +85,8 @@ class QuantReport:
             kinds.setdefault(_kind(name), set()).add(d["bits"])
         bits = sum(d["bits_per_weight"] * d["weights"] for d in self.layers.values())
         weights = sum(d["weights"] for d in self.layers.values())
-        return {"scheme": self.scheme, "group_size": self.group_size, "activations": self.activations,
+        return {"scheme": self.scheme, "group_size": self.group_size, "head": self.head or self.scheme,
+                "activations": self.activations,
                 "bits_by_kind": {k: sorted(v) for k, v in sorted(kinds.items())},
                 "bits_per_weight": round(bits / weights, 4) if weights else None,
                 "layers": {k: {kk: vv for kk, vv in v.items() if kk != "weights"} for k, v in self.layers.items()},
@@ -100,16 +107,18 @@ def check_scheme(scheme: str, group_size: int | None) -> None:
                            fix=f"pass --group-size {DEFAULT_GROUP[scheme]} (the {scheme} default)")
 
 
-def _group_for(K: int, want: int) -> int | None:
-    """The largest power of 2 <= want, >= 16, that divides K; None if none does."""
+def _group_for(K: int, want: int, minimum: int = MIN_GROUP) -> int | None:
+    """The largest power of 2 <= want, >= minimum, that divides K; None if none does."""
     g = want
-    while g >= MIN_GROUP and K % g:
+    while g >= minimum and K % g:
         g //= 2
-    return g if g >= MIN_GROUP else None
+    return g if g >= minimum else None
 
 
-def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None) -> QuantReport:
-    """Rewrite every `layers.Linear` of model, in place, as a QuantLinear of `scheme`.
+def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None,
+                   head: str | None = None) -> QuantReport:
+    """Rewrite every `layers.Linear` of model, in place, as a QuantLinear of `scheme` (the
+    output head, and a tied embedding with it, in `head`'s scheme when given).
 
     group_size None: the scheme's default (ternary 128, int8 128, int4 32), halved for a
     layer whose width it does not divide (down to 16; a layer no such size divides stays
@@ -118,7 +127,8 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None)
     networks keep their weights inside their fused step op) are refused by name."""
     from edgekit.models.layers import Linear
     check_scheme(scheme, group_size)
-    want = group_size or DEFAULT_GROUP[scheme]
+    if head is not None:
+        check_scheme(head, None)
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, Linear)]
     if not targets:
         arch = getattr(model, "arch", type(model).__name__)
@@ -126,21 +136,27 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None)
                            expected="a token language model (rwkv7, mamba, mamba2, hawk, griffin)",
                            fix=f"export {arch} without --quant: its weights live inside its fused step op, "
                                "which has no quantized kernel")
-    report = QuantReport(scheme, group_size)
+    report = QuantReport(scheme, group_size, head=head)
+    layer_scheme = lambda name: head if head and _kind(name) == "head" else scheme  # noqa: E731
     if group_size is not None:
         for name, m in targets:
-            if m.d_in % group_size and _group_for(m.d_in, group_size) is not None:   # else kept float32 anyway
+            least = SCHEME_MIN_GROUP.get(layer_scheme(name), MIN_GROUP)
+            if m.d_in % group_size and _group_for(m.d_in, group_size, least) is not None:  # else kept float32
                 raise EdgekitError(f"--group-size {group_size} does not divide layer '{name}' (width {m.d_in})",
                                    expected=f"a group size that divides every quantized layer's input width",
                                    fix=f"pass a smaller power of 2 (e.g. {_group_for(m.d_in, group_size) or 16}), "
                                        "or leave --group-size out to let edgekit choose per layer")
     for name, m in targets:
-        G = _group_for(m.d_in, want)
+        ls = layer_scheme(name)
+        least = SCHEME_MIN_GROUP.get(ls, MIN_GROUP)
+        G = _group_for(m.d_in, group_size or DEFAULT_GROUP[ls], least)
         if G is None:
-            report.kept[name] = f"its input width {m.d_in} is not a multiple of {MIN_GROUP}"
+            report.kept[name] = (f"its input width {m.d_in} is not a multiple of {least}"
+                                 + (" (ONNX Runtime's 2-bit kernel is ~10x slower on blocks of 16)"
+                                    if ls == "ternary" and m.d_in % MIN_GROUP == 0 else ""))
             continue
         with torch.no_grad():
-            packed = quantize(m.weight.t().contiguous(), scheme, G)            # (out, in)
+            packed = quantize(m.weight.t().contiguous(), ls, G)                # (out, in)
         q = QuantLinear(packed, m.bias, m.d_in, m.d_out)
         parent, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, attr, q)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekit.errors import EdgekitError
-from edgekit.quant.schemes import DEFAULT_GROUP, EPS, quantize_activations
+from edgekit.quant.schemes import DEFAULT_GROUP, quantize_activations
 
 MIN_STEPS = 8
 GROUP = DEFAULT_GROUP["ternary"]
@@ -47,81 +47,91 @@ class Ramp:
     lam = 0.0
 
 
-def _ternary(w: torch.Tensor) -> torch.Tensor:
-    gamma = w.detach().abs().mean().clamp_min(EPS)
-    return (w.detach() / gamma).round().clamp(-1, 1) * gamma
+def _fake(w: torch.Tensor, scheme: str, group: int) -> torch.Tensor:
+    """The float weight the export will hold: dequantize(quantize(W)) by edgekit's own rule
+    (gamma * RoundClip(W / gamma, -1, 1) for ternary)."""
+    from edgekit.quant.schemes import dequantize, quantize
+    with torch.no_grad():
+        p = quantize(w.detach(), scheme, group)
+        return dequantize(p.codes, p.scales, p.zero_points, w.shape[1]).to(w.dtype)
 
 
 def _ste(x: torch.Tensor, q: torch.Tensor, lam: float) -> torch.Tensor:
     return x if lam == 0.0 else x + lam * (q - x).detach()
 
 
-class FakeTernaryLinear(nn.Module):
-    """nn.Linear with the ramped straight-through ternary weight and int8 block activations."""
+class FakeQuantLinear(nn.Module):
+    """nn.Linear with the ramped straight-through quantized weight and int8 block activations."""
 
-    def __init__(self, lin: nn.Linear, group: int, ramp: Ramp):
+    def __init__(self, lin: nn.Linear, scheme: str, group: int, ramp: Ramp):
         super().__init__()
-        self.weight, self.bias, self.group, self.ramp = lin.weight, lin.bias, group, ramp
+        self.weight, self.bias, self.scheme, self.group, self.ramp = lin.weight, lin.bias, scheme, group, ramp
         self.in_features, self.out_features = lin.in_features, lin.out_features
 
     def forward(self, x):
         lam = self.ramp.lam
-        w = _ste(self.weight, _ternary(self.weight), lam)
+        w = _ste(self.weight, _fake(self.weight, self.scheme, self.group), lam)
         x = _ste(x, quantize_activations(x.detach(), self.group).to(x.dtype), lam)
         return F.linear(x, w, self.bias)
 
 
-class FakeTernaryEmbedding(nn.Module):
-    """A tied nn.Embedding whose lookups see the head's ramped ternary weight."""
+class FakeQuantEmbedding(nn.Module):
+    """A tied nn.Embedding whose lookups see the head's ramped quantized weight (the export
+    reads a tied embedding from the head's codes)."""
 
-    def __init__(self, emb: nn.Embedding, ramp: Ramp):
+    def __init__(self, emb: nn.Embedding, scheme: str, group: int, ramp: Ramp):
         super().__init__()
-        self.weight, self.padding_idx, self.ramp = emb.weight, emb.padding_idx, ramp
+        self.weight, self.padding_idx, self.scheme, self.group, self.ramp = emb.weight, emb.padding_idx, scheme, group, ramp
 
     def forward(self, ids):
-        return F.embedding(ids, _ste(self.weight, _ternary(self.weight), self.ramp.lam), self.padding_idx)
+        return F.embedding(ids, _ste(self.weight, _fake(self.weight, self.scheme, self.group), self.ramp.lam),
+                           self.padding_idx)
 
 
-def _group_for(K: int) -> int | None:
-    from edgekit.quant import _group_for
-    return _group_for(K, GROUP)
+def _group_for(K: int, scheme: str) -> int | None:
+    from edgekit.quant import MIN_GROUP, SCHEME_MIN_GROUP, _group_for
+    return _group_for(K, DEFAULT_GROUP[scheme], SCHEME_MIN_GROUP.get(scheme, MIN_GROUP))
 
 
-def wrap(model: nn.Module, ramp: Ramp) -> list[str]:
-    """Swap every nn.Linear edgekit's export quantizes (widths a block of >= 16 divides) for
-    FakeTernaryLinear, and a tied input embedding for FakeTernaryEmbedding. Returns the names."""
-    names = []
+def _swap(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
     for name, m in list(model.named_modules()):
-        if isinstance(m, nn.Linear) and _group_for(m.in_features):
+        if m is old:
             parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr,
-                    FakeTernaryLinear(m, _group_for(m.in_features), ramp))
+            setattr(model.get_submodule(parent) if parent else model, attr, new)
+
+
+def wrap(model: nn.Module, ramp: Ramp, head: str = "ternary") -> list[str]:
+    """Swap every nn.Linear edgekit's export quantizes (widths a block divides) for
+    FakeQuantLinear, ternary (the head in `head`'s scheme), and a tied input embedding for
+    FakeQuantEmbedding in the head's scheme. Returns the names."""
+    names = []
+    out_emb = model.get_output_embeddings()
+    for name, m in list(model.named_modules()):
+        scheme = head if m is out_emb else "ternary"
+        if isinstance(m, nn.Linear) and _group_for(m.in_features, scheme):
+            _swap(model, m, FakeQuantLinear(m, scheme, _group_for(m.in_features, scheme), ramp))
             names.append(name)
     emb = model.get_input_embeddings()
-    head = model.get_output_embeddings()
-    if emb is not None and head is not None and emb.weight is head.weight:
-        for name, m in list(model.named_modules()):
-            if m is emb:
-                parent, _, attr = name.rpartition(".")
-                setattr(model.get_submodule(parent) if parent else model, attr, FakeTernaryEmbedding(emb, ramp))
-                names.append(name + " (tied)")
+    if emb is not None and out_emb is not None and emb.weight is out_emb.weight and _group_for(emb.weight.shape[1], head):
+        _swap(model, emb, FakeQuantEmbedding(emb, head, _group_for(emb.weight.shape[1], head), ramp))
+        names.append("embedding (tied)")
     return names
 
 
 @torch.no_grad()
-def unwrap_ternary(model: nn.Module) -> None:
-    """Put nn.Linear / nn.Embedding back, each quantized weight replaced by exactly γ·W~."""
+def unwrap(model: nn.Module) -> None:
+    """Put nn.Linear / nn.Embedding back, each quantized weight replaced by what the export
+    holds (ternary: exactly gamma * W~)."""
     for name, m in list(model.named_modules()):
-        if isinstance(m, (FakeTernaryLinear, FakeTernaryEmbedding)):
-            m.weight.copy_(_ternary(m.weight))
-            if isinstance(m, FakeTernaryLinear):
-                lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-                lin.weight, lin.bias = m.weight, m.bias
+        if isinstance(m, (FakeQuantLinear, FakeQuantEmbedding)):
+            m.weight.copy_(_fake(m.weight, m.scheme, m.group))
+            if isinstance(m, FakeQuantLinear):
+                new = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
+                new.weight, new.bias = m.weight, m.bias
             else:
-                lin = nn.Embedding(m.weight.shape[0], m.weight.shape[1], padding_idx=m.padding_idx)
-                lin.weight = m.weight
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, lin)
+                new = nn.Embedding(m.weight.shape[0], m.weight.shape[1], padding_idx=m.padding_idx)
+                new.weight = m.weight
+            _swap(model, m, new)
 
 
 HF_CLASSES = {"mamba": "MambaForCausalLM", "mamba2": "Mamba2ForCausalLM",
@@ -165,6 +175,7 @@ def corpus_ids(tokenizer_file: Path) -> np.ndarray:
 
 def finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 256, lr: float = 1e-3,
              ramp_frac: float = 0.5, distill: float = 1.0, seed: int = 0, tokenizer: Path | None = None,
+             head: str = "ternary",
              log: Callable[[str], None] = print, progress: Callable[[int], None] | None = None) -> dict:
     """Fine-tune src to ternary for `steps` steps; write the result (same format, bf16) to out."""
     if steps < MIN_STEPS:
@@ -181,7 +192,7 @@ def finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 25
     student, kind = load_hf(src)
     teacher = copy.deepcopy(student).eval().requires_grad_(False)
     ramp = Ramp()
-    wrapped = wrap(student, ramp)
+    wrapped = wrap(student, ramp, head)
     data = corpus_ids(tok)
     if len(data) < 4 * (seq + 1):
         raise EdgekitError(f"the training corpus holds {len(data):,} tokens", expected=f"at least {4 * (seq + 1)}",
@@ -218,11 +229,12 @@ def finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 25
         if (i + 1) % 20 == 0 or i == steps - 1:
             log(f"step {i + 1}/{steps}  λ {ramp.lam:.2f}  cross entropy {np.mean(losses[-20:]):.3f} bits/token  "
                 f"{(time.time() - t0) / 60:.1f} min")
-    unwrap_ternary(student)
-    student.config.edgekit_quantization = {"scheme": "ternary", "method": "qat", "group_size": GROUP,
-                                           "extra_rmsnorm": False}
-    record = {"source": str(src), "arch": kind, "scheme": "ternary", "steps": steps, "batch": batch, "seq": seq,
-              "lr": lr, "ramp_steps": ramp_steps, "distill_weight": distill, "seed": seed,
+    unwrap(student)
+    student.config.edgekit_quantization = {"scheme": "ternary", "head": head, "method": "qat",
+                                           "group_size": GROUP, "extra_rmsnorm": False}
+    record = {"source": str(src), "arch": kind, "scheme": "ternary", "head": head, "steps": steps, "batch": batch, "seq": seq,
+              "lr": lr, "ramp_steps": ramp_steps, "export": "edgekit export OUT --quant ternary"
+              + ("" if head == "ternary" else f" --quant-head {head}"), "distill_weight": distill, "seed": seed,
               "quantized": wrapped, "extra_rmsnorm": False, "minutes": round((time.time() - t0) / 60, 2),
               "first_ce_bits": losses[0], "last_ce_bits": float(np.mean(losses[-10:])),
               "corpus": "stdlib-train (edgekit.data.stdlib)"}
