@@ -95,3 +95,55 @@ def test_quantize_refuses_a_non_hf_checkpoint_and_an_existing_folder(tiny_hawk, 
     assert_clean_failure(r, "exists and is not empty")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert np.all([p.name == "notes.txt" for p in (tmp_path / "mine").iterdir()])
+
+
+@pytest.fixture(scope="module")
+def packed_out(tiny_hawk, tmp_path_factory):
+    out = tmp_path_factory.mktemp("qat-packed") / "packed"
+    r = run_cli("quantize", tiny_hawk, "--ternary", "--steps", "8", "--batch", "2", "--seq", "32", "--bitnet-packing",
+                "-o", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_bitnet_packed_checkpoint_reads_back_the_same_model(packed_out, qat_out):
+    """--bitnet-packing stores the ternary Linears as transformers does (uint8 (out/4, in),
+    weight_scale, quantization_config bitnet/autobitlinear); edgekit reads it back to the very
+    weights the unpacked checkpoint holds (same seed, same steps)."""
+    from safetensors.torch import load_file
+
+    from edgekit.models import load_model
+    cfg = json.loads((packed_out / "config.json").read_text())
+    assert cfg["quantization_config"]["quant_method"] == "bitnet"
+    sd = load_file(str(packed_out / "model.safetensors"))
+    packed = json.loads((packed_out / "quantize.json").read_text())["bitnet_packed"]
+    assert packed and all(sd[n + ".weight"].dtype == torch.uint8 for n in packed)
+    a, b = load_model(packed_out).state_dict(), load_model(qat_out).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("damage,words", [
+    ("zero scale", "is 0.0; expected a finite scale > 0"),
+    ("negative scale", "is -1.0; expected a finite scale > 0"),
+    ("short packed rows", "has shape (28, 32); expected (32, 32)"),
+])
+def test_bitnet_packed_checkpoint_bad_input(packed_out, tmp_path, damage, words):
+    """A packed checkpoint with a zero or negative weight_scale, or a packed shape its
+    config does not give, is refused in one line."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    d = tmp_path / "bad"
+    shutil.copytree(packed_out, d)
+    sd = load_file(str(d / "model.safetensors"))
+    name = json.loads((d / "quantize.json").read_text())["bitnet_packed"][0]
+    if damage == "zero scale":
+        sd[name + ".weight_scale"] = torch.zeros(1, dtype=torch.bfloat16)
+    elif damage == "negative scale":
+        sd[name + ".weight_scale"] = -torch.ones(1, dtype=torch.bfloat16)
+    else:
+        sd[name + ".weight"] = sd[name + ".weight"][:-1].contiguous()
+    save_file(sd, str(d / "model.safetensors"), metadata={"format": "pt"})
+    r = run_cli("export", d, "-o", tmp_path / "out", "--format", "onnx", "--quant", "ternary")
+    assert_clean_failure(r, words)
+    assert not (tmp_path / "out").exists()

@@ -24,6 +24,9 @@ def quantize_cmd(
     seed: int = typer.Option(0, "--seed"),
     quant_head: str = typer.Option("ternary", "--quant-head", help="the output head's (and a tied embedding's) "
                                    "scheme: ternary | int8 | int4 (export with the same --quant-head)"),
+    bitnet_packing: bool = typer.Option(False, "--bitnet-packing", metavar="", help="store the ternary Linear "
+                                        "weights in transformers' BitNet packing (2 bits, uint8 (out/4, in), "
+                                        "weight_scale; quant_method bitnet)"),
     tokenizer: Path = typer.Option(None, "--tokenizer", help="the model's tokenizer.json, if SRC has none",
                                    show_default=False),
 ) -> None:
@@ -48,6 +51,7 @@ def quantize_cmd(
                   TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("qat", total=steps)
         rec = finetune(src, out, steps=steps, batch=batch, seq=seq, lr=lr, seed=seed, tokenizer=tokenizer, head=quant_head,
+                       bitnet_packing=bitnet_packing,
                        log=lambda m: console.print(m), progress=lambda i: bar.update(task, completed=i))
     typer.echo(f"wrote {out} (ternary, {len(rec['quantized'])} layers, {rec['minutes']} min); "
                f"next: {rec['export'].replace('OUT', str(out), 1)} -o OUTDIR")

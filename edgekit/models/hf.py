@@ -56,7 +56,29 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     sd = {}
     for f in weight_files(path):
         sd.update(_checkpoint.read_tensors(f))
+    q = read_config(path).get("quantization_config")
+    if isinstance(q, dict) and q.get("quant_method") == "bitnet":
+        unpack_bitnet(sd, q.get("linear_class", "bitlinear"), str(path))
     return sd
+
+
+def unpack_bitnet(sd: dict, linear_class: str, source: str) -> None:
+    """In place: every BitNet-packed weight (uint8 (ceil(out / 4), in) beside its
+    `weight_scale`, transformers' packing: edgekit/quant/bitnet_hf.py) becomes the float
+    gamma * W~ the model's loaders take. `edgekit export --quant ternary` then reads back the
+    very codes and gamma (an already ternary tensor keeps its own magnitude)."""
+    from edgekit.quant.bitnet_hf import VALUES_PER_BYTE, scale_from_hf, unpack_hf
+    packed = [k for k, v in sd.items() if k.endswith(".weight") and v.dtype == torch.uint8]
+    if not packed:
+        raise EdgekitError(f"'{source}': quantization_config says bitnet, but no weight is packed (uint8)",
+                           fix="the config and the weights disagree; re-export the checkpoint")
+    for k in packed:
+        scale_key = k.removesuffix("weight") + "weight_scale"
+        if scale_key not in sd:
+            raise EdgekitError(f"'{source}': the BitNet-packed '{k}' has no '{scale_key}'",
+                               fix="the checkpoint is damaged or not BitNet-packed as transformers writes it")
+        gamma = scale_from_hf(sd.pop(scale_key), linear_class, scale_key)
+        sd[k] = unpack_hf(sd[k], sd[k].shape[0] * VALUES_PER_BYTE).float() * gamma
 
 
 def tokenizer_file(path: Path) -> Path | None:

@@ -175,7 +175,7 @@ def corpus_ids(tokenizer_file: Path) -> np.ndarray:
 
 def finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 256, lr: float = 1e-3,
              ramp_frac: float = 0.5, distill: float = 1.0, seed: int = 0, tokenizer: Path | None = None,
-             head: str = "ternary",
+             head: str = "ternary", bitnet_packing: bool = False,
              log: Callable[[str], None] = print, progress: Callable[[int], None] | None = None) -> dict:
     """Fine-tune src to ternary for `steps` steps; write the result (same format, bf16) to out."""
     if steps < MIN_STEPS:
@@ -229,6 +229,9 @@ def finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 25
         if (i + 1) % 20 == 0 or i == steps - 1:
             log(f"step {i + 1}/{steps}  λ {ramp.lam:.2f}  cross entropy {np.mean(losses[-20:]):.3f} bits/token  "
                 f"{(time.time() - t0) / 60:.1f} min")
+    emb = student.get_input_embeddings()
+    packable = [n for n, m in student.named_modules() if isinstance(m, FakeQuantLinear)
+                and m.scheme == "ternary" and m.weight is not getattr(emb, "weight", None)]
     unwrap(student)
     student.config.edgekit_quantization = {"scheme": "ternary", "head": head, "method": "qat",
                                            "group_size": GROUP, "extra_rmsnorm": False}
@@ -238,8 +241,35 @@ def finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 25
               "quantized": wrapped, "extra_rmsnorm": False, "minutes": round((time.time() - t0) / 60, 2),
               "first_ce_bits": losses[0], "last_ce_bits": float(np.mean(losses[-10:])),
               "corpus": "stdlib-train (edgekit.data.stdlib)"}
-    _write(student, tok, out, record)
+    _write(student, tok, out, record, packable if bitnet_packing else [])
     return record
+
+
+def _pack_bitnet(folder: Path, names: list[str]) -> list[str]:
+    """Rewrite the saved weights of `names` (ternary, out a multiple of 4) in transformers'
+    BitNet packing, and say so in config.json. Returns the names packed."""
+    from safetensors.torch import load_file, save_file
+
+    from edgekit.quant.bitnet_hf import pack_hf, scale_to_hf
+    from edgekit.quant.schemes import ternary_codes
+    done = []
+    for f in sorted(folder.glob("*.safetensors")):
+        sd = load_file(str(f))
+        for n in names:
+            w = sd.get(n + ".weight")
+            if w is None or w.shape[0] % 4:
+                continue
+            t, gamma = ternary_codes(w.float())
+            sd[n + ".weight"] = pack_hf(t)
+            sd[n + ".weight_scale"] = torch.tensor([scale_to_hf(float(gamma), "autobitlinear")], dtype=torch.bfloat16)
+            done.append(n)
+        save_file(sd, str(f), metadata={"format": "pt"})
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "bitnet", "linear_class": "autobitlinear",
+                                  "quantization_mode": "offline",
+                                  "modules_to_not_convert": sorted(set(names) - set(done)) + ["lm_head"]}
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    return done
 
 
 def _check_out(out: Path) -> None:
@@ -247,9 +277,10 @@ def _check_out(out: Path) -> None:
         raise EdgekitError(f"output '{out}' exists and is not empty", fix="pass -o with a new folder")
 
 
-def _write(model, tok: Path, out: Path, record: dict) -> None:
+def _write(model, tok: Path, out: Path, record: dict, pack: list[str]) -> None:
     """save_pretrained (bf16: γ·W~ stays exactly ternary) + tokenizer.json + quantize.json, built
-    in a temp folder and renamed into place."""
+    in a temp folder and renamed into place. pack: Linear names to store in transformers'
+    BitNet packing (`quantization_config` bitnet, autobitlinear: weight_scale = gamma)."""
     import os
     import shutil
     import tempfile
@@ -259,6 +290,8 @@ def _write(model, tok: Path, out: Path, record: dict) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".edgekit-quantize-", dir=parent))
     try:
         model.to(torch.bfloat16).save_pretrained(str(tmp), safe_serialization=True)
+        if pack:
+            record["bitnet_packed"] = _pack_bitnet(tmp, pack)
         shutil.copyfile(tok, tmp / "tokenizer.json")
         (tmp / "quantize.json").write_text(json.dumps(record, indent=1) + "\n")
         if out.exists():
