@@ -52,6 +52,10 @@ def _cases():
     for N, K in ((23, 37), (8, 16), (258, 203)):
         for T in (1, 5):
             add("dense", T, N=N, K=K)
+    # qlinear: 2, 4, 8 bits; G 16 to 128, K with an odd number of blocks (2-bit zero points end mid-byte)
+    for bits, K, G in ((2, 208, 16), (4, 96, 32), (8, 384, 128), (2, 512, 128)):
+        for T in (1, 3):
+            add("qlinear", T, bits=bits, K=K, G=G, N=37)
     # mamba_step: N = 16 (Mamba's), 19 (8 + 8 + 3), 5; odd D
     for T, D, N in ((1, 13, 16), (7, 13, 19), (5, 3, 5)):
         add("mamba_step", T, D=D, N=N)

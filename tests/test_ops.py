@@ -160,7 +160,7 @@ def test_every_argument_of_the_wrong_rank_or_dtype_is_named(name):
     for i, a in enumerate(info.inputs):
         wrong_dtype = list(args)
         wrong_dtype[i] = args[i].double()
-        with pytest.raises(ValueError, match=rf"^{name}: {a.name} must be .*float32; got .*torch\.float64"):
+        with pytest.raises(ValueError, match=rf"^{name}: {a.name} must be .*{a.dtype}; got .*torch\.float64"):
             info.torch_op(*wrong_dtype)
         if a.dims is not None and not a.ellipsis:
             wrong_rank = list(args)

@@ -61,7 +61,7 @@ def test_quantized_artifacts_match_the_torch_reference(quant_export, arch, schem
     with torch.no_grad():
         for t in toks:
             y, state = ref.step(torch.tensor([t]), state)
-            want.append(y.reshape(-1).numpy())
+            want.append(y.reshape(-1).numpy().copy())
     want = np.stack(want)
     greedy_ref, s_ref = [], dict(state)
     with torch.no_grad():
@@ -72,7 +72,7 @@ def test_quantized_artifacts_match_the_torch_reference(quant_export, arch, schem
             t = int(y.reshape(-1).argmax())
     for fmt in ("onnx", "pte"):
         s = StreamingSession(out / f"model.{fmt}")
-        got = np.stack([np.asarray(s.step(t)).reshape(-1) for t in toks])
+        got = np.stack([np.array(s.step(t)).reshape(-1) for t in toks])
         err = float(np.abs(got - want).max() / want.std())
         assert err <= TOL, f"{arch} {scheme} {fmt}: max|diff|/std {err:.2e}"
         t, greedy = int(got[-1].argmax()), []
