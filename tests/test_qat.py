@@ -61,9 +61,15 @@ def test_export_reads_the_ternary_codes_back_exactly(qat_out, tmp_path):
     m = load_model(qat_out)
     before = {n: mod.weight.detach().t().clone() for n, mod in m.named_modules() if isinstance(mod, Linear)}
     quantize_model(m, "ternary")
+    ternary = 0
     for n, mod in m.named_modules():
         if isinstance(mod, QuantLinear) and n in before:
-            assert torch.equal(mod.weight_float(), before[n]), n
+            if mod.bits == 2:
+                ternary += 1
+                assert torch.equal(mod.weight_float(), before[n]), n
+            else:   # the int4 head: its dequantized values were saved in bf16
+                assert torch.allclose(mod.weight_float(), before[n], rtol=1e-2, atol=0), n
+    assert ternary >= 4
 
 
 def test_quantized_checkpoint_exports_and_runs(qat_out, tmp_path):

@@ -53,7 +53,7 @@ def export_cmd(
                                    "default: ternary 128, int8 128, int4 32, halved where a layer's width "
                                    "needs it", show_default=False),
     quant_head: str = typer.Option(None, "--quant-head", help="the output head's (and a tied embedding's) "
-                                   "scheme, if not --quant's: e.g. --quant ternary --quant-head int8",
+                                   "scheme, if not --quant's (ternary's default: int4)",
                                    show_default=False),
 ) -> None:
     """Export a model as a single-step stateful graph, plus edgekit.json."""

@@ -175,7 +175,7 @@ def corpus_ids(tokenizer_file: Path) -> np.ndarray:
 
 def finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 256, lr: float = 1e-3,
              ramp_frac: float = 0.5, distill: float = 1.0, seed: int = 0, tokenizer: Path | None = None,
-             head: str = "ternary", bitnet_packing: bool = False,
+             head: str = "int4", bitnet_packing: bool = False,
              log: Callable[[str], None] = print, progress: Callable[[int], None] | None = None) -> dict:
     """Fine-tune src to ternary for `steps` steps; write the result (same format, bf16) to out."""
     if steps < MIN_STEPS:
@@ -237,7 +237,7 @@ def finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 25
                                            "group_size": GROUP, "extra_rmsnorm": False}
     record = {"source": str(src), "arch": kind, "scheme": "ternary", "head": head, "steps": steps, "batch": batch, "seq": seq,
               "lr": lr, "ramp_steps": ramp_steps, "export": "edgekit export OUT --quant ternary"
-              + ("" if head == "ternary" else f" --quant-head {head}"), "distill_weight": distill, "seed": seed,
+              + ("" if head == "int4" else f" --quant-head {head}"), "distill_weight": distill, "seed": seed,
               "quantized": wrapped, "extra_rmsnorm": False, "minutes": round((time.time() - t0) / 60, 2),
               "first_ce_bits": losses[0], "last_ce_bits": float(np.mean(losses[-10:])),
               "corpus": "stdlib-train (edgekit.data.stdlib)"}
