@@ -6,8 +6,9 @@ with each --quant scheme, in ONNX Runtime, in one table.
 
 Each row: the scheme, its bits per weight over the quantized layers, the model.onnx size,
 bits per byte on the stdlib held-out corpus (edgekit eval's scorer), and the change against
-fp32. Post-training quantization only (no fine-tuning): ternary PTQ of an fp32-trained model
-is expected to lose most of its quality (BitNet b1.58 models are trained ternary).
+fp32. Rows are post-training quantization (ternary PTQ of an fp32-trained model is expected to
+lose most of its quality: BitNet b1.58 models are trained ternary), and "ternary QAT", the
+bundled `<model>-ternary` that `edgekit quantize --ternary` made from the model.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(ROOT / "edgekit" / "bundled" / "hawk-stdlib"))
     ap.add_argument("--max-bytes", type=int, default=None, help="score only the first N corpus bytes")
-    ap.add_argument("--schemes", default="int8,int4,ternary,ternary/int8",
+    ap.add_argument("--schemes", default="int8,int4,ternary,ternary/ternary",
                     help="comma-separated; SCHEME/HEAD quantizes the head (and a tied embedding) as HEAD")
+    ap.add_argument("--qat", default=None, help="also a row for this `edgekit quantize --ternary` output, "
+                    "exported with --quant ternary (default: the bundled hawk-stdlib-ternary beside --model)")
     ap.add_argument("--prefill", type=int, default=64)
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
@@ -44,15 +47,17 @@ def main() -> None:
     rows = []
     console = Console()
     with tempfile.TemporaryDirectory() as d:
-        for scheme in ["fp32", *[s for s in args.schemes.split(",") if s]]:
-            out = Path(d) / scheme.replace("/", "-head-")
+        qat = Path(args.qat) if args.qat else Path(args.model).with_name(Path(args.model).name + "-ternary")
+        for scheme in ["fp32", *[s for s in args.schemes.split(",") if s], *(["ternary QAT"] if qat.is_dir() else [])]:
+            out = Path(d) / scheme.replace("/", "-head-").replace(" ", "-")
             body, _, head = scheme.partition("/")            # "ternary/int8": int8 head and embedding
+            src = qat if scheme == "ternary QAT" else args.model
             with console.status(f"export {scheme}"):
-                m = export(args.model, out, formats=("onnx",), prefill=args.prefill,
-                           quant=None if body == "fp32" else body, quant_head=head or None)
+                m = export(src, out, formats=("onnx",), prefill=args.prefill,
+                           quant=None if body == "fp32" else body.split()[0], quant_head=head or None)
             with console.status(f"eval {scheme}"):
                 r = bits_per_byte(StreamingSession(out / "model.onnx"), files)
-            q = m.quantization if scheme != "fp32" else None
+            q = m.quantization if scheme != "fp32" else None   # noqa: E501
             rows.append({"scheme": scheme, "bits_per_weight": q["bits_per_weight"] if q else 32.0,
                          "onnx_bytes": m.artifacts["onnx"].bytes, "bits_per_byte": r["bits_per_byte"],
                          "scored_bytes": r["scored_bytes"], "ms_per_token": r["ms_per_token"],

@@ -20,7 +20,7 @@ def quantize_cmd(
                               "training; the quantization ramps in over the first half)", show_default=False),
     batch: int = typer.Option(16, "--batch", help="sequences per step"),
     seq: int = typer.Option(256, "--seq", help="tokens per sequence"),
-    lr: float = typer.Option(1e-3, "--lr", help="peak learning rate (cosine to a tenth)"),
+    lr: float = typer.Option(2e-3, "--lr", help="peak learning rate (cosine to a tenth)"),
     seed: int = typer.Option(0, "--seed"),
     quant_head: str = typer.Option("int4", "--quant-head", help="the output head's (and a tied embedding's) "
                                    "scheme: int4 (measured as good as int8) | int8 | ternary; export with the "

@@ -36,6 +36,10 @@ SCHEME_MIN_GROUP = {"ternary": 32}
 # (+2.6%). int4 is as good as int8 there and keeps a 50k-vocabulary head small (Mamba-130m's
 # 38.6M-weight head: 24.7 MB at int4, 40.1 MB at int8, 11.0 MB ternary).
 DEFAULT_HEAD = {"ternary": "int4"}
+# A ternary layer no block of 32 divides (Mamba's dt_proj, 48 wide at 130m) is int8 in blocks
+# of 16 instead: 24 such layers are 7.1 MB float32, 2.4 MB int8, and the ternary Mamba-130m
+# export then fits in 60 MB.
+FALLBACK = {"ternary": "int8"}
 
 
 class QuantLinear(nn.Module):
@@ -158,10 +162,14 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None,
         ls = layer_scheme(name)
         least = SCHEME_MIN_GROUP.get(ls, MIN_GROUP)
         G = _group_for(m.d_in, group_size or DEFAULT_GROUP[ls], least)
+        fallback = None
+        if G is None and ls in FALLBACK and _group_for(m.d_in, DEFAULT_GROUP[FALLBACK[ls]]):
+            fallback = (f"{FALLBACK[ls]}: its input width {m.d_in} is not a multiple of {least} "
+                        "(ONNX Runtime's 2-bit kernel is ~10x slower on blocks of 16)")
+            ls = FALLBACK[ls]
+            G = _group_for(m.d_in, DEFAULT_GROUP[ls])
         if G is None:
-            report.kept[name] = (f"its input width {m.d_in} is not a multiple of {least}"
-                                 + (" (ONNX Runtime's 2-bit kernel is ~10x slower on blocks of 16)"
-                                    if ls == "ternary" and m.d_in % MIN_GROUP == 0 else ""))
+            report.kept[name] = f"its input width {m.d_in} is not a multiple of {least}"
             continue
         with torch.no_grad():
             packed = quantize(m.weight.t().contiguous(), ls, G)                # (out, in)
@@ -170,7 +178,7 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None,
         setattr(model.get_submodule(parent) if parent else model, attr, q)
         report.layers[name] = {"bits": packed.bits, "group_size": G, "shape": [m.d_out, m.d_in],
                                "bits_per_weight": round(8 * packed.nbytes / (m.d_in * m.d_out), 4),
-                               "weights": m.d_in * m.d_out}
+                               "weights": m.d_in * m.d_out, **({"fallback": fallback} if fallback else {})}
     for name, p in model.named_parameters():
         reason = _float_matrix_reason(name, p)
         if reason:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekit.errors import EdgekitError
+from edgekit.quant import FALLBACK
 from edgekit.quant.schemes import DEFAULT_GROUP, quantize_activations
 
 MIN_STEPS = 8
@@ -108,6 +109,8 @@ def wrap(model: nn.Module, ramp: Ramp, head: str = "ternary") -> list[str]:
     out_emb = model.get_output_embeddings()
     for name, m in list(model.named_modules()):
         scheme = head if m is out_emb else "ternary"
+        if isinstance(m, nn.Linear) and not _group_for(m.in_features, scheme):
+            scheme = FALLBACK.get(scheme, scheme)        # as the export quantizes it
         if isinstance(m, nn.Linear) and _group_for(m.in_features, scheme):
             _swap(model, m, FakeQuantLinear(m, scheme, _group_for(m.in_features, scheme), ramp))
             names.append(name)
@@ -173,7 +176,7 @@ def corpus_ids(tokenizer_file: Path) -> np.ndarray:
     return np.asarray(HFTokenizer(tokenizer_file).encode(text), dtype=np.int64)
 
 
-def finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 256, lr: float = 1e-3,
+def finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 256, lr: float = 2e-3,
              ramp_frac: float = 0.5, distill: float = 1.0, seed: int = 0, tokenizer: Path | None = None,
              head: str = "int4", bitnet_packing: bool = False,
              log: Callable[[str], None] = print, progress: Callable[[int], None] | None = None) -> dict:
