@@ -36,11 +36,7 @@ def rwkv7_oracle(rwkv7_ckpt):
 
 
 _EXPORTS: dict = {}
-PREFILL = 16   # exports carry a prefill graph over chunks of 16 tokens (sequence form)
-# The decomposed .pte's prefill graph is the reference's loop unrolled over the chunk, which
-# XNNPACK cuts into ~70 partitions: 16 tokens took 130 s to export on 2 cores (half of
-# `make test`'s slowest test), 4 tokens take a quarter. Still a chunk > 1 and a remainder.
-PREFILL_BY_OPS = {"fused": PREFILL, "decomposed": 4}
+from edgekit_testutil import PREFILL, PREFILL_BY_OPS  # noqa: E402
 
 
 @pytest.fixture(scope="session")

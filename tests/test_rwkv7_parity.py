@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PREFILL_BY_OPS
-from edgekit_testutil import eager
+from edgekit_testutil import PREFILL_BY_OPS, eager
 
 from edgekit.models.rwkv7 import RWKV7
 from edgekit.runtimes.session import StreamingSession
