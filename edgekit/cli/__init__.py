@@ -11,6 +11,7 @@ with status 2. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -149,4 +150,16 @@ def _usage_errors() -> tuple[type, ...]:
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    if code in (130, 143):
+        # Interrupted, already unwound (temp files removed, "edgekit: interrupted" printed):
+        # leave now. Interpreter shutdown could still meet the pending interrupt (a library's
+        # atexit hook) and end the process BY the signal (status -2, seen in the CI replica
+        # after the line was printed), which `edgekit export ... && deploy` cannot tell apart.
+        for f in (sys.stdout, sys.stderr):
+            try:
+                f.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
