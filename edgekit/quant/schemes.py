@@ -72,8 +72,10 @@ def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
 def unpack_bits(packed: torch.Tensor, bits: int, length: int) -> torch.Tensor:
     """pack_bits inverted: uint8 (..., B) -> int32 (..., length)."""
     per = 8 // bits
-    shifts = torch.arange(per, dtype=torch.int32) * bits
-    v = (packed.to(torch.int32).unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
+    # floor division and remainder, not shifts: the decomposed exports trace this, and the
+    # ONNX exporter has no translation for aten.__rshift__
+    divisors = torch.tensor([1 << (bits * i) for i in range(per)], dtype=torch.int32)
+    v = torch.remainder(torch.div(packed.to(torch.int32).unsqueeze(-1), divisors, rounding_mode="floor"), 1 << bits)
     return v.reshape(*packed.shape[:-1], -1)[..., :length]
 
 
