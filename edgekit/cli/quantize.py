@@ -16,12 +16,12 @@ def quantize_cmd(
                              show_default=False),
     ternary: bool = typer.Option(False, "--ternary", metavar="", help="fine-tune to BitNet b1.58 ternary (the one "
                                  "scheme that needs it: int8 and int4 lose little post-training)"),
-    steps: int = typer.Option(..., "--steps", help="optimizer steps (about a quarter of the model's own "
-                              "training; the quantization ramps in over the first half)", show_default=False),
+    steps: int = typer.Option(None, "--steps", help="optimizer steps, required (about a quarter of the model's "
+                              "own training; the quantization ramps in over the first half)", show_default=False),
     batch: int = typer.Option(16, "--batch", help="sequences per step"),
     seq: int = typer.Option(256, "--seq", help="tokens per sequence"),
     lr: float = typer.Option(2e-3, "--lr", help="peak learning rate (cosine to a tenth)"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="seed of the batch sampling and initialization"),
     quant_head: str = typer.Option("int4", "--quant-head", help="the output head's (and a tied embedding's) "
                                    "scheme: int4 (measured as good as int8) | int8 | ternary; export with the "
                                    "same --quant-head"),
@@ -40,6 +40,10 @@ def quantize_cmd(
     if not ternary:
         raise EdgekitError("edgekit quantize needs a scheme", expected="--ternary",
                            fix="pass --ternary (int8 and int4 need no fine-tuning: edgekit export --quant int8|int4)")
+    if steps is None:
+        raise EdgekitError("edgekit quantize needs --steps N",
+                           fix="pass --steps N, about a quarter of the steps the model was trained for "
+                               "(the bundled Hawk: 87 of 350)")
     for name, v in (("--batch", batch), ("--seq", seq)):
         if v < 1:
             raise EdgekitError(f"{name} {v} is not positive", fix=f"pass {name} 16")
