@@ -44,6 +44,17 @@ def _reference(src, scheme):
     return m
 
 
+def _stepped(ref, toks):
+    """(logits per step (n, V), the state after) of the reference stepped one token at a time;
+    each step's output copied (the model reuses its output buffer)."""
+    state, ys = ref.init_state(1), []
+    with torch.no_grad():
+        for t in toks:
+            y, state = ref.step(torch.tensor([t]), state)
+            ys.append(y.reshape(-1).numpy().copy())
+    return np.stack(ys), state
+
+
 def _tokens(n, V, seed=0):
     return np.random.default_rng(seed).integers(0, V, size=n).tolist()
 
@@ -58,12 +69,7 @@ def test_quantized_artifacts_match_the_torch_reference(quant_export, arch, schem
     ref = _reference(src, scheme)
     V = json.loads((out / "edgekit.json").read_text())["config"]["vocab_size"]
     toks = _tokens(STEPS, V)
-    state, want = ref.init_state(1), []
-    with torch.no_grad():
-        for t in toks:
-            y, state = ref.step(torch.tensor([t]), state)
-            want.append(y.reshape(-1).numpy().copy())
-    want = np.stack(want)
+    want, state = _stepped(ref, toks)
     greedy_ref, s_ref = [], dict(state)
     with torch.no_grad():
         t = int(want[-1].argmax())
@@ -235,12 +241,7 @@ def test_decomposed_quantized_export_matches_the_reference(tiny_mamba, tmp_path)
     export(tiny_mamba, tmp_path / "out", formats=("onnx", "pte"), ops="decomposed", quant="int4")
     ref = _reference(tiny_mamba, "int4")
     toks = _tokens(16, 256, seed=5)
-    state, want = ref.init_state(1), []
-    with torch.no_grad():
-        for t in toks:
-            y, state = ref.step(torch.tensor([t]), state)
-            want.append(y.reshape(-1).numpy().copy())
-    want = np.stack(want)
+    want, state = _stepped(ref, toks)
     for fmt in ("onnx", "pte"):
         s = StreamingSession(tmp_path / "out" / f"model.{fmt}")
         got = np.stack([np.array(s.step(t)).reshape(-1) for t in toks])
