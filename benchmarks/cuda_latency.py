@@ -176,21 +176,6 @@ def hf_stepper(arch: str, path: Path):
 
 
 # ---- parity --------------------------------------------------------------------------------
-def inputs_for(manifest, n: int, seed: int):
-    rng = np.random.default_rng(seed)
-    V = manifest.config.get("vocab_size")
-    cols = []
-    for s in manifest.inputs:
-        if s.dtype == "int64":
-            cols.append(rng.integers(0, V if isinstance(V, int) else 256, (n, *s.shape)))
-        elif s.name == "dt":
-            cols.append(rng.uniform(0.5, 1.5, (n, *s.shape)).astype(np.float32))
-        else:
-            cols.append(rng.standard_normal((n, *s.shape)).astype(np.float32))
-    rows = [tuple(c[t] for c in cols) for t in range(n)]
-    return [r[0] for r in rows] if len(cols) == 1 else rows
-
-
 def greedy(sess, prompt, n):
     sess.reset()
     y = sess.feed(prompt)
@@ -204,6 +189,7 @@ def greedy(sess, prompt, n):
 
 
 def parity(steps: int, tmp: Path) -> list[dict]:
+    from edgekit.cli.bench import random_inputs
     from edgekit.models import ARCHITECTURES
     from edgekit.runtimes.session import StreamingSession
     rows = []
@@ -212,7 +198,7 @@ def parity(steps: int, tmp: Path) -> list[dict]:
         try:
             ckpt = cls.write_random(tmp / (arch + (".pth" if arch == "rwkv7" else "")), seed=5)
             ref, gpu = StreamingSession(ckpt, backend="torch"), StreamingSession(ckpt, backend="cuda")
-            xs = inputs_for(ref.manifest, steps, seed=0)
+            xs = random_inputs(ref.manifest, steps, seed=0)
             want = np.stack([np.array(ref.step(x)) for x in xs])
             got = np.stack([np.array(gpu.step(x)) for x in xs])
             row.update(steps=steps, err=float(np.abs(got - want).max() / want.std()),

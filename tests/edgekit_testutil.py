@@ -48,6 +48,20 @@ def eager(model, ops: str):
     return lowered(model, ["decompose"] if ops == "decomposed" else [])
 
 
+def tiny_checkpoints(root: Path, seed: int = 0):
+    """arch -> a tiny random checkpoint of it in its real format (write_random), written
+    under root on first use. RWKV-7 is detected by its .pth suffix."""
+    from edgekit.models import ARCHITECTURES
+    made = {}
+
+    def get(arch: str) -> Path:
+        if arch not in made:
+            name = arch + (".pth" if arch == "rwkv7" else "")
+            made[arch] = ARCHITECTURES[arch].write_random(root / name, seed=seed)
+        return made[arch]
+    return get
+
+
 _PEAK = ("import resource, subprocess, sys\n"
          "code = subprocess.call(sys.argv[3:], timeout=float(sys.argv[2]))\n"
          "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"

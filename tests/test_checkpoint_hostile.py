@@ -21,7 +21,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from edgekit_testutil import REPO, assert_clean_failure, assert_no_output, run_cli, run_cli_peak
+from edgekit_testutil import (REPO, assert_clean_failure, assert_no_output, run_cli, run_cli_peak,
+                              tiny_checkpoints)
 
 # A CLI process that imports torch and fails at load peaks near 0.4 GB; a bomb below declares
 # 1 GB of bf16 weights (2 GB as float32), which the loader used to materialise (4+ GB peak).
@@ -39,16 +40,7 @@ def rwkv7_sd(tmp_path_factory):
 @pytest.fixture(scope="module")
 def arch_ckpt(tmp_path_factory):
     """arch -> a tiny random checkpoint of it, in its real format (write_random)."""
-    from edgekit.models import ARCHITECTURES
-    root = tmp_path_factory.mktemp("hostile-archs")
-    made = {}
-
-    def get(arch):
-        if arch not in made:
-            cls = ARCHITECTURES[arch]
-            made[arch] = cls.write_random(root / (arch + (".pth" if arch == "rwkv7" else "")))
-        return made[arch]
-    return get
+    return tiny_checkpoints(tmp_path_factory.mktemp("hostile-archs"))
 
 
 def _copy(src, tmp_path):

@@ -19,10 +19,11 @@ import pytest
 import torch
 
 from edgekit import formats
+from edgekit.cli.bench import random_inputs
 from edgekit.errors import EdgekitError
 from edgekit.models import ARCHITECTURES
 from edgekit.runtimes.session import StreamingSession
-from edgekit_testutil import assert_clean_failure, run_cli
+from edgekit_testutil import assert_clean_failure, run_cli, tiny_checkpoints
 
 GPU = torch.cuda.is_available()
 needs_gpu = pytest.mark.skipif(not GPU, reason="needs a CUDA GPU (CI has none; run on the device machine)")
@@ -90,32 +91,9 @@ def test_fp16_weights_keep_the_outputs_and_halve_the_linear_bytes(rwkv_tiny):
 
 
 # ---- on a GPU -------------------------------------------------------------------------------
-def _inputs(sess, n: int, seed: int = 0) -> list:
-    """n steps of inputs in the manifest's order: token ids, or features (dt > 0)."""
-    rng = np.random.default_rng(seed)
-    V = sess.manifest.config.get("vocab_size")
-    cols = []
-    for s in sess.manifest.inputs:
-        if s.dtype == "int64":
-            cols.append(rng.integers(0, V if isinstance(V, int) else 256, (n, *s.shape)))
-        elif s.name == "dt":
-            cols.append(rng.uniform(0.5, 1.5, (n, *s.shape)).astype(np.float32))
-        else:
-            cols.append(rng.standard_normal((n, *s.shape)).astype(np.float32))
-    rows = [tuple(c[t] for c in cols) for t in range(n)]
-    return [r[0] for r in rows] if len(cols) == 1 else rows
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    made = {}
-
-    def get(arch: str):
-        if arch not in made:
-            name = arch + (".pth" if arch == "rwkv7" else "")      # RWKV-7 is detected by its suffix
-            made[arch] = ARCHITECTURES[arch].write_random(tmp_path_factory.mktemp(f"cuda-{arch}") / name, seed=5)
-        return made[arch]
-    return get
+    return tiny_checkpoints(tmp_path_factory.mktemp("cuda"), seed=5)
 
 
 @needs_gpu
@@ -129,7 +107,7 @@ def test_gpu_matches_the_fp32_cpu_reference(tiny, arch):
     ref, gpu = StreamingSession(ckpt, backend="torch"), StreamingSession(ckpt, backend="cuda")
     eager = CudaBackend(load_model(ckpt), graphs=False)
     assert gpu.backend.graph is not None and gpu.format == "cuda"
-    xs = _inputs(ref, 64)
+    xs = random_inputs(ref.manifest, 64)
     want = np.stack([np.array(ref.step(x)) for x in xs])
     got = np.stack([np.array(gpu.step(x)) for x in xs])
     got_eager = np.stack([np.array(eager.step(gpu._check_inputs(x))[0]) for x in xs])
@@ -142,7 +120,7 @@ def test_gpu_matches_the_fp32_cpu_reference(tiny, arch):
 def test_state_saved_on_gpu_continues_on_gpu_and_on_cpu(tiny, tmp_path):
     ckpt = tiny("mamba")
     gpu, cpu = StreamingSession(ckpt, backend="cuda"), StreamingSession(ckpt, backend="torch")
-    xs = _inputs(gpu, 30, seed=1)
+    xs = random_inputs(gpu.manifest, 30, seed=1)
     for x in xs[:20]:
         gpu.step(x)
     path = gpu.save_state(tmp_path / "s.safetensors")
@@ -159,7 +137,7 @@ def test_state_saved_on_gpu_continues_on_gpu_and_on_cpu(tiny, tmp_path):
 def test_stream_equals_stepping(tiny):
     ckpt = tiny("rwkv7")
     a, b = StreamingSession(ckpt, backend="cuda"), StreamingSession(ckpt, backend="cuda")
-    xs = _inputs(a, 300, seed=2)                 # more than one device-side chunk (256)
+    xs = random_inputs(a.manifest, 300, seed=2)      # more than one device-side chunk (256)
     streamed = np.concatenate(list(a.stream(xs, chunk=150)))
     stepped = np.stack([np.array(b.step(x)) for x in xs])
     assert streamed.shape == stepped.shape and float(np.abs(streamed - stepped).max()) <= 1e-5 * stepped.std()
@@ -170,7 +148,7 @@ def test_stream_equals_stepping(tiny):
 def test_gpu_memory_is_flat_over_2000_steps(tiny):
     ckpt = tiny("mamba2")
     sess = StreamingSession(ckpt, backend="cuda")
-    xs = _inputs(sess, 2000, seed=3)
+    xs = random_inputs(sess.manifest, 2000, seed=3)
     for x in xs[:10]:
         sess.step(x)
     torch.cuda.synchronize()

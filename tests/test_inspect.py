@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from edgekit_testutil import assert_clean_failure, run_cli
+from edgekit_testutil import assert_clean_failure, run_cli, tiny_checkpoints
 
 PY_REPR = re.compile(r"\b(None|True|False)\b|'[^']*'|\(\d+,\)")   # None/True/False, quoted strs, (1,)
 HUMAN = r"\d[\d,]*(\.\d)? (B|kB|MB|GB)\b"
@@ -21,15 +21,7 @@ def _no_python_reprs(text: str):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from edgekit.models import ARCHITECTURES
-    root = tmp_path_factory.mktemp("inspect")
-    made = {}
-
-    def get(arch):
-        if arch not in made:
-            made[arch] = ARCHITECTURES[arch].write_random(root / (arch + (".pth" if arch == "rwkv7" else "")))
-        return made[arch]
-    return get
+    return tiny_checkpoints(tmp_path_factory.mktemp("inspect"))
 
 
 @pytest.mark.parametrize("arch", ["rwkv7", "mamba", "mamba2", "recurrent_gemma", "cfc", "ltc"])

@@ -21,6 +21,23 @@ def rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def random_inputs(manifest, n: int, seed: int = 0) -> list:
+    """n steps of pseudo-random inputs in the manifest's order, one step's inputs per item
+    (a tuple when there are several): token ids, features, dt > 0 (parity checks)."""
+    rng = np.random.default_rng(seed)
+    V = manifest.config.get("vocab_size")
+    cols = []
+    for s in manifest.inputs:
+        if s.dtype == "int64":
+            cols.append(rng.integers(0, V if isinstance(V, int) else 256, (n, *s.shape)))
+        elif s.name == "dt":
+            cols.append(rng.uniform(0.5, 1.5, (n, *s.shape)).astype(np.float32))
+        else:
+            cols.append(rng.standard_normal((n, *s.shape)).astype(np.float32))
+    rows = [tuple(c[t] for c in cols) for t in range(n)]
+    return [r[0] for r in rows] if len(cols) == 1 else rows
+
+
 def bench_session(sess, steps: int, warmup: int = 16, seed: int = 0) -> dict:
     """Step a session through pseudo-random inputs; time each step after warm-up."""
     rng = np.random.default_rng(seed)

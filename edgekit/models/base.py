@@ -72,8 +72,11 @@ class RecurrentModel(nn.Module):
         return {s.name: torch.zeros(s.shape, dtype=s.dtype) for s in self.state_spec(batch)}
 
     def step(self, x: torch.Tensor, state: dict[str, torch.Tensor]):
-        """(x_t[B], state) -> (y_t[B, ...], new_state). The export target."""
-        raise NotImplementedError
+        """(x_t[B], state) -> (y_t[B, ...], new_state). The export target. By default
+        `forward` over one time step (tokens (B,) int64 -> logits (B, V)); a model whose
+        step takes several inputs (CfC's x and dt) overrides it."""
+        y, state = self.forward(x[:, None], state)
+        return y[:, 0], state
 
     def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None):
         """(x[B, T], state) -> (y[B, T, ...], new_state). Prefill and parity."""

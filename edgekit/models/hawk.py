@@ -267,7 +267,7 @@ def _rotate_half(x):
 
 
 @register_arch
-class RecurrentGemma(RecurrentModel):
+class RecurrentGemma(hf.HfCheckpoint, RecurrentModel):
     arch = "recurrent_gemma"
     checkpoint = "Hawk / Griffin: RecurrentGemma save_pretrained folder (config.json + safetensors)"
 
@@ -300,11 +300,6 @@ class RecurrentGemma(RecurrentModel):
         d["layer_types"] = list(d["layer_types"])
         d["variant"] = self.cfg.variant
         return d
-
-    def step(self, x, state):
-        """tokens (B,) int64 -> logits (B, V)."""
-        logits, state = self.forward(x[:, None], state)
-        return logits[:, 0], state
 
     def forward(self, x, state=None):
         """tokens (B, T) int64 -> logits (B, T, V)."""
@@ -407,10 +402,6 @@ class RecurrentGemma(RecurrentModel):
         # a weights folder without its config.json: from_pretrained says what is missing
         return path.is_dir() and not (path / "config.json").exists() and \
             any(path.glob("*.safetensors"))
-
-    @classmethod
-    def weight_files(cls, path) -> list[Path]:
-        return hf.weight_files(path)
 
     @classmethod
     def from_pretrained(cls, path) -> "RecurrentGemma":

@@ -49,6 +49,15 @@ def weight_files(path: Path) -> list[Path]:
     return files
 
 
+class HfCheckpoint:
+    """Mixin (listed before RecurrentModel) of an architecture whose checkpoint is a
+    save_pretrained directory: the files its weights are read from are the directory's."""
+
+    @classmethod
+    def weight_files(cls, path) -> list[Path]:
+        return weight_files(path)
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a directory: model.safetensors, sharded *.safetensors (with or
     without an index), or a pytorch_model.bin read with weights_only=True; each file

@@ -338,7 +338,7 @@ class _Mixer2(nn.Module):
         self.out_proj = Linear(E, c.d_model, c.use_bias)
 
 
-class _MambaBase(RecurrentModel):
+class _MambaBase(hf.HfCheckpoint, RecurrentModel):
     """Shared by Mamba and Mamba-2: embedding, residual blocks, final norm, head, loading."""
 
     model_types: tuple[str, ...]
@@ -356,11 +356,6 @@ class _MambaBase(RecurrentModel):
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)
-
-    def step(self, x, state):
-        """tokens (B,) int64 -> logits (B, V)."""
-        logits, state = self.forward(x[:, None], state)
-        return logits[:, 0], state
 
     def forward(self, x, state=None):
         """tokens (B, T) int64 -> logits (B, T, V). Pre-norm residual blocks (fp32)."""
@@ -411,10 +406,6 @@ class _MambaBase(RecurrentModel):
     def detect(cls, path: Path) -> bool:
         kind = cls._kind(path)
         return kind == cls.arch or (kind == BAD_LAYER and cls.arch == "mamba")
-
-    @classmethod
-    def weight_files(cls, path) -> list[Path]:
-        return hf.weight_files(path)
 
     @classmethod
     def from_pretrained(cls, path) -> "_MambaBase":

@@ -230,11 +230,6 @@ class RWKV7(RecurrentModel):
         f = getattr(self, "tokenizer_file", None)       # a tokenizer.json beside the .pth
         return TokenizerRef(f.name, f) if f is not None else None
 
-    def step(self, x, state):
-        """tokens (B,) int64 -> logits (B, V)."""
-        logits, state = self.forward(x[:, None], state)
-        return logits[:, 0], state
-
     def forward(self, x, state=None):
         """tokens (B, T) int64 -> logits (B, T, V)."""
         if state is None:

@@ -163,7 +163,14 @@ class Flatten(Node):
 
 
 @dataclass
-class LIF(Node):
+class _Neuron(Node):
+    """A neuron kind (LIF, CubaLIF, IF, LI): a population with a membrane state."""
+
+    neuron: ClassVar[bool] = True
+
+
+@dataclass
+class LIF(_Neuron):
     """Leaky integrate-and-fire.  tau [s], r [1], v_leak, v_threshold, v_reset (per neuron).
 
         tau * dv/dt = (v_leak - v) + r * I(t)
@@ -177,11 +184,10 @@ class LIF(Node):
     v_reset: np.ndarray = None
     arrays: ClassVar[tuple[str, ...]] = ("tau", "r", "v_leak", "v_threshold", "v_reset")
     kind: ClassVar[str] = "LIF"
-    neuron: ClassVar[bool] = True
 
 
 @dataclass
-class CubaLIF(Node):
+class CubaLIF(_Neuron):
     """Current-based LIF.  tau_syn, tau_mem [s]; r, w_in [1]; v_leak, v_threshold, v_reset.
 
         tau_syn * dI/dt = -I + w_in * x(t)
@@ -199,11 +205,10 @@ class CubaLIF(Node):
     arrays: ClassVar[tuple[str, ...]] = ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold",
                                          "v_reset", "w_in")
     kind: ClassVar[str] = "CubaLIF"
-    neuron: ClassVar[bool] = True
 
 
 @dataclass
-class IF(Node):
+class IF(_Neuron):
     """Integrate-and-fire (no leak).  r [1/s in dv/dt], v_threshold, v_reset.
 
         dv/dt = r * I(t);  spike when v > v_threshold, then v <- v_reset
@@ -214,11 +219,10 @@ class IF(Node):
     v_reset: np.ndarray = None
     arrays: ClassVar[tuple[str, ...]] = ("r", "v_threshold", "v_reset")
     kind: ClassVar[str] = "IF"
-    neuron: ClassVar[bool] = True
 
 
 @dataclass
-class LI(Node):
+class LI(_Neuron):
     """Leaky integrator, no spikes (a readout).  tau [s], r, v_leak.
 
         tau * dv/dt = (v_leak - v) + r * I(t)
@@ -229,7 +233,6 @@ class LI(Node):
     v_leak: np.ndarray = None
     arrays: ClassVar[tuple[str, ...]] = ("tau", "r", "v_leak")
     kind: ClassVar[str] = "LI"
-    neuron: ClassVar[bool] = True
 
 
 # every node kind, once: files (``SNNGraph.load``) and NIR (``SNNGraph.from_nir``) use this
