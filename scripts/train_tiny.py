@@ -18,6 +18,7 @@ beside the model. A run that would not fit its time budget is refused before tra
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -222,21 +223,29 @@ def heldout_bpb(arch: str, model, max_bytes: int | None = None, seq: int = 512) 
     return bits / n
 
 
-def train(arch: str, out: Path, *, steps: int, batch: int, seq: int, lr: float, seed: int,
-          budget_min: float, tiny: bool = False, log=print) -> dict:
+def train(arch: str, out: Path, *, steps: int | None, batch: int, seq: int, lr: float, seed: int,
+          budget_min: float, tiny: bool = False, device: str = "cpu", train_file: Path | None = None,
+          minutes: float | None = None, log=print) -> dict:
+    """Train for `steps` steps, or (minutes=M) for as many steps as the first 3 steps' pace
+    fits in M minutes; the step count is then fixed before the schedule starts, so a rerun
+    with `--steps` of the recorded count replays the same run."""
     from edgekit.data.stdlib import train_bytes
-    torch.set_num_threads(2)
+    if device == "cpu":
+        torch.set_num_threads(2)
     shape = (TINY if tiny else CONFIGS)[arch]
-    model = build(arch, shape, seed)
+    model = build(arch, shape, seed).to(device)
     params = sum(p.numel() for p in model.parameters())
-    data = np.frombuffer(train_bytes(), np.uint8)
+    raw = train_file.read_bytes() if train_file else train_bytes()
+    data = np.frombuffer(raw, np.uint8)
+    if steps is None:
+        steps = 10**9          # replaced after the pace is measured, then training starts over
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     warm = max(1, steps // 20)
 
     def step_fn(i: int) -> float:
         starts = rng.integers(0, len(data) - seq - 1, size=batch)
-        xy = torch.from_numpy(np.stack([data[s:s + seq + 1] for s in starts]).astype(np.int64))
+        xy = torch.from_numpy(np.stack([data[s:s + seq + 1] for s in starts]).astype(np.int64)).to(device)
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (i + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / steps)))
         loss = F.cross_entropy(logits_of(arch, model, xy[:, :-1]).float().reshape(-1, VOCAB), xy[:, 1:].reshape(-1))
@@ -250,6 +259,17 @@ def train(arch: str, out: Path, *, steps: int, batch: int, seq: int, lr: float, 
     t0 = time.time()
     losses = [step_fn(i) for i in range(3)]
     per_step = (time.time() - t0) / 3
+    if minutes is not None:
+        # the step count is now fixed: start over from the seed, so that this run is the
+        # run `--steps <recorded steps>` makes
+        steps = max(10, int(minutes * 60 / per_step))
+        warm = max(1, steps // 20)
+        model = build(arch, shape, seed).to(device)
+        rng = np.random.default_rng(seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+        model.train()
+        t0 = time.time()
+        losses = [step_fn(i) for i in range(3)]
     if per_step * steps / 60 > budget_min:
         raise EdgekitError(f"{arch}: {steps} steps at {per_step:.2f} s each take {per_step * steps / 60:.1f} min",
                            expected=f"at most --budget-min {budget_min:g}",
@@ -265,9 +285,17 @@ def train(arch: str, out: Path, *, steps: int, batch: int, seq: int, lr: float, 
     record = {"arch": arch, "config": {**shape, "vocab_size": VOCAB}, "parameters": params, "seed": seed,
               "steps": steps, "batch": batch, "seq": seq, "lr": lr, "train_minutes": round(minutes, 2),
               "first_loss_bits": losses[0] / math.log(2), "last_loss_bits": float(np.mean(losses[-20:])) / math.log(2),
-              "weights": path.name, "dtype": "bfloat16", "corpus": "stdlib-train (edgekit.data.stdlib)"}
+              "weights": path.name, "dtype": "bfloat16", "device": _device_name(device),
+              "corpus": "stdlib-train (edgekit.data.stdlib)",
+              "corpus_sha256": hashlib.sha256(raw).hexdigest(), "corpus_bytes": len(raw)}
     (out / "train.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"cpu, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
 def main(argv=None) -> int:
@@ -275,6 +303,12 @@ def main(argv=None) -> int:
     ap.add_argument("arch", choices=ARCHS)
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="instead of --steps: as many steps as fit in this many minutes at the measured pace")
+    ap.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
+    ap.add_argument("--train-file", type=Path, default=None,
+                    help="the train split's bytes as written by `python -m edgekit.data.stdlib --dump-train` "
+                         "(to train on a machine whose Python is another version)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -283,8 +317,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="a tiny config (the test)")
     a = ap.parse_args(argv)
     try:
-        r = train(a.arch, a.out, steps=a.steps, batch=a.batch, seq=a.seq, lr=a.lr, seed=a.seed,
-                  budget_min=a.budget_min, tiny=a.tiny)
+        r = train(a.arch, a.out, steps=None if a.minutes else a.steps, batch=a.batch, seq=a.seq, lr=a.lr,
+                  seed=a.seed, budget_min=a.budget_min, tiny=a.tiny, device=a.device, train_file=a.train_file,
+                  minutes=a.minutes)
     except EdgekitError as e:
         print(f"train_tiny: error: {e}", file=sys.stderr)
         return 2

@@ -102,4 +102,12 @@ def iter_corpus(name: str) -> Iterator[tuple[str, bytes]]:
 
 
 if __name__ == "__main__":
-    print(write_heldout_list())
+    # no argument: record this interpreter's held-out list (run once, committed);
+    # --dump-train FILE: the train split's bytes, for training on a machine whose Python
+    # is another version (scripts/train_tiny.py --train-file)
+    import sys
+    if sys.argv[1:2] == ["--dump-train"] and len(sys.argv) == 3:
+        Path(sys.argv[2]).write_bytes(train_bytes())
+        print(sys.argv[2])
+    else:
+        print(write_heldout_list())
