@@ -134,7 +134,7 @@ BUNDLED_LMS = sorted(p for p in (REPO / "edgekit" / "bundled").iterdir()
 
 
 def test_the_bundled_models_are_the_documented_ones():
-    assert {p.name for p in BUNDLED_LMS} >= {"hawk-stdlib", "mamba2-stdlib"}, BUNDLED_LMS
+    assert {p.name for p in BUNDLED_LMS} >= {"hawk-stdlib", "mamba2-stdlib", "rwkv7-stdlib"}, BUNDLED_LMS
 
 
 @pytest.fixture(scope="module", params=BUNDLED_LMS, ids=lambda p: p.name)
