@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgekit.cli.demo import bundled_lms
 from edgekit_testutil import REPO, assert_clean_failure, run_cli
 
 
@@ -129,8 +130,7 @@ def test_eval_refuses_what_it_cannot_measure(tiny_models, tmp_path):
 
 
 # every bundled byte-level LM: a folder with the held-out figures its training committed
-BUNDLED_LMS = sorted(p for p in (REPO / "edgekit" / "bundled").iterdir()
-                     if (p / "eval.json").is_file() and "subset_32k" in json.loads((p / "eval.json").read_text()))
+BUNDLED_LMS = bundled_lms()
 
 
 def test_the_bundled_models_are_the_documented_ones():

@@ -108,10 +108,12 @@ def demo_cmd(
 
 
 def bundled_lms() -> list[Path]:
-    """The bundled trained byte-level LMs (each folder holds its held-out eval.json)."""
+    """The bundled trained byte-level LMs: the folders whose eval.json holds held-out bits
+    per byte (the CfC's holds RMSE; a QAT output has none)."""
+    import json
     root = BUNDLED.parent
     return sorted(p for p in root.iterdir() if (p / "eval.json").is_file() and (p / "train.json").is_file()
-                  and "bits_per_byte" in (p / "eval.json").read_text())
+                  and "bits_per_byte" in json.loads((p / "eval.json").read_text()))
 
 
 def bundled_source(folder: Path) -> Path:
