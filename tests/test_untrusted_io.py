@@ -177,6 +177,32 @@ def test_a_nan_state_with_a_valid_checksum_is_refused(cfc, tmp_path):
     assert_clean_failure(r, "'h' holds NaN")
 
 
+def test_every_single_bit_flip_of_a_state_is_refused_cleanly(cfc, tmp_path):
+    """Each byte of a saved state, flipped in its lowest bit, in turn (the header's JSON, its
+    metadata strings and the tensor bytes): load_state either refuses with an EdgekitError or,
+    where the flip is invisible to the reader (JSON whitespace), returns the very same state.
+    Never another exception (CI once met a JSONDecodeError from a flip inside the saved spec)."""
+    from edgekit.artifact import read
+    from edgekit.errors import EdgekitError
+    from edgekit.runtimes.state import _output_size, load_state, save_state
+    manifest = read(cfc / "out")[0]
+    h = np.arange(4, dtype=np.float32).reshape(1, 4) / 7
+    good = save_state(tmp_path / "good.state", manifest, {"h": h}, 12, 
+                      last_output=np.ones(_output_size(manifest), np.float32))
+    b = good.read_bytes()
+    flipped = tmp_path / "flip.state"
+    refused = 0
+    for off in range(len(b)):
+        flipped.write_bytes(b[:off] + bytes([b[off] ^ 0x01]) + b[off + 1:])
+        try:
+            state, position, _ = load_state(flipped, manifest)
+        except EdgekitError:
+            refused += 1
+            continue
+        assert position == 12 and np.array_equal(state["h"], h), f"flip at {off} changed the state silently"
+    assert refused >= len(b) - 8, f"only {refused} of {len(b)} flips refused"
+
+
 # -- values where the model uses them ----------------------------------------------------
 
 def test_inputs_are_checked_in_float32(cfc):

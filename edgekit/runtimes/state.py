@@ -132,7 +132,12 @@ def load_state(path, manifest) -> tuple[dict[str, np.ndarray], int, np.ndarray |
                            expected=f"{manifest.arch} {manifest.model_id[:12]}",
                            fix="load a state saved from this model, or start fresh without --state-in")
     spec = _spec_json(manifest)
-    if json.loads(meta.get("spec", "[]")) != spec:
+    try:
+        saved_spec = json.loads(meta.get("spec", "[]"))
+    except (ValueError, RecursionError):
+        raise EdgekitError(f"state file '{path}' is corrupt (its state layout is not valid JSON)",
+                           fix="use an intact copy or start fresh without --state-in") from None
+    if saved_spec != spec:
         raise EdgekitError(f"state file '{path}' has a different state layout than this artifact",
                            fix="it was saved with another batch size or model version; start fresh")
     for s in spec:
@@ -148,7 +153,7 @@ def load_state(path, manifest) -> tuple[dict[str, np.ndarray], int, np.ndarray |
         raise EdgekitError(f"state file '{path}' is corrupt (checksum mismatch)",
                            fix="use an intact copy or start fresh without --state-in")
     position = meta.get("position", "0")
-    if not position.isdigit() or len(position) > 19:
+    if not (position.isascii() and position.isdigit()) or len(position) > 19:
         raise EdgekitError(f"state file '{path}' has position {position[:40]!r}", expected="a non-negative integer",
                            fix="the file is corrupt; start fresh")
     for name, a in zip([s["name"] for s in spec], arrays):
