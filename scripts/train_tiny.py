@@ -9,6 +9,12 @@ reference so autograd runs through it) and is written as a BlinkDL .pth; Mamba, 
 Hawk are transformers' classes (their training forward) written with save_pretrained, with
 a byte tokenizer.json. Weights are stored in bf16. Vocabulary: the 256 byte values.
 
+Mamba (1) on a CPU: transformers' torch fallback for the selective scan indexes one time
+step of a (batch, channels, time, state) tensor per iteration, and autograd turns each
+index into a zero-filled copy of the whole tensor (over 60 s a step here). Training swaps
+in the same recurrence written with unbind (`_mamba_scan_for_training`), and the saved
+model is then checked against transformers' own scan before it is written.
+
 Deterministic: a fixed seed (torch, data order) and a fixed step count; the config, the
 seed, the steps, the wall time and the held-out bits per byte are written to train.json
 beside the model. A run that would not fit its time budget is refused before training
@@ -18,6 +24,7 @@ beside the model. A run that would not fit its time budget is refused before tra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -39,7 +46,7 @@ ARCHS = ("rwkv7", "mamba", "mamba2", "hawk")
 # Chosen for quality per CPU minute on a 2-core machine (docs/models.md has the table).
 CONFIGS = {
     "rwkv7": dict(n_embd=256, n_layer=4, head_size=64),
-    "mamba": dict(hidden_size=256, num_hidden_layers=6, state_size=16, expand=2, conv_kernel=4),
+    "mamba": dict(hidden_size=256, num_hidden_layers=4, state_size=16, expand=2, conv_kernel=4),
     "mamba2": dict(hidden_size=256, num_hidden_layers=6, state_size=32, expand=2, head_dim=64, n_groups=1,
                    conv_kernel=4, chunk_size=64),
     "hawk": dict(hidden_size=256, intermediate_size=768, lru_width=256, num_hidden_layers=4,
@@ -116,6 +123,65 @@ def build(arch: str, shape: dict, seed: int):
         cfg = transformers.RecurrentGemmaConfig(vocab_size=VOCAB, block_types=["recurrent"], **shape)
         return transformers.RecurrentGemmaForCausalLM(cfg)
     raise EdgekitError(f"unknown architecture '{arch}'", expected=", ".join(ARCHS), fix="pass one of them")
+
+
+def _mamba_scan_for_training(hidden_states, dt, A, B, C, D=None, z=None, delta_bias=None,
+                             delta_softplus=False, return_last_state=False, **_):
+    """transformers' mamba_selective_scan torch fallback with the same arithmetic, one time
+    step at a time: the step's discretized A, B·x, state and output are computed from
+    contiguous (batch, channels[, state]) slices taken by one unbind of each input (whose
+    backward is one stack, not one full-size zero tensor per step), so nothing of size
+    (batch, channels, time, state) is built (it does not fit a CPU's caches)."""
+    input_dtype = hidden_states.dtype
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(dt.dtype)[..., None]
+    if delta_softplus:
+        dt = F.softplus(dt)
+    steps = zip(dt.permute(2, 0, 1).unbind(0), hidden_states.permute(2, 0, 1).float().unbind(0),
+                B.permute(2, 0, 1).float().unbind(0), C.permute(2, 0, 1).unsqueeze(-1).unbind(0))
+    h = torch.zeros(hidden_states.shape[0], hidden_states.shape[1], A.shape[-1], dtype=input_dtype,
+                    device=hidden_states.device)
+    ys = []
+    for dt_t, x_t, B_t, C_t in steps:                                   # (b, D), (b, D), (b, N), (b, N, 1)
+        h = torch.exp(A[None] * dt_t[..., None]) * h + (dt_t[..., None] * B_t[:, None, :]) * x_t[..., None]
+        ys.append(torch.matmul(h.to(input_dtype), C_t)[..., 0])        # (b, D)
+    y = torch.stack(ys, -1)                                             # (b, D, L)
+    if D is not None:
+        y = y + hidden_states * D[None, :, None]
+    if z is not None:
+        y = y * F.silu(z)
+    return (y, h) if return_last_state else y
+
+
+class _mamba_scan:
+    """Within: transformers' Mamba runs `scan` as its selective scan (module docstring)."""
+
+    def __init__(self, scan=None):
+        from transformers.models.mamba import modeling_mamba
+        self._module, self._scan = modeling_mamba, scan or _mamba_scan_for_training
+        _REFERENCE_SCAN.setdefault("scan", modeling_mamba.mamba_selective_scan)
+
+    def __enter__(self):
+        self._saved = self._module.mamba_selective_scan
+        self._module.mamba_selective_scan = self._scan
+
+    def __exit__(self, *exc):
+        self._module.mamba_selective_scan = self._saved
+
+
+_REFERENCE_SCAN: dict = {}     # transformers' own, as it was before any swap
+
+
+@torch.no_grad()
+def check_against_reference_scan(model, x: torch.Tensor) -> float:
+    """max |logits with the training scan - logits with transformers' own| / std(reference)."""
+    model.eval()
+    with _mamba_scan():
+        got = model(x, use_cache=False).logits.float()
+    with _mamba_scan(_REFERENCE_SCAN["scan"]):
+        ref = model(x, use_cache=False).logits.float()
+    model.train()
+    return float((got - ref).abs().max() / ref.std())
 
 
 def logits_of(arch: str, model, x: torch.Tensor) -> torch.Tensor:
@@ -223,7 +289,7 @@ def heldout_bpb(arch: str, model, max_bytes: int | None = None, seq: int = 512) 
     return bits / n
 
 
-def train(arch: str, out: Path, *, steps: int | None, batch: int, seq: int, lr: float, seed: int,
+def _train(arch: str, out: Path, *, steps: int | None, batch: int, seq: int, lr: float, seed: int,
           budget_min: float, tiny: bool = False, device: str = "cpu", train_file: Path | None = None,
           minutes: float | None = None, log=print) -> dict:
     """Train for `steps` steps, or (minutes=M) for as many steps as the first 3 steps' pace
@@ -281,15 +347,29 @@ def train(arch: str, out: Path, *, steps: int | None, batch: int, seq: int, lr: 
             log(f"  step {i + 1}/{steps}  loss {np.mean(losses[-50:]) / math.log(2):.3f} bits/byte  "
                 f"{(time.time() - t0) / 60:.1f} min")
     minutes = (time.time() - t0) / 60
+    extra = {}
+    if arch == "mamba":
+        x = torch.from_numpy(data[:257].astype(np.int64))[None, :256].to(device)
+        extra["training_scan"] = {"what": "transformers' Mamba with its torch scan fallback written with unbind "
+                                          "(scripts/train_tiny.py _mamba_scan_for_training)",
+                                  "max_rel_diff_vs_transformers_scan": check_against_reference_scan(model, x)}
+        if extra["training_scan"]["max_rel_diff_vs_transformers_scan"] > 1e-4:
+            raise RuntimeError(f"the training scan disagrees with transformers' own: {extra}")
     path = save(arch, model, out)
     record = {"arch": arch, "config": {**shape, "vocab_size": VOCAB}, "parameters": params, "seed": seed,
               "steps": steps, "batch": batch, "seq": seq, "lr": lr, "train_minutes": round(minutes, 2),
               "first_loss_bits": losses[0] / math.log(2), "last_loss_bits": float(np.mean(losses[-20:])) / math.log(2),
               "weights": path.name, "dtype": "bfloat16", "device": _device_name(device),
               "corpus": "stdlib-train (edgekit.data.stdlib)",
-              "corpus_sha256": hashlib.sha256(raw).hexdigest(), "corpus_bytes": len(raw)}
+              "corpus_sha256": hashlib.sha256(raw).hexdigest(), "corpus_bytes": len(raw), **extra}
     (out / "train.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def train(arch: str, out: Path, **kw) -> dict:
+    """_train, with Mamba's training scan swapped in for the run (and only for it)."""
+    with _mamba_scan() if arch == "mamba" else contextlib.nullcontext():
+        return _train(arch, out, **kw)
 
 
 def _device_name(device: str) -> str:

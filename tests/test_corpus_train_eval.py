@@ -87,6 +87,36 @@ def test_the_rwkv7_checkpoint_is_the_trained_model(tmp_path):
     assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
 
 
+def test_mambas_training_scan_is_transformers_scan():
+    """train_tiny trains transformers' Mamba with its torch scan fallback rewritten for speed
+    (_mamba_scan_for_training). The same model, on the same bytes, gives the same loss and
+    the same gradients with transformers' own scan."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import train_tiny
+    finally:
+        sys.path.pop(0)
+    m = train_tiny.build("mamba", {**train_tiny.TINY["mamba"], "num_hidden_layers": 2}, seed=5)
+    x = torch.randint(0, 256, (3, 41), generator=torch.Generator().manual_seed(0))
+
+    def loss_and_grads(scan):
+        m.zero_grad()
+        with train_tiny._mamba_scan(scan):
+            loss = torch.nn.functional.cross_entropy(train_tiny.logits_of("mamba", m, x[:, :-1]).reshape(-1, 256),
+                                                     x[:, 1:].reshape(-1))
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in m.named_parameters()}
+
+    from transformers.models.mamba import modeling_mamba
+    reference = modeling_mamba.mamba_selective_scan
+    ref_loss, ref_grads = loss_and_grads(reference)
+    loss, grads = loss_and_grads(train_tiny._mamba_scan_for_training)
+    assert modeling_mamba.mamba_selective_scan is reference        # the swap is undone
+    assert loss == pytest.approx(ref_loss, rel=1e-6)
+    for n, g in ref_grads.items():
+        assert torch.allclose(grads[n], g, rtol=1e-4, atol=1e-6 * g.abs().max().item()), n
+
+
 def test_a_run_over_its_time_budget_is_refused_before_training(tmp_path):
     r = subprocess.run([sys.executable, "scripts/train_tiny.py", "hawk", "-o", str(tmp_path / "x"), "--tiny",
                         "--steps", "100000", "--budget-min", "0.01"], capture_output=True, text=True, cwd=REPO,
@@ -134,7 +164,7 @@ BUNDLED_LMS = bundled_lms()
 
 
 def test_the_bundled_models_are_the_documented_ones():
-    assert {p.name for p in BUNDLED_LMS} >= {"hawk-stdlib", "mamba2-stdlib", "rwkv7-stdlib"}, BUNDLED_LMS
+    assert {p.name for p in BUNDLED_LMS} >= {"hawk-stdlib", "mamba-stdlib", "mamba2-stdlib", "rwkv7-stdlib"}, BUNDLED_LMS
 
 
 @pytest.fixture(scope="module", params=BUNDLED_LMS, ids=lambda p: p.name)
