@@ -19,6 +19,28 @@ os.environ["XDG_CACHE_HOME"] = _tempfile.mkdtemp(prefix="edgekit-test-cache-")
 from edgekit_testutil import REPO, run_cli  # noqa: F401  (re-exported for older imports)
 
 
+def shared_once(tmp_path_factory, name: str, make) -> Path:
+    """make(folder) once per test run, shared by all pytest-xdist workers: the first worker
+    to ask makes it while the others wait on a lock file, instead of each making its own
+    (an RWKV-7 export at vocab 65536 takes a minute). Only for what every worker would make
+    byte for byte the same (fixed seeds), and that tests never modify."""
+    import fcntl
+    import shutil
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"   # <run>/popen-gwN
+    root.mkdir(exist_ok=True)
+    out = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not out.is_dir():
+            partial = root / f"{name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+            make(partial)
+            partial.rename(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def rwkv7_ckpt(tmp_path_factory) -> Path:
     from edgekit.models.rwkv7 import write_random_checkpoint
@@ -48,13 +70,12 @@ def rwkv7_export(rwkv7_ckpt, tmp_path_factory):
     def get(ops: str = "fused", state_style: str = "buffers") -> Path:
         key = (ops, state_style)
         if key not in _EXPORTS:
-            out = tmp_path_factory.mktemp(f"export-{ops}-{state_style}")
             # state as I/O is a .pte choice (ONNX always carries it so), and only the step graph
             # is compared in that style: the io exports are the .pte step graph alone
             io = state_style == "io"
-            export(rwkv7_ckpt, out, formats=("pte",) if io else ("onnx", "pte"), ops=ops, state_style=state_style,
-                   prefill=0 if io else PREFILL_BY_OPS[ops])
-            _EXPORTS[key] = out
+            _EXPORTS[key] = shared_once(tmp_path_factory, f"rwkv7-export-{ops}-{state_style}", lambda out: export(
+                rwkv7_ckpt, out, formats=("pte",) if io else ("onnx", "pte"), ops=ops, state_style=state_style,
+                prefill=0 if io else PREFILL_BY_OPS[ops]))
         return _EXPORTS[key]
     return get
 
