@@ -9,11 +9,10 @@ reference so autograd runs through it) and is written as a BlinkDL .pth; Mamba, 
 Hawk are transformers' classes (their training forward) written with save_pretrained, with
 a byte tokenizer.json. Weights are stored in bf16. Vocabulary: the 256 byte values.
 
-Mamba (1) on a CPU: transformers' torch fallback for the selective scan indexes one time
-step of a (batch, channels, time, state) tensor per iteration, and autograd turns each
-index into a zero-filled copy of the whole tensor (over 60 s a step here). Training swaps
-in the same recurrence written with unbind (`_mamba_scan_for_training`), and the saved
-model is then checked against transformers' own scan before it is written.
+Mamba (1) on a CPU trains with edgekit.models.mamba_training's scan in place of
+transformers' torch fallback (the same recurrence; the fallback's backward takes over 60 s a
+step here), and the trained model is checked against transformers' own scan before it is
+written.
 
 Deterministic: a fixed seed (torch, data order) and a fixed step count; the config, the
 seed, the steps, the wall time and the held-out bits per byte are written to train.json
@@ -40,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgekit.errors import EdgekitError  # noqa: E402
+from edgekit.models.mamba_training import reference_scan_gap, training_scan  # noqa: E402
 
 ARCHS = ("rwkv7", "mamba", "mamba2", "hawk")
 
@@ -123,65 +123,6 @@ def build(arch: str, shape: dict, seed: int):
         cfg = transformers.RecurrentGemmaConfig(vocab_size=VOCAB, block_types=["recurrent"], **shape)
         return transformers.RecurrentGemmaForCausalLM(cfg)
     raise EdgekitError(f"unknown architecture '{arch}'", expected=", ".join(ARCHS), fix="pass one of them")
-
-
-def _mamba_scan_for_training(hidden_states, dt, A, B, C, D=None, z=None, delta_bias=None,
-                             delta_softplus=False, return_last_state=False, **_):
-    """transformers' mamba_selective_scan torch fallback with the same arithmetic, one time
-    step at a time: the step's discretized A, B·x, state and output are computed from
-    contiguous (batch, channels[, state]) slices taken by one unbind of each input (whose
-    backward is one stack, not one full-size zero tensor per step), so nothing of size
-    (batch, channels, time, state) is built (it does not fit a CPU's caches)."""
-    input_dtype = hidden_states.dtype
-    if delta_bias is not None:
-        dt = dt + delta_bias.to(dt.dtype)[..., None]
-    if delta_softplus:
-        dt = F.softplus(dt)
-    steps = zip(dt.permute(2, 0, 1).unbind(0), hidden_states.permute(2, 0, 1).float().unbind(0),
-                B.permute(2, 0, 1).float().unbind(0), C.permute(2, 0, 1).unsqueeze(-1).unbind(0))
-    h = torch.zeros(hidden_states.shape[0], hidden_states.shape[1], A.shape[-1], dtype=input_dtype,
-                    device=hidden_states.device)
-    ys = []
-    for dt_t, x_t, B_t, C_t in steps:                                   # (b, D), (b, D), (b, N), (b, N, 1)
-        h = torch.exp(A[None] * dt_t[..., None]) * h + (dt_t[..., None] * B_t[:, None, :]) * x_t[..., None]
-        ys.append(torch.matmul(h.to(input_dtype), C_t)[..., 0])        # (b, D)
-    y = torch.stack(ys, -1)                                             # (b, D, L)
-    if D is not None:
-        y = y + hidden_states * D[None, :, None]
-    if z is not None:
-        y = y * F.silu(z)
-    return (y, h) if return_last_state else y
-
-
-class _mamba_scan:
-    """Within: transformers' Mamba runs `scan` as its selective scan (module docstring)."""
-
-    def __init__(self, scan=None):
-        from transformers.models.mamba import modeling_mamba
-        self._module, self._scan = modeling_mamba, scan or _mamba_scan_for_training
-        _REFERENCE_SCAN.setdefault("scan", modeling_mamba.mamba_selective_scan)
-
-    def __enter__(self):
-        self._saved = self._module.mamba_selective_scan
-        self._module.mamba_selective_scan = self._scan
-
-    def __exit__(self, *exc):
-        self._module.mamba_selective_scan = self._saved
-
-
-_REFERENCE_SCAN: dict = {}     # transformers' own, as it was before any swap
-
-
-@torch.no_grad()
-def check_against_reference_scan(model, x: torch.Tensor) -> float:
-    """max |logits with the training scan - logits with transformers' own| / std(reference)."""
-    model.eval()
-    with _mamba_scan():
-        got = model(x, use_cache=False).logits.float()
-    with _mamba_scan(_REFERENCE_SCAN["scan"]):
-        ref = model(x, use_cache=False).logits.float()
-    model.train()
-    return float((got - ref).abs().max() / ref.std())
 
 
 def logits_of(arch: str, model, x: torch.Tensor) -> torch.Tensor:
@@ -350,9 +291,9 @@ def _train(arch: str, out: Path, *, steps: int | None, batch: int, seq: int, lr:
     extra = {}
     if arch == "mamba":
         x = torch.from_numpy(data[:257].astype(np.int64))[None, :256].to(device)
-        extra["training_scan"] = {"what": "transformers' Mamba with its torch scan fallback written with unbind "
-                                          "(scripts/train_tiny.py _mamba_scan_for_training)",
-                                  "max_rel_diff_vs_transformers_scan": check_against_reference_scan(model, x)}
+        extra["training_scan"] = {"what": "transformers' Mamba with its torch scan fallback computed one step at a time "
+                                          "from contiguous slices (edgekit/models/mamba_training.py)",
+                                  "max_rel_diff_vs_transformers_scan": reference_scan_gap(model, x)}
         if extra["training_scan"]["max_rel_diff_vs_transformers_scan"] > 1e-4:
             raise RuntimeError(f"the training scan disagrees with transformers' own: {extra}")
     path = save(arch, model, out)
@@ -368,7 +309,7 @@ def _train(arch: str, out: Path, *, steps: int | None, batch: int, seq: int, lr:
 
 def train(arch: str, out: Path, **kw) -> dict:
     """_train, with Mamba's training scan swapped in for the run (and only for it)."""
-    with _mamba_scan() if arch == "mamba" else contextlib.nullcontext():
+    with training_scan() if arch == "mamba" else contextlib.nullcontext():
         return _train(arch, out, **kw)
 
 

@@ -86,9 +86,10 @@ def test_the_rwkv7_checkpoint_is_the_trained_model(tmp_path):
 
 
 def test_mambas_training_scan_is_transformers_scan():
-    """train_tiny trains transformers' Mamba with its torch scan fallback rewritten for speed
-    (_mamba_scan_for_training). The same model, on the same bytes, gives the same loss and
-    the same gradients with transformers' own scan."""
+    """train_tiny and `edgekit quantize` train transformers' Mamba with its torch scan fallback
+    rewritten for speed (edgekit.models.mamba_training). The same model, on the same bytes,
+    gives the same loss and the same gradients with transformers' own scan."""
+    from edgekit.models.mamba_training import scan_for_training, training_scan
     sys.path.insert(0, str(REPO / "scripts"))
     try:
         import train_tiny
@@ -99,7 +100,7 @@ def test_mambas_training_scan_is_transformers_scan():
 
     def loss_and_grads(scan):
         m.zero_grad()
-        with train_tiny._mamba_scan(scan):
+        with training_scan(scan):
             loss = torch.nn.functional.cross_entropy(train_tiny.logits_of("mamba", m, x[:, :-1]).reshape(-1, 256),
                                                      x[:, 1:].reshape(-1))
         loss.backward()
@@ -108,7 +109,7 @@ def test_mambas_training_scan_is_transformers_scan():
     from transformers.models.mamba import modeling_mamba
     reference = modeling_mamba.mamba_selective_scan
     ref_loss, ref_grads = loss_and_grads(reference)
-    loss, grads = loss_and_grads(train_tiny._mamba_scan_for_training)
+    loss, grads = loss_and_grads(scan_for_training)
     assert modeling_mamba.mamba_selective_scan is reference        # the swap is undone
     assert loss == pytest.approx(ref_loss, rel=1e-6)
     for n, g in ref_grads.items():

@@ -79,6 +79,23 @@ def test_quantized_checkpoint_exports_and_runs(qat_out, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_quantize_trains_mamba_with_its_fast_scan_and_checks_it(tmp_path):
+    """Mamba (1) fine-tunes with edgekit.models.mamba_training's scan (transformers' own torch
+    fallback takes over a minute a step on a CPU); the result is checked against
+    transformers' scan and the check is recorded."""
+    import shutil
+
+    from edgekit.models.mamba import write_random_hf
+    from edgekit_testutil import REPO
+    d = write_random_hf(tmp_path / "mamba", "mamba", seed=0, vocab_size=256, hidden_size=32, num_hidden_layers=2,
+                        state_size=8, expand=2, conv_kernel=4)
+    shutil.copyfile(REPO / "edgekit" / "bundled" / "hawk-stdlib" / "tokenizer.json", d / "tokenizer.json")
+    r = run_cli("quantize", d, "--ternary", "--steps", "8", "--batch", "2", "--seq", "32", "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    record = json.loads((tmp_path / "out" / "quantize.json").read_text())
+    assert record["arch"] == "mamba" and record["training_scan"]["max_rel_diff_vs_transformers_scan"] <= 1e-4
+
+
 @pytest.mark.parametrize("args,words", [
     (["--ternary", "--steps", "3"], "--steps 3 is too few to ramp"),
     (["--steps", "20"], "edgekit quantize needs a scheme"),

@@ -176,10 +176,20 @@ def corpus_ids(tokenizer_file: Path) -> np.ndarray:
     return np.asarray(HFTokenizer(tokenizer_file).encode(text), dtype=np.int64)
 
 
-def finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 256, lr: float = 2e-3,
-             ramp_frac: float = 0.5, distill: float = 1.0, seed: int = 0, tokenizer: Path | None = None,
-             head: str = "int4", bitnet_packing: bool = False,
-             log: Callable[[str], None] = print, progress: Callable[[int], None] | None = None) -> dict:
+def finetune(src: Path, out: Path, **kw) -> dict:
+    """Fine-tune src to ternary (_finetune); transformers' Mamba (1) trains with
+    edgekit.models.mamba_training's scan, which its torch fallback's backward needs on a CPU."""
+    if hf_kind(Path(src)) != "mamba":
+        return _finetune(src, out, **kw)
+    from edgekit.models.mamba_training import training_scan
+    with training_scan():
+        return _finetune(src, out, **kw)
+
+
+def _finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 256, lr: float = 2e-3,
+              ramp_frac: float = 0.5, distill: float = 1.0, seed: int = 0, tokenizer: Path | None = None,
+              head: str = "int4", bitnet_packing: bool = False,
+              log: Callable[[str], None] = print, progress: Callable[[int], None] | None = None) -> dict:
     """Fine-tune src to ternary for `steps` steps; write the result (same format, bf16) to out."""
     if steps < MIN_STEPS:
         raise EdgekitError(f"--steps {steps} is too few to ramp the quantization in",
@@ -236,6 +246,15 @@ def finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 25
     packable = [n for n, m in student.named_modules() if isinstance(m, FakeQuantLinear)
                 and m.scheme == "ternary" and m.weight is not getattr(emb, "weight", None)]
     unwrap(student)
+    scan_check = {}
+    if kind == "mamba":
+        from edgekit.models.mamba_training import reference_scan_gap
+        gap = reference_scan_gap(student, torch.from_numpy(data[:seq])[None])
+        if gap > 1e-4:
+            raise RuntimeError(f"the training scan disagrees with transformers' own (max rel diff {gap:.2e})")
+        scan_check = {"training_scan": {"what": "transformers' Mamba scan computed one step at a time "
+                                                "(edgekit/models/mamba_training.py)",
+                                        "max_rel_diff_vs_transformers_scan": gap}}
     student.config.edgekit_quantization = {"scheme": "ternary", "head": head, "method": "qat",
                                            "group_size": GROUP, "extra_rmsnorm": False}
     record = {"source": str(src), "arch": kind, "scheme": "ternary", "head": head, "steps": steps, "batch": batch, "seq": seq,
@@ -243,7 +262,7 @@ def finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 25
               + ("" if head == "int4" else f" --quant-head {head}"), "distill_weight": distill, "seed": seed,
               "quantized": wrapped, "extra_rmsnorm": False, "minutes": round((time.time() - t0) / 60, 2),
               "first_ce_bits": losses[0], "last_ce_bits": float(np.mean(losses[-10:])),
-              "corpus": "stdlib-train (edgekit.data.stdlib)"}
+              "corpus": "stdlib-train (edgekit.data.stdlib)", **scan_check}
     _write(student, tok, out, record, packable if bitnet_packing else [])
     return record
 
