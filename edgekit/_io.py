@@ -13,6 +13,47 @@ from edgekit.errors import EdgekitError
 
 
 @contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Within: SIGINT and SIGTERM are noted, not acted on; the first one noted is handed to
+    its own handler on the way out (Ctrl-C's KeyboardInterrupt, the CLI's SIGTERM unwinding).
+    For cleanup that must finish once an interrupt is unwinding: a second signal (Ctrl-C
+    pressed again, or re-sent by a library) would otherwise stop a temp folder's removal
+    halfway. Python runs signal handlers in the main thread only, so elsewhere this holds
+    nothing (and a signal mask would not do: the kernel hands a process's signal to any
+    thread that does not block it, and torch, ONNX Runtime and OpenMP start threads)."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list = []
+    kinds = [s for s in (signal.SIGINT, signal.SIGTERM) if callable(signal.getsignal(s))
+             or signal.getsignal(s) == signal.SIG_DFL]
+    previous = {s: signal.signal(s, lambda signum, frame: noted.append((signum, frame))) for s in kinds}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if noted:
+            signum, frame = noted[0]
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            else:                                   # SIG_DFL: what the signal would have done
+                signal.raise_signal(signum)
+
+
+def remove_tree(path: str | os.PathLike | None) -> None:
+    """rmtree that a second interrupt cannot stop halfway (signals_held)."""
+    import shutil
+    if path is None:
+        return
+    with signals_held():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path in dest's folder; rename it onto dest only if the block succeeds."""
     dest = Path(dest)

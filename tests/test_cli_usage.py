@@ -27,6 +27,14 @@ def test_bare_command_prints_help_without_a_traceback():
     assert "Traceback" not in r.stdout + r.stderr and "export" in r.stdout + r.stderr
 
 
+def test_export_help_names_every_checkpoint_kind():
+    """`export --help` described SRC as an RWKV-7 .pth only."""
+    r = run_cli("export", "--help", env={"COLUMNS": "200"})
+    assert r.returncode == 0
+    for kind in ("RWKV-7", "Mamba", "Mamba-2", "RecurrentGemma", "CfC/LTC"):
+        assert kind in r.stdout, (kind, r.stdout)
+
+
 def test_version_and_archs():
     from edgekit import __version__
     from edgekit.models import ARCHITECTURES
@@ -160,6 +168,9 @@ def test_every_command_answers_usage_mistakes_in_one_line(path, fn):
 
     r = run_cli(*path, "--help")
     assert r.returncode == 0 and "Usage:" in r.stdout and r.stderr == "" and "Traceback" not in r.stdout, r
+    # flags show as flags, not `--json <bool>` (typer's own --help keeps its <bool>); no Python reprs
+    assert not [ln for ln in r.stdout.splitlines() if "<bool>" in ln and "--help" not in ln], r.stdout
+    assert not any(w in r.stdout.split() for w in ("None", "True", "False")), r.stdout
     if fn is None:                      # a group: bare, it shows its help
         r = run_cli(*path)
         assert r.returncode == 0 and "Usage:" in r.stdout and "Traceback" not in r.stdout + r.stderr

@@ -33,6 +33,16 @@ def test_readme_examples_run(tmp_path):
         if "--json" in argv:
             json.loads(r.stdout)
     assert (tmp_path / "out" / "model.onnx").exists() and (tmp_path / "chat.state").exists()
+    # run from the repository root, the README's commands write nothing git would see
+    written = [p.name + ("/" if p.is_dir() else "") for p in tmp_path.iterdir()]
+    seen = [n for n in written if subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", "--no-index", n]).returncode]
+    assert not seen, f"the README's commands write {seen}: add them to .gitignore"
     assert re.search(r"layers\.1\.wkv", subprocess.run(
         [sys.executable, "-m", "edgekit", "inspect", "out/model.pte"], cwd=tmp_path,
         capture_output=True, text=True).stdout)
+
+
+def test_readme_says_how_edgekit_gets_on_path():
+    """A new user could not tell that `make setup` puts `edgekit` in .venv/bin, not on PATH."""
+    text = (REPO / "README.md").read_text()
+    assert ".venv/bin/edgekit" in text and "source .venv/bin/activate" in text

@@ -46,6 +46,13 @@ def test_export_never_replaces_files_in_a_folder_it_did_not_write(cfc, tmp_path)
     """`export -o DIR` once deleted the user's own model.onnx from a folder that was never an
     edgekit export. Now: refused, naming the files, and the folder untouched; a folder with
     other files is fine (they stay); an earlier export's folder is replaced as before."""
+    for name in ("model.pte", "prefill.onnx", "model.onnx.data"):      # each of the names export writes
+        own = tmp_path / f"own-{name}"
+        own.mkdir()
+        (own / name).write_bytes(b"the user's own file")
+        r = run_cli("export", cfc / "ckpt", "-o", own, "--format", "both")
+        assert_clean_failure(r, "is not an edgekit export", name)
+        assert [p.name for p in own.iterdir()] == [name] and (own / name).read_bytes() == b"the user's own file"
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "model.onnx").write_bytes(b"the user's own model")
@@ -205,6 +212,15 @@ def test_every_single_bit_flip_of_a_state_is_refused_cleanly(cfc, tmp_path):
 
 # -- values where the model uses them ----------------------------------------------------
 
+def test_an_npz_named_npy_is_one_line(cfc, tmp_path):
+    """An .npz archive renamed .npy was a traceback from numpy's header reader."""
+    path = tmp_path / "in.npy"
+    with open(path, "wb") as f:
+        np.savez(f, rows=np.zeros((4, 7), np.float32))
+    r = run_cli("run", cfc / "out" / "model.onnx", "--input", path)
+    assert_clean_failure(r, "is an .npz archive named .npy")
+
+
 def test_inputs_are_checked_in_float32(cfc):
     """dt = 1e-300 passed `dt > 0` in float64 and became 0 in float32 (LTC then gave NaN
     forever); 1e308 became inf. Both are refused, in the CLI (fuzz test) and the API."""
@@ -220,6 +236,21 @@ def test_inputs_are_checked_in_float32(cfc):
         with pytest.raises(EdgekitError, match="input 'dt'"):
             list(s.stream([(x, 0.1), (x, 0.0)]))
         assert np.isfinite(s.step((x, 0.1))).all()
+
+
+def test_an_ltc_refuses_a_dt_that_float32_rounds_to_zero(tmp_path):
+    """The issue's own case: an LTC given dt = 1e-300 (positive in float64, 0 in float32)
+    gave NaN from then on. Refused in one line by the CLI; the stream before it is intact."""
+    from edgekit.export import export
+    from edgekit.models import ARCHITECTURES
+    src = ARCHITECTURES["ltc"].write_random(tmp_path / "ltc", seed=3, units=4)
+    export(src, tmp_path / "out", formats=("onnx",))
+    from edgekit.artifact import read
+    n_in = read(tmp_path / "out")[0].inputs[0].shape[-1]
+    rows = "".join(",".join(["0.5"] * n_in) + f",{dt}\n" for dt in ("0.1", "0.2", "1e-300", "0.1"))
+    (tmp_path / "in.csv").write_text(",".join(f"f{i}" for i in range(n_in)) + ",dt\n" + rows)
+    r = run_cli("run", tmp_path / "out" / "model.onnx", "--input", tmp_path / "in.csv")
+    assert_clean_failure(r, "dt = 1e-300", "0 in float32")
 
 
 # -- streams -----------------------------------------------------------------------------
@@ -240,6 +271,33 @@ def test_csv_from_stdin_and_a_fifo_match_the_file(cfc, tmp_path):
     r = run_cli("run", art, "--input", fifo)
     writer.join()
     assert r.returncode == 0 and r.stdout == want.stdout, r.stderr
+
+
+def test_sigterm_during_run_input_saves_the_state_at_a_row_boundary(cfc, tmp_path):
+    """A sensor stream on stdin, stopped by SIGTERM (a service manager's stop) while it waits
+    for rows: status 143, every row read so far printed, and the state saved after exactly
+    those rows (it loads at that position and continues as the uninterrupted stream does)."""
+    import signal
+    import subprocess
+    import time
+    art, state = cfc / "out" / "model.onnx", tmp_path / "s.state"
+    lines = (cfc / "in.csv").read_text().splitlines(keepends=True)
+    p = subprocess.Popen([sys.executable, "-m", "edgekit", "run", str(art), "--input", "-", "--state-out", str(state)],
+                         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdin.write("".join(lines[:11]))                 # the header and 10 rows; the stream stays open
+    p.stdin.flush()
+    time.sleep(5)
+    assert p.poll() is None, p.stderr.read()[-2000:]
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 143, (p.returncode, err[-2000:])
+    assert "Traceback" not in err and "state saved" in err, err[-2000:]
+    assert len(out.splitlines()) == 10, out
+    resumed = subprocess.run([sys.executable, "-m", "edgekit", "run", str(art), "--input", "-", "--state-in", str(state)],
+                             cwd=REPO, input="".join(lines[:1] + lines[11:]), capture_output=True, text=True, timeout=300)
+    whole = run_cli("run", art, "--input", cfc / "in.csv")
+    assert resumed.returncode == 0 and whole.returncode == 0, resumed.stderr
+    assert out + resumed.stdout == whole.stdout
 
 
 def test_a_million_rows_stream_in_constant_memory(cfc, tmp_path):
@@ -321,3 +379,49 @@ def test_bad_text_input_is_one_line(lm, tmp_path):
     assert_clean_failure(run_cli("export", lm / "mamba", "-o", out, "--tokenizer", tmp_path / "broken.json"),
                          "not a readable tokenizer.json")
     assert not out.exists()
+
+
+def test_a_damaged_tokenizer_in_an_export_is_one_line_even_with_tokens(lm, tmp_path):
+    """A corrupt tokenizer.json copied into an export crashed `run` even when the tokens were
+    given as ids. Its sha256 is in the manifest: refused in one line, naming it; with
+    --no-verify the ids still run and print as ids."""
+    import shutil
+    out = tmp_path / "out"
+    shutil.copytree(lm / "out", out)
+    (out / "tokenizer.json").write_text('{"model": {"vocab": [')
+    r = run_cli("run", out / "model.onnx", "--tokens", "1,2", "--steps", "2")
+    assert_clean_failure(r, "tokenizer.json")
+    r = run_cli("run", out / "model.onnx", "--tokens", "1,2", "--steps", "2", "--no-verify")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stdout.split()) == 2 and all(t.isdigit() for t in r.stdout.split()), r.stdout
+
+
+def test_cleanup_finishes_before_a_second_signal_is_taken(tmp_path):
+    """An export's temp folder was once left behind after Ctrl-C: a second interrupt (pressed
+    again, or re-sent by a library) stopped its removal halfway. Removal now runs with SIGINT
+    and SIGTERM held: a signal sent during it is taken right after, and the folder is gone."""
+    import signal
+
+    from edgekit._io import remove_tree, signals_held
+
+    class Stop(Exception):
+        pass
+
+    def raise_stop(signum, frame):
+        raise Stop
+
+    tree = tmp_path / ".edgekit-export-x"
+    for i in range(50):
+        (tree / f"d{i}").mkdir(parents=True)
+        (tree / f"d{i}" / "f").write_bytes(b"x" * 1000)
+    previous = signal.signal(signal.SIGTERM, raise_stop)
+    try:
+        done = []
+        with pytest.raises(Stop):
+            with signals_held():
+                os.kill(os.getpid(), signal.SIGTERM)          # arrives mid-cleanup
+                remove_tree(tree)
+                done.append(True)
+        assert done == [True] and not tree.exists()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

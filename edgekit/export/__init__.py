@@ -109,8 +109,9 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
     of formats not exported this time are removed, so outdir never mixes two exports; any
     other folder that holds a file of those names is refused.
     """
-    import shutil
     import tempfile
+
+    from edgekit._io import remove_tree
     state_style = _check_args(formats, ops, batch, state_style)
     if quant is not None:
         from edgekit.quant import check_scheme
@@ -143,8 +144,9 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
         quantization = quantize_model(model, quant, group_size, head=quant_head).to_json()
     created = not outdir.exists()
     outdir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".edgekit-export-", dir=outdir))
+    tmp = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=".edgekit-export-", dir=outdir))
         manifest = _export_into(model, tmp, formats, ops, batch, state_style, note, prefill, tok_file, quantization)
         files = manifest.files()
         stale = export_file_names() - set(files)     # _check_outdir: an earlier export wrote these
@@ -157,12 +159,12 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
         return manifest
     except BaseException:
         if created:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
             if not any(outdir.iterdir()):
                 outdir.rmdir()
         raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
 
 
 def _export_into(model, outdir: Path, formats, ops, batch, state_style, note, prefill: int = 0,
