@@ -16,8 +16,9 @@ written.
 
 Deterministic: a fixed seed (torch, data order) and a fixed step count; the config, the
 seed, the steps, the wall time and the held-out bits per byte are written to train.json
-beside the model. A run that would not fit its time budget is refused before training
-(3 steps are timed first). --tiny trains a tiny config for a few steps (the test).
+beside the model. A run that would not fit its time budget (--budget-min) or its memory
+budget (--budget-gb) is refused before training (3 steps are timed and measured first).
+--tiny trains a tiny config for a few steps (the test).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -232,7 +234,7 @@ def heldout_bpb(arch: str, model, max_bytes: int | None = None, seq: int = 512) 
 
 def _train(arch: str, out: Path, *, steps: int | None, batch: int, seq: int, lr: float, seed: int,
           budget_min: float, tiny: bool = False, device: str = "cpu", train_file: Path | None = None,
-          minutes: float | None = None, log=print) -> dict:
+          minutes: float | None = None, budget_gb: float | None = None, log=print) -> dict:
     """Train for `steps` steps, or (minutes=M) for as many steps as the first 3 steps' pace
     fits in M minutes; the step count is then fixed before the schedule starts, so a rerun
     with `--steps` of the recorded count replays the same run."""
@@ -242,6 +244,12 @@ def _train(arch: str, out: Path, *, steps: int | None, batch: int, seq: int, lr:
     shape = (TINY if tiny else CONFIGS)[arch]
     model = build(arch, shape, seed).to(device)
     params = sum(p.numel() for p in model.parameters())
+    budget_gb = budget_gb if budget_gb is not None else 0.8 * _physical_gb()
+    # weights, gradients and AdamW's two moments, in float32, before any activation
+    if 16 * params / 2**30 > budget_gb:
+        raise EdgekitError(f"{arch}: {params:,} parameters need {16 * params / 2**30:.1f} GB for weights, "
+                           "gradients and optimizer state alone", expected=f"at most --budget-gb {budget_gb:g}",
+                           fix="train a smaller config, or pass a larger --budget-gb")
     raw = train_file.read_bytes() if train_file else train_bytes()
     data = np.frombuffer(raw, np.uint8)
     if steps is None:
@@ -277,6 +285,11 @@ def _train(arch: str, out: Path, *, steps: int | None, batch: int, seq: int, lr:
         model.train()
         t0 = time.time()
         losses = [step_fn(i) for i in range(3)]
+    peak_gb = _peak_rss_gb()                  # the first steps allocate all a step needs
+    if device == "cpu" and peak_gb > budget_gb:
+        raise EdgekitError(f"{arch}: {peak_gb:.1f} GB resident after 3 steps of batch {batch} x {seq}",
+                           expected=f"at most --budget-gb {budget_gb:g}",
+                           fix="pass a smaller --batch or --seq, or a larger --budget-gb")
     if per_step * steps / 60 > budget_min:
         raise EdgekitError(f"{arch}: {steps} steps at {per_step:.2f} s each take {per_step * steps / 60:.1f} min",
                            expected=f"at most --budget-min {budget_min:g}",
@@ -313,6 +326,15 @@ def train(arch: str, out: Path, **kw) -> dict:
         return _train(arch, out, **kw)
 
 
+def _physical_gb() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def _peak_rss_gb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20      # Linux: KiB
+
+
 def _device_name(device: str) -> str:
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
@@ -335,11 +357,15 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budget-min", type=float, default=20.0, help="refuse a run that would take longer")
+    ap.add_argument("--budget-gb", type=float, default=None,
+                    help="refuse a run whose resident memory after its first 3 steps exceeds this "
+                         "(default: 80%% of this machine's memory)")
     ap.add_argument("--tiny", action="store_true", help="a tiny config (the test)")
     a = ap.parse_args(argv)
     try:
         r = train(a.arch, a.out, steps=None if a.minutes else a.steps, batch=a.batch, seq=a.seq, lr=a.lr,
-                  seed=a.seed, budget_min=a.budget_min, tiny=a.tiny, device=a.device, train_file=a.train_file,
+                  seed=a.seed, budget_min=a.budget_min, budget_gb=a.budget_gb, tiny=a.tiny, device=a.device,
+                  train_file=a.train_file,
                   minutes=a.minutes)
     except EdgekitError as e:
         print(f"train_tiny: error: {e}", file=sys.stderr)

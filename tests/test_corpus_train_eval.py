@@ -124,6 +124,14 @@ def test_a_run_over_its_time_budget_is_refused_before_training(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_run_over_its_memory_budget_is_refused_before_training(tmp_path):
+    r = subprocess.run([sys.executable, "scripts/train_tiny.py", "hawk", "-o", str(tmp_path / "x"), "--tiny",
+                        "--steps", "20", "--budget-gb", "0.01"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert r.returncode == 2 and "train_tiny: error: hawk:" in r.stderr and "resident after 3 steps" in r.stderr, r.stderr
+    assert "--budget-gb 0.01" in r.stderr and "--batch" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_eval_bits_per_byte_equals_an_independent_computation(tiny_models):
     """`edgekit eval` streams the files through a session in chunks; transformers' own
     RecurrentGemma scores the same bytes in one forward pass."""
