@@ -5,7 +5,9 @@ transformers eager and the bandwidth floor, and GPU memory over a long stream.
     python benchmarks/cuda_latency.py [--cases rwkv7-0.1B,mamba-130m,...] [--steps 512]
                                       [--mem-steps 10000] [--parity-steps 256] [--json out.json]
 
-Parity: every registered architecture's tiny random checkpoint (`write_random`), stepped
+Parity: the bundled trained LMs (edgekit/bundled/*stdlib*, their ternary QAT outputs too),
+teacher-forced on the first `--parity-steps` tokens of a Python file of this repository, then
+64 greedy tokens after the demo's prompt; and every registered architecture's tiny random checkpoint (`write_random`), stepped
 `--parity-steps` times with random inputs by the CUDA backend (fp16 weights, fp32 state,
 CUDA graph) and by the torch backend on CPU (fp32): max |diff| / std(reference) over all
 outputs. Token models also generate 64 greedy tokens after the same prompt on both; the
@@ -188,33 +190,58 @@ def greedy(sess, prompt, n):
     return toks, margins
 
 
-def parity(steps: int, tmp: Path) -> list[dict]:
+def compare(ckpt, row: dict, xs=None, prompt=None, steps: int = 256) -> dict:
+    """GPU (cuda backend) against the fp32 CPU torch backend on checkpoint ckpt: max |diff| /
+    std(reference) over every output of `steps` steps (inputs xs; default random), and for a
+    token model 64 greedy tokens after `prompt` (default 8 random tokens): "same", or the
+    first divergence with both sides' logit margins (top-1 minus top-2) there."""
     from edgekit.cli.bench import random_inputs
+    from edgekit.runtimes.session import StreamingSession
+    try:
+        ref, gpu = StreamingSession(ckpt, backend="torch"), StreamingSession(ckpt, backend="cuda")
+        xs = random_inputs(ref.manifest, steps, seed=0) if xs is None else xs[:steps]
+        want = np.stack([np.array(ref.step(x)) for x in xs])
+        got = np.stack([np.array(gpu.step(x)) for x in xs])
+        row.update(steps=len(xs), err=float(np.abs(got - want).max() / want.std()),
+                   finite=bool(np.isfinite(got).all()))
+        if ref.manifest.input_kind == "tokens":
+            if prompt is None:
+                prompt = [int(t) for t in np.random.default_rng(1).integers(0, ref.manifest.config["vocab_size"], 8)]
+            a, ma = greedy(ref, prompt, 64)
+            b, mb = greedy(gpu, prompt, 64)
+            i = next((k for k in range(64) if a[k] != b[k]), None)
+            row["greedy64"] = "same" if i is None else \
+                f"diverge at {i} (ref margin {ma[i]:.2e}, gpu margin {mb[i]:.2e})"
+    except Exception as e:  # noqa: BLE001  (a row says what failed; the run goes on)
+        row["error"] = f"{type(e).__name__}: {e}"[:300]
+        traceback.print_exc()
+    print("parity", row, flush=True)
+    return row
+
+
+def parity(steps: int, tmp: Path) -> list[dict]:
+    """Every registered architecture's tiny random checkpoint (seed 5), random inputs."""
     from edgekit.models import ARCHITECTURES
+    return [compare(cls.write_random(tmp / (arch + (".pth" if arch == "rwkv7" else "")), seed=5),
+                    {"arch": arch}, steps=steps) for arch, cls in sorted(ARCHITECTURES.items())]
+
+
+BUNDLED_TEXT = REPO / "edgekit" / "cli" / "demo.py"     # Python source: the models' domain
+
+
+def bundled_parity(steps: int) -> list[dict]:
+    """The bundled trained LMs (and their ternary QAT outputs): teacher-forced on the first
+    `steps` tokens of a Python file of this repository, then 64 greedy tokens after the
+    demo's prompt."""
+    from edgekit.cli.demo import BUNDLED, CODE_PROMPT, bundled_source
     from edgekit.runtimes.session import StreamingSession
     rows = []
-    for arch, cls in sorted(ARCHITECTURES.items()):
-        row = {"arch": arch}
-        try:
-            ckpt = cls.write_random(tmp / (arch + (".pth" if arch == "rwkv7" else "")), seed=5)
-            ref, gpu = StreamingSession(ckpt, backend="torch"), StreamingSession(ckpt, backend="cuda")
-            xs = random_inputs(ref.manifest, steps, seed=0)
-            want = np.stack([np.array(ref.step(x)) for x in xs])
-            got = np.stack([np.array(gpu.step(x)) for x in xs])
-            row.update(steps=steps, err=float(np.abs(got - want).max() / want.std()),
-                       finite=bool(np.isfinite(got).all()))
-            if cls.input_kind == "tokens":
-                prompt = [int(t) for t in np.random.default_rng(1).integers(0, ref.manifest.config["vocab_size"], 8)]
-                a, ma = greedy(ref, prompt, 64)
-                b, mb = greedy(gpu, prompt, 64)
-                i = next((k for k in range(64) if a[k] != b[k]), None)
-                row["greedy64"] = "same" if i is None else \
-                    f"diverge at {i} (ref margin {ma[i]:.2e}, gpu margin {mb[i]:.2e})"
-        except Exception as e:  # noqa: BLE001  (a row says what failed; the run goes on)
-            row["error"] = f"{type(e).__name__}: {e}"[:300]
-            traceback.print_exc()
-        rows.append(row)
-        print("parity", row, flush=True)
+    for folder in sorted(p for p in BUNDLED.parent.iterdir() if p.is_dir() and "stdlib" in p.name):
+        src = bundled_source(folder)
+        tok = StreamingSession(src, backend="torch").tokenizer
+        text = tok.encode(BUNDLED_TEXT.read_text())[:steps]
+        rows.append(compare(src, {"arch": f"bundled {folder.name}"}, xs=text, prompt=tok.encode(CODE_PROMPT),
+                            steps=steps))
     return rows
 
 
@@ -382,7 +409,7 @@ def main(argv=None):
             Path(a.json).write_text(json.dumps({"info": info, "parity": par, "latency": lat,
                                                 "table": table(par, lat, info)}, indent=1))
     if not a.no_parity:
-        par = parity(a.parity_steps, tmp)
+        par = bundled_parity(a.parity_steps) + parity(a.parity_steps, tmp)
         save()
     if not a.no_latency:
         for case in load_cases([n for n in a.cases.split(",") if n]):

@@ -8,7 +8,8 @@ std of the fp32 model and halves the bytes of its Linear weights.
 On a GPU (the device machine; skipped on CPU with one line saying so): every registered
 architecture's tiny random checkpoint on CUDA (fp16 weights, CUDA graph) matches the fp32
 torch backend on CPU; graphs and no graphs agree; save/load state round-trips, also into
-the torch backend; `stream` equals stepping; GPU memory after 2,000 steps equals that after
+the torch backend; each bundled trained LM matches the CPU on 256 bytes of Python source and
+gives the same greedy bytes; `stream` equals stepping; GPU memory after 2,000 steps equals that after
 warm-up, to the byte.
 """
 
@@ -114,6 +115,37 @@ def test_gpu_matches_the_fp32_cpu_reference(tiny, arch):
     err = float(np.abs(got - want).max() / want.std())
     assert err <= TOL, f"{arch}: max|diff|/std {err:.2e}"
     assert float(np.abs(got_eager - got).max() / want.std()) <= 1e-5
+
+
+def _bundled_lm_folders():
+    from edgekit.cli.demo import BUNDLED
+    return sorted(p.name for p in BUNDLED.parent.iterdir() if p.is_dir() and "stdlib" in p.name)
+
+
+@needs_gpu
+@pytest.mark.parametrize("name", _bundled_lm_folders())
+def test_a_bundled_trained_lm_on_gpu_matches_the_cpu(name):
+    """The trained models (and their ternary QAT outputs), on Python source they were trained
+    on the like of: 256 teacher-forced bytes within TOL of the fp32 CPU backend, and the
+    demo prompt's 64 greedy bytes equal, or the first difference at a logit margin the fp16
+    weights can flip (< TOL of the logits' std)."""
+    from edgekit.cli.demo import BUNDLED, CODE_PROMPT, bundled_source
+    src = bundled_source(BUNDLED.parent / name)
+    ref, gpu = StreamingSession(src, backend="torch"), StreamingSession(src, backend="cuda")
+    text = ref.tokenizer.encode(open(__file__).read())[:256]
+    want = np.stack([np.array(ref.step(t)) for t in text])
+    got = np.stack([np.array(gpu.step(t)) for t in text])
+    err = float(np.abs(got - want).max() / want.std())
+    assert err <= TOL, f"{name}: max|diff|/std {err:.2e}"
+    prompt = ref.tokenizer.encode(CODE_PROMPT)
+    ref.reset()
+    gpu.reset()
+    a, b = ref.generate(64, prompt=prompt), gpu.generate(64, prompt=prompt)
+    if a != b:
+        i = next(k for k in range(64) if a[k] != b[k])
+        ref.reset()
+        y = np.sort(np.array(ref.feed([*prompt, *a[:i]])))
+        assert y[-1] - y[-2] <= TOL * want.std(), f"{name}: greedy bytes differ at {i}, margin {y[-1] - y[-2]:.3g}"
 
 
 @needs_gpu
