@@ -38,6 +38,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from edgekit.cli.demo import bundled_source
     from edgekit.evaluate import bits_per_byte, corpus_bytes
     from edgekit.export import export
     from edgekit.runtimes.session import StreamingSession
@@ -51,7 +52,7 @@ def main() -> None:
         for scheme in ["fp32", *[s for s in args.schemes.split(",") if s], *(["ternary QAT"] if qat.is_dir() else [])]:
             out = Path(d) / scheme.replace("/", "-head-").replace(" ", "-")
             body, _, head = scheme.partition("/")            # "ternary/int8": int8 head and embedding
-            src = qat if scheme == "ternary QAT" else args.model
+            src = bundled_source(qat if scheme == "ternary QAT" else Path(args.model))   # RWKV-7: its .pth
             with console.status(f"export {scheme}"):
                 m = export(src, out, formats=("onnx",), prefill=args.prefill,
                            quant=None if body == "fp32" else body.split()[0], quant_head=head or None)

@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from edgekit.errors import EdgekitError  # noqa: E402
 from edgekit.models.mamba_training import reference_scan_gap, training_scan  # noqa: E402
+from edgekit.models.rwkv7_training import RWKV7Train, save_blink  # noqa: E402
 
 ARCHS = ("rwkv7", "mamba", "mamba2", "hawk")
 
@@ -67,43 +68,17 @@ VOCAB = 256
 
 # -- models ----------------------------------------------------------------------------
 
-class _RWKV7Train(torch.nn.Module):
-    """edgekit's RWKV7 with BlinkDL's ln0 kept explicit (the loader folds it into the
-    embedding table) and the WKV recurrence as its differentiable reference."""
-
-    def __init__(self, cfg):
-        super().__init__()
-        from edgekit.models.rwkv7 import RWKV7
-        from edgekit.ops import rwkv7_wkv
-        self.model = RWKV7(cfg)
-        self.model._wkv = staticmethod(rwkv7_wkv.reference).__func__
-        self.ln0 = torch.nn.LayerNorm(cfg.n_embd)
-
-    def wrap_embedding(self) -> None:
-        """After loading: the embedding table, then ln0 (BlinkDL's first LayerNorm)."""
-        self.model.emb = torch.nn.Sequential(self.model.emb, self.ln0)
-
-    def forward(self, x):
-        return self.model(x)[0]
-
-
-def _init_rwkv7(m: _RWKV7Train, seed: int) -> None:
+def _init_rwkv7(cfg, seed: int) -> RWKV7Train:
     """Start from the checkpoint writer's BlinkDL-shaped init (edgekit.models.rwkv7),
     with the output projections zeroed as BlinkDL's trainer does."""
     from edgekit.models.rwkv7 import random_state_dict
-    cfg = m.model.cfg
     sd = random_state_dict(VOCAB, cfg.n_embd, cfg.n_layer, cfg.head_size, seed=seed, dtype=torch.float32)
     for k in list(sd):
         if k.endswith(("att.output.weight", "ffn.value.weight")):
             sd[k].zero_()
         if k == "emb.weight":
             sd[k].mul_(1e-2)
-    emb_raw = sd["emb.weight"].clone()
-    with torch.no_grad():
-        m.model.load_blink_state_dict(sd)
-        m.model.emb.weight.copy_(emb_raw)          # raw table: ln0 is applied in forward
-        m.ln0.weight.copy_(sd["blocks.0.ln0.weight"]); m.ln0.bias.copy_(sd["blocks.0.ln0.bias"])
-    m.wrap_embedding()
+    return RWKV7Train.from_blink(sd)
 
 
 def build(arch: str, shape: dict, seed: int):
@@ -112,9 +87,7 @@ def build(arch: str, shape: dict, seed: int):
         from edgekit.models.rwkv7 import RWKV7Config
         cfg = RWKV7Config(VOCAB, shape["n_embd"], shape["n_layer"], shape["head_size"],
                           **RWKV7Config.default_lora(shape["n_embd"]))
-        m = _RWKV7Train(cfg)
-        _init_rwkv7(m, seed)
-        return m
+        return _init_rwkv7(cfg, seed)
     import transformers
     if arch == "mamba":
         return transformers.MambaForCausalLM(transformers.MambaConfig(vocab_size=VOCAB, **shape))
@@ -139,43 +112,13 @@ def save(arch: str, model, out: Path) -> Path:
     """The model in its architecture's real on-disk format, bf16, beside a byte tokenizer."""
     out.mkdir(parents=True, exist_ok=True)
     if arch == "rwkv7":
-        from edgekit._io import atomic_path
-        sd = blink_state_dict(model)
-        path = out / "rwkv7.pth"
-        with atomic_path(path) as tmp:
-            torch.save({k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}, tmp)
+        path = save_blink(model, out / "rwkv7.pth")
     else:
         model.to(torch.bfloat16).save_pretrained(str(out), safe_serialization=True)
         model.to(torch.float32)
         path = out
     write_byte_tokenizer(out / "tokenizer.json")
     return path
-
-
-def blink_state_dict(m: _RWKV7Train) -> dict[str, torch.Tensor]:
-    """The inverse of RWKV7.load_blink_state_dict (BlinkDL x070 key names)."""
-    from edgekit.models.rwkv7 import MIX_NAMES
-    model, C = m.model, m.model.cfg.n_embd
-    sd = {"emb.weight": model.emb[0].weight, "blocks.0.ln0.weight": m.ln0.weight, "blocks.0.ln0.bias": m.ln0.bias,
-          "ln_out.weight": model.ln_out.weight, "ln_out.bias": model.ln_out.bias,
-          "head.weight": model.head.weight.t()}     # edgekit's Linear stores (in, out)
-    for i, blk in enumerate(model.blocks):
-        b, a, f = f"blocks.{i}.", f"blocks.{i}.att.", f"blocks.{i}.ffn."
-        for ln in ("ln1", "ln2"):
-            sd[f"{b}{ln}.weight"], sd[f"{b}{ln}.bias"] = getattr(blk, ln).weight, getattr(blk, ln).bias
-        att = blk.att
-        for j, n in enumerate(MIX_NAMES):
-            sd[a + n] = att.maa[j].reshape(1, 1, C)
-        names = ["w0", "a0", "k_k", "k_a", "w1", "w2", "a1", "a2", "g1", "g2", "r_k"] + (["v0", "v1", "v2"] if i else [])
-        shapes = model.cfg.expected_shapes()
-        for n in names:
-            sd[a + n] = getattr(att, n).reshape(shapes[a + n])
-        for n in ("receptance", "key", "value", "output"):
-            sd[f"{a}{n}.weight"] = getattr(att, n).weight.t()
-        sd[a + "ln_x.weight"], sd[a + "ln_x.bias"] = att.ln_x_weight, att.ln_x_bias
-        sd[f + "x_k"] = blk.ffn.x_k.reshape(shapes[f + "x_k"])
-        sd[f + "key.weight"], sd[f + "value.weight"] = blk.ffn.key.weight.t(), blk.ffn.value.weight.t()
-    return {k: v.detach().clone() for k, v in sd.items()}
 
 
 def write_byte_tokenizer(path: Path) -> Path:

@@ -107,17 +107,65 @@ def test_quantize_bad_input_gets_one_line(tiny_hawk, tmp_path, args, words):
     assert not (tmp_path / "out").exists()
 
 
-def test_quantize_refuses_a_non_hf_checkpoint_and_an_existing_folder(tiny_hawk, tmp_path):
-    from edgekit.models.rwkv7 import write_random_checkpoint
-    pth = write_random_checkpoint(tmp_path / "r.pth", vocab_size=256, n_embd=64, n_layer=1, head_size=32, seed=0)
-    r = run_cli("quantize", pth, "--ternary", "--steps", "8", "-o", tmp_path / "out")
-    assert_clean_failure(r, "is not a Hugging Face save_pretrained folder")
+def test_quantize_refuses_what_is_no_model_and_an_existing_folder(tiny_hawk, tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = run_cli("quantize", tmp_path / "empty", "--ternary", "--steps", "8", "-o", tmp_path / "out")
+    assert_clean_failure(r, "is neither a Hugging Face save_pretrained folder (no config.json) nor an RWKV-7 .pth")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     r = run_cli("quantize", tiny_hawk, "--ternary", "--steps", "8", "-o", tmp_path / "mine")
     assert_clean_failure(r, "exists and is not empty")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert np.all([p.name == "notes.txt" for p in (tmp_path / "mine").iterdir()])
+
+
+@pytest.fixture(scope="module")
+def tiny_rwkv7(tmp_path_factory):
+    """A tiny byte-level RWKV-7 BlinkDL .pth with the bundled byte tokenizer beside it."""
+    import shutil
+
+    from edgekit.models.rwkv7 import write_random_checkpoint
+    from edgekit_testutil import REPO
+    d = tmp_path_factory.mktemp("qat-rwkv7")
+    pth = write_random_checkpoint(d / "tiny.pth", vocab_size=256, n_embd=64, n_layer=2, head_size=32, seed=0)
+    shutil.copyfile(REPO / "edgekit" / "bundled" / "hawk-stdlib" / "tokenizer.json", d / "tokenizer.json")
+    return pth
+
+
+def test_quantize_trains_an_rwkv7_pth_into_a_ternary_pth(tiny_rwkv7, tmp_path):
+    """RWKV-7 trains on edgekit's own model (ln0 kept apart, the WKV reference) and is written
+    back as a BlinkDL .pth: every Linear the export quantizes (the six per block, the head in
+    int4) holds exactly gamma * W~, the LoRA matrices stay float, and `edgekit export
+    OUT/rwkv7.pth --quant ternary` reads the very codes back and runs."""
+    from edgekit.models import load_model
+    from edgekit.quant import QuantLinear, quantize_model
+    out = tmp_path / "out"
+    r = run_cli("quantize", tiny_rwkv7, "--ternary", "--steps", "8", "--batch", "2", "--seq", "32", "-o", out)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((out / "quantize.json").read_text())
+    assert rec["arch"] == "rwkv7" and rec["export"] == "edgekit export OUT/rwkv7.pth --quant ternary"
+    blocks = {f"model.blocks.{i}.{n}" for i in range(2) for n in ("att.receptance", "att.key", "att.value",
+                                                                   "att.output", "ffn.key", "ffn.value")}
+    assert set(rec["quantized"]) == blocks | {"model.head"}
+    sd = torch.load(out / "rwkv7.pth", weights_only=True)
+    for name in blocks:
+        w = sd[name.removeprefix("model.") + ".weight"].float().abs()
+        assert len(torch.unique(w[w > 0])) == 1, name
+    lora = sd["blocks.1.att.w1"].float().abs()
+    assert len(torch.unique(lora)) > 3
+    m = load_model(out / "rwkv7.pth")
+    before = {n: mod.weight.detach().t().clone() for n, mod in m.named_modules() if hasattr(mod, "d_in")}
+    quantize_model(m, "ternary")
+    ternary = [n for n, mod in m.named_modules() if isinstance(mod, QuantLinear) and mod.bits == 2]
+    assert len(ternary) == 12 and all(torch.equal(dict(m.named_modules())[n].weight_float(), before[n])
+                                      for n in ternary)
+    r = run_cli("export", out / "rwkv7.pth", "-o", tmp_path / "exp", "--format", "onnx", "--quant", "ternary")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("run", tmp_path / "exp" / "model.onnx", "--prompt", "def f(x):", "--steps", "8", "--json")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("quantize", tiny_rwkv7, "--ternary", "--steps", "8", "--bitnet-packing", "-o", tmp_path / "p")
+    assert_clean_failure(r, "an RWKV-7 .pth is no transformers checkpoint")
+    assert not (tmp_path / "p").exists()
 
 
 @pytest.fixture(scope="module")

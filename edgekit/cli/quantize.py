@@ -10,7 +10,8 @@ from edgekit.errors import EdgekitError
 
 
 def quantize_cmd(
-    src: Path = typer.Argument(..., help="a Hugging Face Mamba / Mamba-2 / RecurrentGemma (Hawk) folder",
+    src: Path = typer.Argument(..., help="a Hugging Face Mamba / Mamba-2 / RecurrentGemma (Hawk) folder, or an "
+                               "RWKV-7 BlinkDL .pth (or a folder holding one)",
                                show_default=False),
     out: Path = typer.Option(..., "-o", "--out", help="new folder for the fine-tuned ternary checkpoint",
                              show_default=False),

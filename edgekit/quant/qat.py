@@ -16,7 +16,12 @@ magnitude per tensor), so `edgekit export DIR --quant ternary` reads back the ve
 scales (edgekit/quant/schemes.py `ternary_codes`) and loses nothing more.
 
 Runs on transformers' own classes for the Hugging Face layouts (Mamba, Mamba-2,
-RecurrentGemma/Hawk); the recurrences and norms stay fp32. The corpus is the running Python's
+RecurrentGemma/Hawk), and on edgekit's own RWKV7 for a BlinkDL x070 .pth
+(edgekit/models/rwkv7_training.py: ln0 kept apart from the embedding table, the WKV
+recurrence's differentiable reference), written back as a .pth; the recurrences and norms
+stay fp32. The layers quantized are the ones `edgekit export --quant` quantizes: every
+`nn.Linear` / edgekit `layers.Linear` whose width a block divides (RWKV-7's LoRA matrices
+are raw parameters, kept fp32 by the export, and left alone here). The corpus is the running Python's
 standard library, train split (edgekit/data/stdlib.py).
 """
 
@@ -62,18 +67,34 @@ def _ste(x: torch.Tensor, q: torch.Tensor, lam: float) -> torch.Tensor:
 
 
 class FakeQuantLinear(nn.Module):
-    """nn.Linear with the ramped straight-through quantized weight and int8 block activations."""
+    """A Linear with the ramped straight-through quantized weight and int8 block activations:
+    torch's nn.Linear (weight (out, in)) or edgekit's layers.Linear (weight stored (in, out),
+    `transposed`)."""
 
-    def __init__(self, lin: nn.Linear, scheme: str, group: int, ramp: Ramp):
+    def __init__(self, lin: nn.Module, scheme: str, group: int, ramp: Ramp):
         super().__init__()
         self.weight, self.bias, self.scheme, self.group, self.ramp = lin.weight, lin.bias, scheme, group, ramp
-        self.in_features, self.out_features = lin.in_features, lin.out_features
+        self.transposed = not isinstance(lin, nn.Linear)
+        self.in_features, self.out_features = _widths(lin)
+
+    def weight_out_in(self) -> torch.Tensor:
+        return self.weight.t() if self.transposed else self.weight
 
     def forward(self, x):
         lam = self.ramp.lam
-        w = _ste(self.weight, _fake(self.weight, self.scheme, self.group), lam)
+        w = self.weight_out_in()
+        w = _ste(w, _fake(w, self.scheme, self.group), lam)
         x = _ste(x, quantize_activations(x.detach(), self.group).to(x.dtype), lam)
         return F.linear(x, w, self.bias)
+
+
+def _widths(lin: nn.Module) -> tuple[int, int]:
+    return (lin.in_features, lin.out_features) if isinstance(lin, nn.Linear) else (lin.d_in, lin.d_out)
+
+
+def _is_linear(m: nn.Module) -> bool:
+    from edgekit.models.layers import Linear
+    return isinstance(m, (nn.Linear, Linear))
 
 
 class FakeQuantEmbedding(nn.Module):
@@ -101,20 +122,29 @@ def _swap(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
             setattr(model.get_submodule(parent) if parent else model, attr, new)
 
 
+def _embeddings(model: nn.Module) -> tuple[nn.Module | None, nn.Module | None]:
+    """(input embedding, output head) of a transformers model or an RWKV7Train."""
+    if hasattr(model, "get_output_embeddings"):
+        return model.get_input_embeddings(), model.get_output_embeddings()
+    return None, model.model.head
+
+
 def wrap(model: nn.Module, ramp: Ramp, head: str = "ternary") -> list[str]:
-    """Swap every nn.Linear edgekit's export quantizes (widths a block divides) for
+    """Swap every Linear edgekit's export quantizes (widths a block divides) for
     FakeQuantLinear, ternary (the head in `head`'s scheme), and a tied input embedding for
     FakeQuantEmbedding in the head's scheme. Returns the names."""
     names = []
-    out_emb = model.get_output_embeddings()
+    emb, out_emb = _embeddings(model)
     for name, m in list(model.named_modules()):
+        if not _is_linear(m):
+            continue
         scheme = head if m is out_emb else "ternary"
-        if isinstance(m, nn.Linear) and not _group_for(m.in_features, scheme):
+        K = _widths(m)[0]
+        if not _group_for(K, scheme):
             scheme = FALLBACK.get(scheme, scheme)        # as the export quantizes it
-        if isinstance(m, nn.Linear) and _group_for(m.in_features, scheme):
-            _swap(model, m, FakeQuantLinear(m, scheme, _group_for(m.in_features, scheme), ramp))
+        if _group_for(K, scheme):
+            _swap(model, m, FakeQuantLinear(m, scheme, _group_for(K, scheme), ramp))
             names.append(name)
-    emb = model.get_input_embeddings()
     if emb is not None and out_emb is not None and emb.weight is out_emb.weight and _group_for(emb.weight.shape[1], head):
         _swap(model, emb, FakeQuantEmbedding(emb, head, _group_for(emb.weight.shape[1], head), ramp))
         names.append("embedding (tied)")
@@ -123,17 +153,21 @@ def wrap(model: nn.Module, ramp: Ramp, head: str = "ternary") -> list[str]:
 
 @torch.no_grad()
 def unwrap(model: nn.Module) -> None:
-    """Put nn.Linear / nn.Embedding back, each quantized weight replaced by what the export
+    """Put the Linear layers / nn.Embedding back, each quantized weight replaced by what the export
     holds (ternary: exactly gamma * W~)."""
+    from edgekit.models.layers import Linear
     for name, m in list(model.named_modules()):
-        if isinstance(m, (FakeQuantLinear, FakeQuantEmbedding)):
+        if isinstance(m, FakeQuantLinear):
+            w = m.weight_out_in()
+            w.copy_(_fake(w, m.scheme, m.group))
+            new = (Linear(m.in_features, m.out_features, bias=m.bias is not None) if m.transposed
+                   else nn.Linear(m.in_features, m.out_features, bias=m.bias is not None))
+            new.weight, new.bias = m.weight, m.bias
+            _swap(model, m, new)
+        elif isinstance(m, FakeQuantEmbedding):
             m.weight.copy_(_fake(m.weight, m.scheme, m.group))
-            if isinstance(m, FakeQuantLinear):
-                new = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-                new.weight, new.bias = m.weight, m.bias
-            else:
-                new = nn.Embedding(m.weight.shape[0], m.weight.shape[1], padding_idx=m.padding_idx)
-                new.weight = m.weight
+            new = nn.Embedding(m.weight.shape[0], m.weight.shape[1], padding_idx=m.padding_idx)
+            new.weight = m.weight
             _swap(model, m, new)
 
 
@@ -141,14 +175,30 @@ HF_CLASSES = {"mamba": "MambaForCausalLM", "mamba2": "Mamba2ForCausalLM",
               "recurrent_gemma": "RecurrentGemmaForCausalLM"}
 
 
-def hf_kind(src: Path) -> str:
-    """The model_type of a save_pretrained folder this command trains, or a clear error."""
+def rwkv7_checkpoint(src: Path) -> Path | None:
+    """The RWKV-7 BlinkDL .pth that src names: src itself, or the one .pth of a folder with no
+    config.json (a bundled model's folder); None otherwise."""
+    src = Path(src)
+    if src.is_file() and src.suffix == ".pth":
+        return src
+    if src.is_dir() and not (src / "config.json").exists():
+        found = sorted(src.glob("*.pth"))
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def model_kind(src: Path) -> str:
+    """"rwkv7" for a BlinkDL .pth (or a folder holding one), else the model_type of a
+    save_pretrained folder this command trains; a clear error for anything else."""
+    if rwkv7_checkpoint(src) is not None:
+        return "rwkv7"
     cfg_path = Path(src) / "config.json"
     if not cfg_path.is_file():
-        raise EdgekitError(f"'{src}' is not a Hugging Face save_pretrained folder (no config.json)",
-                           expected="a Mamba, Mamba-2 or RecurrentGemma/Hawk folder with config.json and safetensors",
-                           fix="RWKV-7 .pth quantization-aware training is not built yet; "
-                               "use `edgekit export --quant ternary` (post-training) for it")
+        raise EdgekitError(f"'{src}' is neither a Hugging Face save_pretrained folder (no config.json) "
+                           "nor an RWKV-7 .pth",
+                           expected="a Mamba, Mamba-2 or RecurrentGemma/Hawk folder with config.json and "
+                                    "safetensors, or an RWKV-7 BlinkDL .pth (or a folder holding exactly one)",
+                           fix="pass the model's folder or its .pth file")
     from edgekit.models._checkpoint import read_config
     kind = read_config(cfg_path).get("model_type")
     if kind not in HF_CLASSES:
@@ -162,10 +212,25 @@ def load_hf(src: Path):
     import logging
 
     import transformers
-    kind = hf_kind(src)
+    kind = model_kind(src)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     cls = getattr(transformers, HF_CLASSES[kind])
     return cls.from_pretrained(str(src), torch_dtype=torch.float32), kind
+
+
+def load_student(src: Path) -> tuple[nn.Module, str]:
+    """(the trainable model, its kind): transformers' class for a save_pretrained folder,
+    edgekit's RWKV7Train for a BlinkDL .pth."""
+    pth = rwkv7_checkpoint(src)
+    if pth is None:
+        return load_hf(src)
+    from edgekit.models.rwkv7_training import RWKV7Train
+    return RWKV7Train.from_checkpoint(pth), "rwkv7"
+
+
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x) if not hasattr(model, "get_output_embeddings") else model(x, use_cache=False).logits
+    return out.float()
 
 
 def corpus_ids(tokenizer_file: Path) -> np.ndarray:
@@ -179,7 +244,7 @@ def corpus_ids(tokenizer_file: Path) -> np.ndarray:
 def finetune(src: Path, out: Path, **kw) -> dict:
     """Fine-tune src to ternary (_finetune); transformers' Mamba (1) trains with
     edgekit.models.mamba_training's scan, which its torch fallback's backward needs on a CPU."""
-    if hf_kind(Path(src)) != "mamba":
+    if model_kind(Path(src)) != "mamba":
         return _finetune(src, out, **kw)
     from edgekit.models.mamba_training import training_scan
     with training_scan():
@@ -196,13 +261,17 @@ def _finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 2
                            expected=f"at least {MIN_STEPS} steps (λ rises over the first {ramp_frac:.0%})",
                            fix="pass --steps 80 or more (about a quarter of the model's training steps)")
     src, out = Path(src), Path(out)
-    hf_kind(src)
+    kind = model_kind(src)
+    if bitnet_packing and kind == "rwkv7":
+        raise EdgekitError("--bitnet-packing is transformers' BitNet layout, and an RWKV-7 .pth is no "
+                           "transformers checkpoint", fix="drop --bitnet-packing for RWKV-7")
     _check_out(out)
-    tok = Path(tokenizer) if tokenizer else src / "tokenizer.json"
+    pth = rwkv7_checkpoint(src)
+    tok = Path(tokenizer) if tokenizer else (pth.parent if pth else src) / "tokenizer.json"
     if not tok.is_file():
-        raise EdgekitError(f"no tokenizer.json in '{src}'", fix="pass --tokenizer PATH/tokenizer.json")
+        raise EdgekitError(f"no tokenizer.json beside '{pth or src}'", fix="pass --tokenizer PATH/tokenizer.json")
     torch.manual_seed(seed)
-    student, kind = load_hf(src)
+    student, kind = load_student(src)
     teacher = copy.deepcopy(student).eval().requires_grad_(False)
     ramp = Ramp()
     wrapped = wrap(student, ramp, head)
@@ -223,13 +292,13 @@ def _finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 2
         starts = rng.integers(0, len(data) - seq - 1, size=batch)
         xy = torch.from_numpy(np.stack([data[s:s + seq + 1] for s in starts]))
         x, y = xy[:, :-1], xy[:, 1:]
-        logits = student(x, use_cache=False).logits.float()
+        logits = _logits(student, x)
         V = logits.shape[-1]
         ce = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
         loss = ce
         if distill:
             with torch.no_grad():
-                t_logp = F.log_softmax(teacher(x, use_cache=False).logits.float(), -1)
+                t_logp = F.log_softmax(_logits(teacher, x), -1)
             kl = F.kl_div(F.log_softmax(logits, -1), t_logp, log_target=True, reduction="batchmean") / seq
             loss = ce + distill * kl
         opt.zero_grad(set_to_none=True)
@@ -242,7 +311,7 @@ def _finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 2
         if (i + 1) % 20 == 0 or i == steps - 1:
             log(f"step {i + 1}/{steps}  λ {ramp.lam:.2f}  cross entropy {np.mean(losses[-20:]):.3f} bits/token  "
                 f"{(time.time() - t0) / 60:.1f} min")
-    emb = student.get_input_embeddings()
+    emb = _embeddings(student)[0]
     packable = [n for n, m in student.named_modules() if isinstance(m, FakeQuantLinear)
                 and m.scheme == "ternary" and m.weight is not getattr(emb, "weight", None)]
     unwrap(student)
@@ -255,10 +324,12 @@ def _finetune(src: Path, out: Path, *, steps: int, batch: int = 16, seq: int = 2
         scan_check = {"training_scan": {"what": "transformers' Mamba scan computed one step at a time "
                                                 "(edgekit/models/mamba_training.py)",
                                         "max_rel_diff_vs_transformers_scan": gap}}
-    student.config.edgekit_quantization = {"scheme": "ternary", "head": head, "method": "qat",
-                                           "group_size": GROUP, "extra_rmsnorm": False}
+    if kind != "rwkv7":
+        student.config.edgekit_quantization = {"scheme": "ternary", "head": head, "method": "qat",
+                                               "group_size": GROUP, "extra_rmsnorm": False}
     record = {"source": str(src), "arch": kind, "scheme": "ternary", "head": head, "steps": steps, "batch": batch, "seq": seq,
-              "lr": lr, "ramp_steps": ramp_steps, "export": "edgekit export OUT --quant ternary"
+              "lr": lr, "ramp_steps": ramp_steps,
+              "export": f"edgekit export OUT{'/' + RWKV7_FILE if kind == 'rwkv7' else ''} --quant ternary"
               + ("" if head == "int4" else f" --quant-head {head}"), "distill_weight": distill, "seed": seed,
               "quantized": wrapped, "extra_rmsnorm": False, "minutes": round((time.time() - t0) / 60, 2),
               "first_ce_bits": losses[0], "last_ce_bits": float(np.mean(losses[-10:])),
@@ -299,8 +370,11 @@ def _check_out(out: Path) -> None:
         raise EdgekitError(f"output '{out}' exists and is not empty", fix="pass -o with a new folder")
 
 
+RWKV7_FILE = "rwkv7.pth"      # an RWKV-7 result's checkpoint in its folder
+
+
 def _write(model, tok: Path, out: Path, record: dict, pack: list[str]) -> None:
-    """save_pretrained (bf16: γ·W~ stays exactly ternary) + tokenizer.json + quantize.json, built
+    """save_pretrained, or a BlinkDL .pth for RWKV-7 (bf16: γ·W~ stays exactly ternary) + tokenizer.json + quantize.json, built
     in a temp folder and renamed into place. pack: Linear names to store in transformers'
     BitNet packing (`quantization_config` bitnet, autobitlinear: weight_scale = gamma)."""
     import os
@@ -311,7 +385,11 @@ def _write(model, tok: Path, out: Path, record: dict, pack: list[str]) -> None:
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".edgekit-quantize-", dir=parent))
     try:
-        model.to(torch.bfloat16).save_pretrained(str(tmp), safe_serialization=True)
+        if record["arch"] == "rwkv7":
+            from edgekit.models.rwkv7_training import save_blink
+            save_blink(model, tmp / RWKV7_FILE)
+        else:
+            model.to(torch.bfloat16).save_pretrained(str(tmp), safe_serialization=True)
         if pack:
             record["bitnet_packed"] = _pack_bitnet(tmp, pack)
         shutil.copyfile(tok, tmp / "tokenizer.json")
