@@ -125,6 +125,19 @@ def step_loop(backend, toks_host):
     return run
 
 
+def _vs(be, path, toks_host, n: int = 64) -> float:
+    """max |diff| / std of n steps of backend be against the plain graph of the same model."""
+    from edgekit.models import load_model
+    from edgekit.runtimes.cuda import CudaBackend
+    be.reset()
+    got = np.stack([be.step([toks_host[t % 64]])[0].copy() for t in range(n)])
+    ref_be = CudaBackend(load_model(path))
+    want = np.stack([ref_be.step([toks_host[t % 64]])[0].copy() for t in range(n)])
+    be.reset()
+    del ref_be
+    return float(np.abs(got - want).max() / want.std())
+
+
 # ---- transformers / rwkv on the GPU --------------------------------------------------------
 def hf_stepper(arch: str, path: Path):
     """(label, step(tok_gpu (1, 1) int64)) for transformers' model in fp16 on the GPU."""
@@ -259,11 +272,13 @@ def latency(case, tmp: Path, steps: int, mem_steps: int, bw: float) -> dict:
     toks_host = [np.array([t], dtype=np.int64) for t in rng.integers(0, V, 64)]
     toks = torch.tensor(np.stack(toks_host), device="cuda")             # (64, 1)
     fp16_bytes = None
-    for graphs in (True, False):
+    for key, kw in (("graph", {}), ("compiled", {"compile": True}), ("eager", {"graphs": False})):
+        graphs = key != "eager"
         model = load_model(path)
         fp16_bytes = fp16_weight_bytes(model)
-        be = CudaBackend(model, graphs=graphs)
-        key = "graph" if graphs else "eager"
+        be = CudaBackend(model, **kw)
+        if key == "compiled":
+            row["compile_note"] = be.compile_note
         loop = device_loop(be, toks)
         row[key] = timed(loop, steps if graphs else max(32, steps // 8))
         try:
@@ -271,7 +286,9 @@ def latency(case, tmp: Path, steps: int, mem_steps: int, bw: float) -> dict:
         except Exception as e:  # noqa: BLE001  (the profiler is optional)
             row[key + "_ops"], row[key + "_busy"] = float("nan"), float("nan")
             print("profiler:", type(e).__name__, e, flush=True)
-        if graphs:
+        if key == "compiled":
+            row["compiled_err"] = _vs(be, path, toks_host)
+        if key == "graph":
             row["graph_step"] = timed(step_loop(be, toks_host), steps)
             row["stored_bytes"] = weight_bytes_per_token(be.model)
             for t in range(10):
@@ -362,18 +379,21 @@ def table(parity_rows, lat_rows, info) -> str:
                 out.append(f"| {r['arch']} | {r['steps']} | {r['err']:.2e} | {r.get('greedy64', 'n/a (features)')} |")
         out.append("")
     if lat_rows:
-        out += ["| case | graph ms/tok | graph step() ms/tok | eager ms/tok | transformers/rwkv fp16 ms/tok | "
+        out += ["| case | graph ms/tok | graph + torch.compile ms/tok (note; max diff/std vs graph, 64 steps) | graph step() ms/tok | eager ms/tok | transformers/rwkv fp16 ms/tok | "
                 "x vs transformers | floor (as stored) ms | floor (all fp16) ms | graph / floor (all fp16) | "
                 "GPU ops/step, busy ms (graph) | GPU ops/step (eager) | GPU mem warm -> after N steps | "
                 "graph with cuBLAS fp16(x) ms/tok | max diff/std vs fp32 GPU, 256 steps (Triton GEMV; cuBLAS) |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in lat_rows:
             hf = f"{r['hf']:.3f}" if "hf" in r else f"n/a ({r.get('hf_error', '')[:80]})"
             x = f"{r['hf'] / r['graph']:.1f}x" if "hf" in r else "-"
             mem = (f"{r['mem_warm']:,} -> {r['mem_after']:,} B after {r['mem_steps']:,} "
                    f"({'equal' if r['mem_warm'] == r['mem_after'] else 'DIFFERENT'}; "
                    f"{'finite' if r['finite'] else 'NOT FINITE'})")
-            out.append(f"| {r['case']} | {r['graph']:.3f} | {r['graph_step']:.3f} | {r['eager']:.3f} | {hf} | {x} | "
+            out.append(f"| {r['case']} | {r['graph']:.3f} | {r.get('compiled', float('nan')):.3f} "
+                       f"({r.get('compile_note')}; {r.get('compiled_ops', float('nan')):.0f} GPU ops; "
+                       f"{r['hf'] / r['compiled'] if 'hf' in r and 'compiled' in r else float('nan'):.1f}x vs "
+                       f"transformers; {r.get('compiled_err', float('nan')):.1e}) | {r['graph_step']:.3f} | {r['eager']:.3f} | {hf} | {x} | "
                        f"{r['floor_stored']:.3f} | {r['floor_fp16']:.3f} | {r['graph'] / r['floor_fp16']:.1f}x | "
                        f"{r['graph_ops']:.0f}, {r['graph_busy']:.3f} | {r['eager_ops']:.0f} | {mem} | "
                        f"{r.get('graph_cublas', float('nan')):.3f} | "

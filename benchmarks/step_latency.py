@@ -64,13 +64,10 @@ def read_bandwidth_gbs(gib: float = 1.0, repeats: int = 5) -> float:
 
 
 def weight_bytes_per_token(model) -> int:
-    """fp32 bytes of every parameter/buffer read per step; an Embedding reads one row."""
-    import torch
-    total = 0
-    emb = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
-    for p in list(model.parameters()) + list(model.buffers()):
-        total += (p.shape[-1] * 4) if id(p) in emb else p.numel() * 4
-    return total
+    """fp32 bytes of every parameter/buffer read per step; an Embedding reads one row (the
+    models here are loaded in fp32: edgekit.models.base.bytes_read_per_token)."""
+    from edgekit.models.base import bytes_read_per_token
+    return bytes_read_per_token(model)
 
 
 def load_cases(names: list[str] | None):

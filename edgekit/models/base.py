@@ -141,6 +141,16 @@ class RecurrentModel(nn.Module):
         return sum(s.nbytes for s in self.state_spec(batch))
 
 
+def bytes_read_per_token(model: nn.Module) -> int:
+    """Bytes of every parameter and buffer one decode step reads, as stored (fp32, fp16, packed
+    codes): the numerator of the bandwidth floor. An nn.Embedding reads one row; a tied
+    embedding read from the head (`Linear.rows`) costs nothing beyond the head, which reads
+    its whole matrix."""
+    emb = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    return sum((p.shape[-1] if id(p) in emb else p.numel()) * p.element_size()
+               for p in (*model.parameters(), *model.buffers()))
+
+
 ARCHITECTURES: dict[str, type[RecurrentModel]] = {}
 
 
