@@ -25,6 +25,10 @@ Fields of the manifest (JSON keys are the field names):
                       "layers": {name: {"bits", "group_size", "shape", ...}},
                       "kept_float32": {name: reason}}
     device            device profile name or null
+    device_choices    with a device: {"profile": the profile's values, "overridden": {key: {"profile",
+                      "flag"}}, "fit": {"weights", "state", "working", "budget"}} (edgekit/profiles.py)
+    bytes_per_token   bytes of weights one decode step reads (an embedding table counts one row);
+                      null in folders written before it was recorded
     tokenizer         tokenizer name or null; tokenizer_file: a file in the folder, or null,
                       and tokenizer_sha256 its checksum
     artifacts         {key: ArtifactEntry}: "onnx", "pte", and "<fmt>_prefill"
@@ -136,6 +140,8 @@ class ArtifactEntry:
     external_data_sha256: str | None = None
     opset: int | None = None
     weight_bytes: int | None = None
+    dtype: str = "fp32"                       # "fp16": fp16 weights and compute, state fp32
+    bytes_per_token: int | None = None        # bytes of weights one step of this file reads
 
     def files(self) -> tuple[str, ...]:
         return tuple(f for f in (self.file, self.external_data) if f)
@@ -191,7 +197,15 @@ class ArtifactEntry:
             external_data_bytes=_get(d, "external_data_bytes", int, source, optional=True),
             external_data_sha256=_get(d, "external_data_sha256", str, source, optional=True),
             opset=_get(d, "opset", int, source, optional=True),
-            weight_bytes=_get(d, "weight_bytes", int, source, optional=True))
+            weight_bytes=_get(d, "weight_bytes", int, source, optional=True),
+            dtype=_entry_dtype(d, source), bytes_per_token=_nonneg(d, "bytes_per_token", source))
+
+
+def _entry_dtype(d: Mapping, source: str) -> str:
+    v = _get(d, "dtype", str, source, optional=True) or "fp32"
+    if v not in ("fp32", "fp16"):
+        raise _bad(source, f"dtype {v!r}", "'fp32' or 'fp16'")
+    return v
 
 
 @dataclass(frozen=True)
@@ -209,6 +223,8 @@ class Manifest:
     state: tuple[TensorSpec, ...]
     quantization: Any = "none"          # "none" or a mapping (module docstring)
     device: str | None = None
+    device_choices: Mapping[str, Any] | None = None
+    bytes_per_token: int | None = None
     tokenizer: str | None = None
     tokenizer_file: str | None = None
     tokenizer_sha256: str | None = None
@@ -234,7 +250,8 @@ class Manifest:
                "batch": self.batch, "inputs": [s.to_json() for s in self.inputs], "output": self.output,
                "ops": self.ops, "state": [s.to_json() for s in self.state], "state_bytes": self.state_bytes,
                "quantization": self.quantization if isinstance(self.quantization, str) else dict(self.quantization),
-               "device": self.device, "tokenizer": self.tokenizer,
+               "device": self.device, "device_choices": None if self.device_choices is None else dict(self.device_choices),
+               "bytes_per_token": self.bytes_per_token, "tokenizer": self.tokenizer,
                "tokenizer_file": self.tokenizer_file, "tokenizer_sha256": self.tokenizer_sha256}
         if artifacts:
             out["artifacts"] = {k: e.to_json() for k, e in self.artifacts.items()}
@@ -265,11 +282,24 @@ class Manifest:
             ops=ops, state=_specs(d, "state", source),
             quantization=_quantization(d, source),
             device=_get(d, "device", str, source, optional=True),
+            device_choices=_frozen(_get(d, "device_choices", dict, source, optional=True)),
+            bytes_per_token=_nonneg(d, "bytes_per_token", source),
             tokenizer=_get(d, "tokenizer", str, source, optional=True),
             tokenizer_file=_filename(d, "tokenizer_file", source, optional=True),
             tokenizer_sha256=_get(d, "tokenizer_sha256", str, source, optional=True),
             artifacts=MappingProxyType({str(k): ArtifactEntry.from_json(e, source) for k, e in arts.items()}),
             edgekit_version=_get(d, "edgekit_version", str, source, optional=True) or "", schema=schema)
+
+
+def _frozen(d: Mapping | None):
+    return None if d is None else MappingProxyType(dict(d))
+
+
+def _nonneg(d: Mapping, key: str, source: str) -> int | None:
+    v = _get(d, key, int, source, optional=True)
+    if v is not None and v < 0:
+        raise _bad(source, f"{key} {v}", "a non-negative byte count")
+    return v
 
 
 QUANT_SCHEMES = ("ternary", "int8", "int4")      # edgekit/quant/schemes.py (this module imports no torch)

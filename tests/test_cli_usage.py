@@ -44,7 +44,8 @@ def test_version_and_archs():
     assert r.returncode == 0 and [ln.split()[0] for ln in r.stdout.splitlines()] == sorted(ARCHITECTURES)
     r = run_cli("devices")
     names = sorted(p.stem for p in (REPO / "devices").glob("*.toml"))
-    assert r.returncode == 0 and [ln.split()[0] for ln in r.stdout.splitlines()] == names, r.stdout + r.stderr
+    assert r.returncode == 0 and [ln.split()[0] for ln in r.stdout.splitlines()[1:]] == names, r.stdout + r.stderr
+    assert r.stdout.splitlines()[0].split()[:2] == ["name", "class"]
 
 
 @pytest.mark.parametrize("sig,code,word", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])

@@ -41,19 +41,61 @@ def archs_cmd() -> None:
     from edgekit.models import ARCHITECTURES
     for name, cls in sorted(ARCHITECTURES.items()):
         print(f"{name:<16} {cls.checkpoint}")
-def devices_cmd() -> None:
-    """List the device profiles (devices/*.toml), with each one's class and description."""
-    import tomllib
-
-    from edgekit.neuro.device import _dirs, available_devices
-    for name in available_devices():
-        path = next(d / f"{name}.toml" for d in _dirs() if (d / f"{name}.toml").is_file())
+def devices_cmd(name: str = typer.Argument(None, help="a profile to show in full (default: list them all)",
+                                           show_default=False)) -> None:
+    """List the device profiles (devices/*.toml), or show one: format, dtype, quantization,
+    threads, memory bandwidth and RAM budget."""
+    from edgekit import profiles
+    if name is not None:
+        _show_profile(name)
+        return
+    print(f"{'name':<18} {'class':<13} {'format':<6} {'dtype':<5} {'quant':<5} {'GB/s':>7} {'RAM budget':>10}  "
+          "description")
+    for n in profiles.available():
         try:
-            d = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
-            print(f"{name:<16} (unreadable profile: {path})")
+            d = profiles.read_toml(profiles.profile_path(n))
+        except (EdgekitError, OSError) as e:
+            print(f"{n:<18} (unreadable profile: {str(e).splitlines()[0][:80]})")
             continue
-        print(f"{name:<16} {str(d.get('class', '?')):<14} {str(d.get('description', ''))}")
+        if d.get("class") == "neuromorphic":
+            print(f"{n:<18} {'neuromorphic':<13} {'-':<6} {'fixed':<5} {'-':<5} {'-':>7} {'-':>10}  "
+                  f"{d.get('description', '')}")
+            continue
+        try:
+            p = profiles.load_profile(n)
+        except EdgekitError as e:
+            print(f"{n:<18} (invalid profile: {str(e).splitlines()[0][:80]})")
+            continue
+        print(f"{p.name:<18} {p.klass:<13} {p.format:<6} {p.dtype:<5} {p.quant:<5} {p.bandwidth_gbs:>7.1f} "
+              f"{p.ram_budget_mb:>7,} MB  {p.description}")
+
+
+def _show_profile(name: str) -> None:
+    from edgekit import profiles
+    d = profiles.read_toml(profiles.profile_path(name))
+    if d.get("class") == "neuromorphic":
+        from edgekit.neuro.device import load_device
+        dev = load_device(name)
+        print(f"{name}: neuromorphic ({dev.path})")
+        for table in ("limits", "fixed_point", "energy"):
+            for k, v in getattr(dev, table).items():
+                print(f"  {table}.{k} = {v}")
+        return
+    p = profiles.load_profile(name)
+    print(f"{p.name}: {p.description}")
+    print(f"  profile      {p.path}")
+    print(f"  class        {p.klass}")
+    print(f"  format       {p.format} (runs: {', '.join(p.formats)}), {p.backend} with {p.accelerator}")
+    print(f"  dtype        {p.dtype}" + ("  (weights and compute fp16, the recurrent state fp32)" if p.dtype == "fp16" else ""))
+    print(f"  quantization {p.quant}")
+    print(f"  ops, passes  {p.ops}, {'the format default' if p.passes is None else ', '.join(p.passes)}")
+    print(f"  threads      {p.threads}")
+    print(f"  bandwidth    {p.bandwidth_gbs:g} GB/s ({p.bandwidth_kind})")
+    print(f"  RAM budget   {p.ram_budget_mb:,} MB")
+    print(f"  ISA          {', '.join(p.isa)}")
+    print(f"  static shapes {'yes' if p.static_shapes else 'no'}")
+    if p.notes:
+        print(f"  notes        {p.notes}")
 
 
 # in this order in `edgekit --help`

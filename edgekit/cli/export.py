@@ -18,7 +18,8 @@ FORMAT_CHOICES = {**{f: (f,) for f in ARTIFACT_FORMATS}, "both": ARTIFACT_FORMAT
 
 def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: Console | None = None,
                   quiet: bool = False, prefill: int = 0, tokenizer: Path | None = None,
-                  quant: str | None = None, group_size: int | None = None, quant_head: str | None = None):
+                  quant: str | None = None, group_size: int | None = None, quant_head: str | None = None,
+                  device: str | None = None, dtype: str | None = None, force: bool = False):
     """`edgekit.export.export` with a progress bar (export itself is atomic per OUTDIR)."""
     from edgekit.export import export
     name = Path(str(src)).name if isinstance(src, (str, Path)) else type(src).__name__
@@ -29,7 +30,7 @@ def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: 
         task = bar.add_task(f"export {name}", total=None)
         return export(src, outdir, formats=formats, ops=ops, batch=batch, state_style=state_style, prefill=prefill,
                       tokenizer=tokenizer, quant=quant, group_size=group_size, quant_head=quant_head,
-                      progress=lambda msg: bar.update(task, description=f"{msg} ({name})"))
+                      device=device, dtype=dtype, force=force, progress=lambda msg: bar.update(task, description=f"{msg} ({name})"))
 
 
 def export_cmd(
@@ -38,8 +39,10 @@ def export_cmd(
                                show_default=False),
     out: Path = typer.Option(..., "-o", "--out", help="output folder (new, empty, or an earlier export)",
                              show_default=False),
-    format: str = typer.Option("both", "--format", help="onnx | pte | both"),
-    ops: str = typer.Option("fused", "--ops", help="fused (edgekit custom ops) | decomposed (stock ops only)"),
+    format: str = typer.Option(None, "--format", help="onnx | pte | both  [default: both, or the --device's]",
+                               show_default=False),
+    ops: str = typer.Option(None, "--ops", help="fused (edgekit custom ops) | decomposed (stock ops only)  "
+                            "[default: fused, or the --device's]", show_default=False),
     state_style: str = typer.Option("buffers", "--state-style",
                                     help="pte only: buffers (state kept in place) | io"),
     batch: int = typer.Option(1, "--batch", help="batch size of the exported step graph"),
@@ -47,31 +50,54 @@ def export_cmd(
                                 "tokens (prefill.onnx / prefill.pte) for fast prompt ingestion; 0 = none"),
     tokenizer: Path = typer.Option(None, "--tokenizer", help="a Hugging Face tokenizer.json to ship with the "
                                    "export (save_pretrained folders have none)", show_default=False),
-    quant: str = typer.Option("none", "--quant", help="none | ternary (BitNet b1.58, 2 bits) | int8 | int4: "
-                              "every Linear layer, head included; activations int8 per block"),
+    quant: str = typer.Option(None, "--quant", help="none | ternary (BitNet b1.58, 2 bits) | int8 | int4: "
+                              "every Linear layer, head included; activations int8 per block  "
+                              "[default: none, or the --device's]", show_default=False),
     group_size: int = typer.Option(None, "--group-size", help="weights per scale block (power of 2, >= 16); "
                                    "default: ternary 128, int8 128, int4 32, halved where a layer's width "
                                    "needs it", show_default=False),
     quant_head: str = typer.Option(None, "--quant-head", help="the output head's (and a tied embedding's) "
                                    "scheme, if not --quant's (ternary's default: int4)",
                                    show_default=False),
+    device: str = typer.Option(None, "--device", help="a device profile (`edgekit devices`): its format, "
+                               "dtype, quantization and passes unless a flag says otherwise; the model must "
+                               "fit its RAM budget", show_default=False),
+    dtype: str = typer.Option(None, "--dtype", help="fp32 | fp16 (ONNX only: fp16 weights and compute, the state "
+                              "and reductions fp32)  [default: fp32, or the --device's]", show_default=False),
+    force: bool = typer.Option(False, "--force", metavar="", help="export even if the model does not fit the "
+                               "--device's RAM budget"),
 ) -> None:
     """Export a model as a single-step stateful graph, plus edgekit.json."""
     from edgekit.units import human_bytes
-    if format not in FORMAT_CHOICES:
+    if format is not None and format not in FORMAT_CHOICES:
         raise EdgekitError(f"unknown --format '{format}'", expected=", ".join(FORMAT_CHOICES),
                            fix="pass --format both")
+    if dtype is not None and dtype not in ("fp32", "fp16"):
+        raise EdgekitError(f"unknown --dtype '{dtype}'", expected="fp32 or fp16", fix="pass --dtype fp32")
+    if quant is not None and quant != "none":
+        from edgekit.quant import check_scheme
+        check_scheme(quant, group_size)
     for name, v in (("--group-size", group_size), ("--quant-head", quant_head)):
-        if v is not None and quant == "none":
+        if v is not None and quant in (None, "none") and device is None:
             raise EdgekitError(f"{name} needs --quant", fix=f"add --quant ternary, int8 or int4, or drop {name}")
+    if force and device is None:
+        raise EdgekitError("--force needs --device", fix="drop --force; it overrides a device's RAM budget")
     console = Console(stderr=True)
-    manifest = export_to_dir(src, out, FORMAT_CHOICES[format], ops, state_style, batch, console, prefill=prefill,
-                             tokenizer=tokenizer, quant=None if quant == "none" else quant, group_size=group_size,
-                             quant_head=quant_head)
+    manifest = export_to_dir(src, out, FORMAT_CHOICES[format] if format else None, ops, state_style, batch, console,
+                             prefill=prefill, tokenizer=tokenizer, quant=quant, group_size=group_size,
+                             quant_head=quant_head, device=device, dtype=dtype, force=force)
     for fmt, entry in manifest.artifacts.items():
         typer.echo(f"wrote {out / entry.file} ({human_bytes(entry.bytes)}, ops: {manifest.ops}"
                    + (f", state: {entry.state_style}" if fmt == "pte" else "") + ")")
     typer.echo(f"wrote {out / 'edgekit.json'} (state {human_bytes(manifest.state_bytes)})")
+    if manifest.device_choices:
+        c = manifest.device_choices
+        p, fit = c["profile"], c["fit"]
+        over = "; flags kept: " + ", ".join(f"{k} {v['flag']} (profile: {v['profile']})"
+                                            for k, v in c["overridden"].items()) if c["overridden"] else ""
+        typer.echo(f"device {manifest.device}: {p['format']}, {p['dtype']}, quantization {p['quant']}, "
+                   f"{p['threads']} threads{over}; needs {human_bytes(fit['weights'] + fit['state'] + fit['working'])} "
+                   f"of its {human_bytes(fit['budget'])} RAM budget" + ("" if fit["fits"] else " (over: --force)"))
     q = manifest.quantization
     if isinstance(q, dict):
         kept = q["kept_float32"]

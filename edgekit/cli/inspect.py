@@ -40,6 +40,14 @@ def _text(v) -> str:
     return str(v)
 
 
+def _quant_text(q) -> str:
+    """"none", or a --quant record as its scheme, head and bits per weight."""
+    if isinstance(q, str):
+        return q
+    head = f", head {q['head']}" if q.get("head") not in (None, q.get("scheme")) else ""
+    return f"{q.get('scheme')}{head} ({_text(q.get('bits_per_weight'))} bits per weight)"
+
+
 def _shape(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
@@ -80,6 +88,46 @@ def _onnx_facts(path: Path) -> dict:
             "functions": [f"{f.domain}::{f.name}" for f in proto.functions]}
 
 
+CONTRIB_OPS = ("MatMulNBits", "GatherBlockQuantized")     # ONNX Runtime's com.microsoft kernels
+
+
+def _on_device(con: Console, profile, facts: list[dict]) -> None:
+    """Bytes per token, the floor on the device, the RAM fit and the kernels each format needs."""
+    from edgekit.profiles import RUNTIME_OVERHEAD_BYTES, fit
+    con.rule(escape(f"on {profile.name}: {profile.description}"))
+    con.print(f"bandwidth {profile.bandwidth_gbs:g} GB/s ({profile.bandwidth_kind}), RAM budget "
+              f"{profile.ram_budget_mb:,} MB, runs {', '.join(profile.formats)}")
+    t = Table("artifact", "bytes read / token", f"floor on {profile.name}", "weights + state + runtime",
+              "fits", "needs", title=escape(f"{profile.name}: floor and fit"))
+    for f in facts:
+        per_token, note = f["per_token"], ""
+        if per_token is None:               # written before bytes_per_token was recorded
+            per_token, note = f["weights"], " (file size: an upper bound)"
+        fmt = f["key"]
+        runs = fmt is None or fmt in profile.formats
+        ft = fit(profile, f.get("file") or f["weights"], f["state"], fmt or "pte")
+        over = "yes" if ft.fits else f"no: {human_bytes(ft.total - ft.budget)} over"
+        if fmt == "pte":
+            build = ("its x86-64 build (make kernels)" if "avx2" in profile.isa
+                     else "an arm64 build, which edgekit does not make yet")
+            needs = (f"edgekit's kernel library, {build}: " + ", ".join(f["edgekit_ops"])
+                     if f["edgekit_ops"] else "stock ExecuTorch kernels only")
+        elif fmt == "onnx":
+            needs = ("stock ONNX Runtime (edgekit nodes carry function bodies)" if f["edgekit_ops"] else
+                     "stock ONNX Runtime") + (f"; com.microsoft {', '.join(f['contrib'])}" if f["contrib"] else "")
+        else:
+            needs = "an export first (edgekit export --device " + profile.name + ")"
+        if not runs:
+            needs = f"NOT RUN THERE: {profile.name} runs {', '.join(profile.formats)}"
+        t.add_row(escape(f["format"]), human_bytes(per_token) + note, f"{profile.floor_ms(per_token):.3f} ms/token",
+                  f"{human_bytes(ft.weights)} + {human_bytes(ft.state)} + {human_bytes(ft.working)} = "
+                  f"{human_bytes(ft.total)}", over, escape(needs))
+    con.print(t)
+    con.print(f"floor = bytes read per token / {profile.bandwidth_gbs:g} GB/s; runtime memory beyond the weights: "
+              f"{', '.join(f'{k} {human_bytes(v)}' for k, v in RUNTIME_OVERHEAD_BYTES.items())} (measured on this "
+              "host, Mamba-130m; edgekit/profiles.py)")
+
+
 def _is_checkpoint(path: Path) -> bool:
     """As a session decides (edgekit/runtimes/session.py): a file that is no artifact format,
     or a folder with no edgekit.json that holds a model (config.json, or one an
@@ -95,16 +143,25 @@ def _is_checkpoint(path: Path) -> bool:
 
 
 def inspect_cmd(path: Path = typer.Argument(..., help="model.onnx, model.pte, their folder, or a checkpoint "
-                                            "(anything `edgekit export` takes)", show_default=False)) -> None:
+                                            "(anything `edgekit export` takes)", show_default=False),
+                device: str = typer.Option(None, "--device", help="a device profile (`edgekit devices`): the "
+                                           "bandwidth floor in ms/token there, whether it fits its RAM budget, "
+                                           "and which ops need edgekit's kernel library", show_default=False)) -> None:
     """Describe an exported artifact or a checkpoint."""
     if not path.exists():
         raise EdgekitError(f"'{path}' does not exist",
                            fix="pass model.onnx, model.pte or their folder (edgekit export), or a checkpoint")
+    profile = None
+    if device is not None:
+        from edgekit.profiles import load_profile
+        profile = load_profile(device)          # a bad name is refused before any work
     con = Console()
     if _is_checkpoint(path):
-        _inspect_checkpoint(path, con)
+        facts = _inspect_checkpoint(path, con)
     else:
-        _inspect_artifact(path, con)
+        facts = _inspect_artifact(path, con)
+    if profile is not None:
+        _on_device(con, profile, facts)
 
 
 def _inspect_checkpoint(path: Path, con: Console) -> None:
@@ -137,6 +194,10 @@ def _inspect_checkpoint(path: Path, con: Console) -> None:
     spec = model.state_spec(1)
     con.print(_state_table([(s.name, s.shape, str(s.dtype).removeprefix("torch."), s.nbytes) for s in spec],
                            sum(s.nbytes for s in spec)))
+    from edgekit.models.base import bytes_read_per_token
+    return [{"format": "checkpoint (fp32, as `edgekit export` writes it)", "key": None, "weights": nbytes,
+             "state": sum(s.nbytes for s in spec), "per_token": bytes_read_per_token(model),
+             "edgekit_ops": [], "kernel_library": None}]
 
 
 def _inspect_artifact(artifact: Path, con: Console) -> None:
@@ -144,8 +205,9 @@ def _inspect_artifact(artifact: Path, con: Console) -> None:
     manifest, mpath = contract.read(artifact)
     arts = manifest.artifacts
     chosen = [artifact.suffix.lstrip(".")] if artifact.is_file() else list(arts)
+    facts_per_format = []
     con.print(f"[bold]{escape(manifest.arch)}[/bold]  ops={manifest.ops}  batch={manifest.batch}  "
-              f"quantization={escape(manifest.quantization)}  tokenizer={escape(_text(manifest.tokenizer))}")
+              f"quantization={escape(_quant_text(manifest.quantization))}  tokenizer={escape(_text(manifest.tokenizer))}")
     con.print(_config_line(manifest.config))
     for fmt in chosen:
         if fmt not in arts:
@@ -178,4 +240,10 @@ def _inspect_artifact(artifact: Path, con: Console) -> None:
                                                 for k, v in sorted(facts["stock"].items())))
         if fmt == "onnx" and facts["functions"]:
             con.print("model-local functions: " + ", ".join(facts["functions"]))
+        on_disk = sum((mpath.parent / n).stat().st_size for n in e.files() if (mpath.parent / n).exists())
+        facts_per_format.append({"format": fmt, "key": fmt, "weights": e.weight_bytes or on_disk, "file": on_disk,
+                                 "state": manifest.state_bytes, "per_token": manifest.bytes_per_token,
+                                 "edgekit_ops": sorted(facts["edgekit"]), "kernel_library": e.kernel_library,
+                                 "contrib": sorted(k for k in facts["stock"] if k in CONTRIB_OPS)})
     con.print(_state_table([(s.name, s.shape, s.dtype, s.nbytes) for s in manifest.state], manifest.state_bytes))
+    return facts_per_format

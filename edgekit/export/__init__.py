@@ -93,15 +93,24 @@ def _check_outdir(outdir: Path) -> None:
                            fix="choose another -o folder; edgekit never overwrites files it did not write")
 
 
-def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: int = 1,
+DEFAULT_FORMATS = ("onnx", "pte")
+
+
+def export(src, outdir, *, formats=None, ops: str | None = None, batch: int = 1,
            state_style: str | None = None, progress: Callable[[str], None] | None = None,
            prefill: int = 0, tokenizer: str | Path | None = None, quant: str | None = None,
-           group_size: int | None = None, quant_head: str | None = None) -> Manifest:
+           group_size: int | None = None, quant_head: str | None = None, device: str | None = None,
+           dtype: str | None = None, force: bool = False) -> Manifest:
     """Export src (a checkpoint path, a RecurrentModel, or a module an architecture
     converts) to outdir. Returns the manifest. tokenizer: a Hugging Face tokenizer.json to
     ship with the export (a `save_pretrained` folder has none of its own). quant: None, or
     "ternary" | "int8" | "int4" (edgekit/quant/), every Linear in blocks of group_size;
     quant_head: the output head's (and a tied embedding's) scheme, if not quant's.
+    device: a profile name (devices/NAME.toml, `edgekit devices`): its format, ops, dtype,
+    quantization and pass pipeline are used wherever the call leaves one as None (quant
+    "none" is an explicit choice), the manifest records both, and a model that does not
+    fit the device's RAM budget is refused unless force. Without a device: formats onnx and
+    pte, ops fused, fp32, no quantization.
 
     Everything is written into a temp folder inside outdir and moved into place only when
     every artifact succeeded, manifest last: a failed export never leaves a half-written
@@ -112,7 +121,15 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
     import tempfile
 
     from edgekit._io import remove_tree
+    formats, ops, quant, dtype, passes, profile, choices = _device_choices(device, formats, ops, quant, dtype)
     state_style = _check_args(formats, ops, batch, state_style)
+    if dtype not in ("fp32", "fp16"):
+        raise EdgekitError(f"unknown dtype {dtype!r}", expected="fp32 or fp16", fix="pass --dtype fp32")
+    if dtype == "fp16" and formats != ("onnx",):
+        whose = f" (the {device} profile's)" if device and "dtype" not in choices["overridden"] else ""
+        raise EdgekitError(f"dtype fp16{whose} is built for ONNX only, and this export asks for "
+                           f"{' and '.join(formats)}", expected="--format onnx with --dtype fp16",
+                           fix="pass --format onnx, or --dtype fp32 for a .pte (ExecuTorch's fp16 path is not built)")
     if quant is not None:
         from edgekit.quant import check_scheme
         check_scheme(quant, group_size)
@@ -142,12 +159,15 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
         from edgekit.quant import quantize_model
         note(f"quantizing ({quant})")
         quantization = quantize_model(model, quant, group_size, head=quant_head).to_json()
+    if profile is not None:
+        choices["fit"] = _check_fit(model, profile, formats, batch, force)
     created = not outdir.exists()
     outdir.mkdir(parents=True, exist_ok=True)
     tmp = None
     try:
         tmp = Path(tempfile.mkdtemp(prefix=".edgekit-export-", dir=outdir))
-        manifest = _export_into(model, tmp, formats, ops, batch, state_style, note, prefill, tok_file, quantization)
+        manifest = _export_into(model, tmp, formats, ops, batch, state_style, note, prefill, tok_file, quantization,
+                                device, choices, passes, dtype)
         files = manifest.files()
         stale = export_file_names() - set(files)     # _check_outdir: an earlier export wrote these
         for name in stale:
@@ -168,17 +188,23 @@ def export(src, outdir, *, formats=("onnx", "pte"), ops: str = "fused", batch: i
 
 
 def _export_into(model, outdir: Path, formats, ops, batch, state_style, note, prefill: int = 0,
-                 tok_file: Path | None = None, quantization: dict | None = None) -> Manifest:
+                 tok_file: Path | None = None, quantization: dict | None = None, device: str | None = None,
+                 choices: dict | None = None, passes: tuple[str, ...] | None = None, dtype: str = "fp32") -> Manifest:
     import json
     import shutil
-    manifest = model.manifest(batch=batch, ops=ops, quantization=quantization or "none")
+
+    from edgekit.models.base import bytes_read_per_token
+    manifest = replace(model.manifest(batch=batch, ops=ops, quantization=quantization or "none", device=device),
+                       device_choices=choices, bytes_per_token=bytes_read_per_token(model))
     meta = {"edgekit.arch": model.arch, "edgekit.ops": ops,
             "edgekit.manifest": json.dumps(manifest.to_json(artifacts=False))}
     for name in formats:
         fmt = fmts.by_name(name)
-        kw = dict(ops=ops, batch=batch, state_style=state_style, metadata=meta)
+        kw = dict(ops=ops, batch=batch, state_style=state_style, metadata=meta, passes=passes, dtype=dtype)
         note(f"exporting {name}")
         manifest = manifest.with_artifact(name, _entry(fmt.export(model, outdir / fmt.file, **kw)))
+        if dtype != "fp32":             # the weights as this file stores them
+            manifest = replace(manifest, bytes_per_token=manifest.artifacts[name].bytes_per_token)
         if prefill:
             note(f"exporting {name} prefill (T={prefill})")
             entry = fmt.export(model, outdir / fmt.prefill_file, seq_len=prefill, **kw)
@@ -198,6 +224,52 @@ def _export_into(model, outdir: Path, formats, ops, batch, state_style, note, pr
                            tokenizer_sha256=sha256_file(outdir / TOKENIZER_FILE))
     write(outdir, manifest)
     return manifest
+
+
+def _device_choices(device, formats, ops, quant, dtype):
+    """(formats, ops, quant or None, dtype, passes or None, profile or None, choices record):
+    the call's own values, and for each one it left None the device profile's (or the plain
+    default). A --format the device does not run is refused: that cannot be honoured."""
+    if device is None:
+        return (tuple(formats) if formats else DEFAULT_FORMATS), ops or "fused", \
+            (None if quant in (None, "none") else quant), dtype or "fp32", None, None, None
+    from edgekit.profiles import load_profile
+    profile = load_profile(device)
+    overridden = {}
+
+    def pick(key, given, theirs):
+        if given is None:
+            return theirs
+        if given != theirs:
+            overridden[key] = {"profile": theirs, "flag": given}
+        return given
+    formats = tuple(pick("format", tuple(formats) if formats else None, (profile.format,)))
+    bad = [f for f in formats if f not in profile.formats]
+    if bad:
+        raise EdgekitError(f"--format {bad[0]} cannot run on device '{device}' ({profile.description})",
+                           expected=f"a format it runs: {', '.join(profile.formats)}",
+                           fix=f"drop --format (the profile picks {profile.format}), or choose another --device")
+    ops = pick("ops", ops, profile.ops)
+    quant = pick("quant", quant, profile.quant)
+    dtype = pick("dtype", dtype, profile.dtype)
+    choices = {"profile": profile.to_json(), "overridden": overridden}
+    return formats, ops, (None if quant == "none" else quant), dtype, profile.passes, profile, choices
+
+
+def _check_fit(model, profile, formats, batch: int, force: bool) -> dict:
+    """The model's weights + state + the runtime's working memory against the device's RAM
+    budget: refused (by how much) unless force."""
+    from edgekit.profiles import fit
+    from edgekit.units import human_bytes
+    weights = sum(p.numel() * p.element_size() for p in (*model.parameters(), *model.buffers()))
+    f = max((fit(profile, weights, model.state_bytes(batch), fmt) for fmt in formats), key=lambda f: f.total)
+    if not f.fits and not force:
+        raise EdgekitError(f"the model needs {human_bytes(f.total)} on '{profile.name}' (weights "
+                           f"{human_bytes(f.weights)}, state {human_bytes(f.state)}, runtime {human_bytes(f.working)}), "
+                           f"{human_bytes(f.total - f.budget)} over its RAM budget of {human_bytes(f.budget)}",
+                           fix="quantize (--quant int4 or ternary), choose a larger device, or pass --force to "
+                               "export anyway")
+    return {"weights": f.weights, "state": f.state, "working": f.working, "budget": f.budget, "fits": f.fits}
 
 
 def _entry(d: dict) -> ArtifactEntry:

@@ -63,9 +63,10 @@ CONSTANT_ALIGNMENT = 4096
 
 
 def export_pte(model, path: Path, *, ops: str = "fused", batch: int = 1,
-               state_style: str = DEFAULT_STATE_STYLE, seq_len: int | None = None) -> dict:
+               state_style: str = DEFAULT_STATE_STYLE, seq_len: int | None = None, passes=None) -> dict:
     """Export `model.step` (or, with seq_len, a prefill graph over seq_len steps, state
-    as I/O) to `path`; returns the manifest's artifact entry."""
+    as I/O) to `path`; returns the manifest's artifact entry. passes: the lowering pipeline
+    (pass names), if not the format's default (pipeline_for)."""
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
 
     path = Path(path)
@@ -82,7 +83,7 @@ def export_pte(model, path: Path, *, ops: str = "fused", batch: int = 1,
         step, args = StepIO(model, batch), (*xs, *model.init_state(batch).values())
     step = step.eval().requires_grad_(False)
 
-    pipeline = pipeline_for("pte", ops, state_style)
+    pipeline = list(passes) if passes is not None else pipeline_for("pte", ops, state_style)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("executorch").setLevel(logging.ERROR)

@@ -120,9 +120,12 @@ def _shared_weights_as_inputs(proto: onnx.ModelProto) -> list[str]:
 
 
 def export_onnx(model, path: Path, *, ops: str = "fused", batch: int = 1, metadata: dict | None = None,
-                external_data: bool | None = None, seq_len: int | None = None) -> dict:
+                external_data: bool | None = None, seq_len: int | None = None, passes=None,
+                dtype: str = "fp32") -> dict:
     """Export `model.step` (or, with seq_len, the sequence form over a fixed chunk of
-    seq_len steps: a prefill graph) to `path`; returns the manifest's artifact entry."""
+    seq_len steps: a prefill graph) to `path`; returns the manifest's artifact entry.
+    passes: the lowering pipeline (pass names), if not the format's default (pipeline_for).
+    dtype "fp16": fp16 weights and compute, the state and logits fp32 (export/onnx_fp16.py)."""
     path = Path(path)
     spec = model.state_spec(batch)
     step = (SeqIO if seq_len else StepIO)(model, batch).eval()
@@ -133,7 +136,7 @@ def export_onnx(model, path: Path, *, ops: str = "fused", batch: int = 1, metada
     input_names = [s.name for s in in_spec] + [s.name for s in spec]
     output_names = [out_name] + [output_name(s.name) for s in spec]
 
-    pipeline = pipeline_for("onnx", ops)
+    pipeline = list(passes) if passes is not None else pipeline_for("onnx", ops)
     with torch.no_grad(), warnings.catch_warnings(), redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -152,8 +155,12 @@ def export_onnx(model, path: Path, *, ops: str = "fused", batch: int = 1, metada
     for k, v in (metadata or {}).items():
         proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=str(v)))
     _shared_weights_as_inputs(proto)
+    from edgekit.export import onnx_fp16
+    if dtype == "fp16":
+        proto = onnx_fp16.to_fp16(proto)
 
     weight_bytes = sum(t.ByteSize() for t in proto.graph.initializer)
+    per_token = onnx_fp16.bytes_per_token(proto)
     if external_data is None:
         external_data = weight_bytes > EXTERNAL_DATA_THRESHOLD
     tmp = path.with_name(f".{path.name}.tmp")
@@ -196,6 +203,6 @@ def export_onnx(model, path: Path, *, ops: str = "fused", batch: int = 1, metada
         "opset": OPSET,
         "ops_used": {"edgekit": sorted({t for d, t in used if d == DOMAIN}),
                      "stock": sorted({t for d, t in used if d != DOMAIN})},
-        "weight_bytes": weight_bytes,
+        "weight_bytes": weight_bytes, "dtype": dtype, "bytes_per_token": per_token,
         "passes": pipeline, "passes_fired": fired,
     }

@@ -24,7 +24,7 @@ class Format:
     file: str | None = None         # what an export writes: "model.onnx"
     prefill_file: str | None = None # the sequence-form graph (--prefill T): "prefill.onnx"
     side_files: tuple[str, ...] = ()   # files an export may write beside (external data)
-    export: Callable | None = None  # (model, path, *, ops, batch, state_style, seq_len, metadata) -> entry dict
+    export: Callable | None = None  # (model, path, *, ops, batch, state_style, seq_len, metadata, passes, dtype) -> entry dict
     # (path, entry: ArtifactEntry, manifest: Manifest, threads, prefill=(path, entry) | None) -> Backend;
     # with prefill, the backend's `prefill` runs that sequence-form graph on its own state
     open: Callable | None = None
@@ -34,9 +34,11 @@ class Format:
         return tuple(f for f in (self.file, self.prefill_file, *self.side_files) if f)
 
 
-def _export_onnx(model, path, *, ops, batch, state_style=None, seq_len=None, metadata=None):
+def _export_onnx(model, path, *, ops, batch, state_style=None, seq_len=None, metadata=None, passes=None,
+                 dtype="fp32"):
     from edgekit.export.onnx import export_onnx
-    return export_onnx(model, path, ops=ops, batch=batch, seq_len=seq_len, metadata=metadata)
+    return export_onnx(model, path, ops=ops, batch=batch, seq_len=seq_len, metadata=metadata, passes=passes,
+                       dtype=dtype)
 
 
 def _open_onnx(path, entry, manifest, threads, prefill=None):
@@ -47,10 +49,13 @@ def _open_onnx(path, entry, manifest, threads, prefill=None):
     return backend
 
 
-def _export_pte(model, path, *, ops, batch, state_style=None, seq_len=None, metadata=None):
+def _export_pte(model, path, *, ops, batch, state_style=None, seq_len=None, metadata=None, passes=None,
+                dtype="fp32"):
     from edgekit.export.executorch import DEFAULT_STATE_STYLE, export_pte
+    if dtype != "fp32":
+        raise ValueError("fp16 .pte is not built")
     return export_pte(model, path, ops=ops, batch=batch, state_style=state_style or DEFAULT_STATE_STYLE,
-                      seq_len=seq_len)
+                      seq_len=seq_len, passes=passes)
 
 
 def _open_pte(path, entry, manifest, threads, prefill=None):
