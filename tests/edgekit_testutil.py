@@ -82,3 +82,24 @@ def run_cli_peak(*args, input: bytes | None = None, timeout: float = 600, stdout
                             *map(str, args)], input=input, text=input is None, cwd=REPO, timeout=timeout + 30,
                            stdout=subprocess.PIPE if stdout is None else stdout, stderr=subprocess.PIPE)
         return r, int(peak.read_text()) * 1024             # Linux: KiB
+
+
+def assert_same_lm(ref, other, text: list[int], prompt: list[int], tol: float) -> float:
+    """Two sessions of one token model agree: logits over `text` (teacher-forced) within tol
+    of the reference's std, and the 64 greedy tokens after `prompt` equal, or the first
+    difference at a reference logit margin (top-1 minus top-2) within that tolerance.
+    Returns the max |diff| / std."""
+    import numpy as np
+    want = np.stack([np.array(ref.step(t)) for t in text])
+    got = np.stack([np.array(other.step(t)) for t in text])
+    err = float(np.abs(got - want).max() / want.std())
+    assert err <= tol, f"max|diff|/std {err:.2e}"
+    ref.reset()
+    other.reset()
+    a, b = ref.generate(64, prompt=prompt), other.generate(64, prompt=prompt)
+    if a != b:
+        i = next(k for k in range(64) if a[k] != b[k])
+        ref.reset()
+        y = np.sort(np.array(ref.feed([*prompt, *a[:i]])))
+        assert y[-1] - y[-2] <= tol * want.std(), f"greedy tokens differ at {i}, margin {y[-1] - y[-2]:.3g}"
+    return err

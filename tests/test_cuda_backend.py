@@ -24,7 +24,7 @@ from edgekit.cli.bench import random_inputs
 from edgekit.errors import EdgekitError
 from edgekit.models import ARCHITECTURES
 from edgekit.runtimes.session import StreamingSession
-from edgekit_testutil import assert_clean_failure, run_cli, tiny_checkpoints
+from edgekit_testutil import assert_clean_failure, assert_same_lm, run_cli, tiny_checkpoints
 
 GPU = torch.cuda.is_available()
 needs_gpu = pytest.mark.skipif(not GPU, reason="needs a CUDA GPU (CI has none; run on the device machine)")
@@ -132,20 +132,7 @@ def test_a_bundled_trained_lm_on_gpu_matches_the_cpu(name):
     from edgekit.cli.demo import BUNDLED, CODE_PROMPT, bundled_source
     src = bundled_source(BUNDLED.parent / name)
     ref, gpu = StreamingSession(src, backend="torch"), StreamingSession(src, backend="cuda")
-    text = ref.tokenizer.encode(open(__file__).read())[:256]
-    want = np.stack([np.array(ref.step(t)) for t in text])
-    got = np.stack([np.array(gpu.step(t)) for t in text])
-    err = float(np.abs(got - want).max() / want.std())
-    assert err <= TOL, f"{name}: max|diff|/std {err:.2e}"
-    prompt = ref.tokenizer.encode(CODE_PROMPT)
-    ref.reset()
-    gpu.reset()
-    a, b = ref.generate(64, prompt=prompt), gpu.generate(64, prompt=prompt)
-    if a != b:
-        i = next(k for k in range(64) if a[k] != b[k])
-        ref.reset()
-        y = np.sort(np.array(ref.feed([*prompt, *a[:i]])))
-        assert y[-1] - y[-2] <= TOL * want.std(), f"{name}: greedy bytes differ at {i}, margin {y[-1] - y[-2]:.3g}"
+    assert_same_lm(ref, gpu, ref.tokenizer.encode(open(__file__).read())[:256], ref.tokenizer.encode(CODE_PROMPT), TOL)
 
 
 @needs_gpu
