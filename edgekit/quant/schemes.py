@@ -22,10 +22,13 @@ Schemes:
   scale gamma. The paper quantizes activations per token; here per block of G (finer), which
   is what ORT's kernel computes, and edgekit's ExecuTorch kernel computes the same.
 - int8: asymmetric per block (NNCF's INT8_ASYM rule, per block rather than per channel):
-  scale = (max - min) / 255, zp = rint(-min / scale), codes clip(rint(W / scale) + zp, 0, 255).
+  scale = (max - min) / 255, zp = rint(-min / scale), codes clip(rint(W / scale + zp), 0, 255)
+  (rounded after adding zp, as NNCF does: bit-identical to nncf.compress_weights, tests/test_quant_nncf.py).
 - int4: symmetric per block with a signed scale (NNCF's INT4_SYM): the block's value of
-  largest magnitude, w*, maps to -8 exactly, scale = w* / -8 (negative when w* > 0), codes
-  clip(rint(W / scale), -8, 7) + 8, zero point 8. All 16 levels are used.
+  largest magnitude, w*, maps to -8 exactly, scale = w* / -8 (negative when w* > 0; on a tie
+  between min and max, w* = min, as NNCF decides; a scale under fp32's eps becomes eps), codes
+  clip(rint(W / scale), -8, 7) + 8, zero point 8. All 16 levels are used. Bit-identical to
+  nncf.compress_weights (tests/test_quant_nncf.py).
 """
 
 from __future__ import annotations
@@ -116,11 +119,12 @@ def quantize(w: torch.Tensor, scheme: str, group: int) -> Packed:
         hi = b.amax(-1).clamp_min(0.0)
         scales = ((hi - lo) / 255).clamp_min(EPS)
         zp = torch.round(-lo / scales).clamp(0, 255).to(torch.int32)
-        codes = (torch.round(b / scales[..., None]) + zp[..., None]).clamp(0, 255).to(torch.int32)
+        codes = torch.round(b / scales[..., None] + zp[..., None]).clamp(0, 255).to(torch.int32)   # NNCF order
     elif scheme == "int4":
-        extreme = b.gather(-1, b.abs().argmax(-1, keepdim=True)).squeeze(-1)   # signed w*
-        scales = extreme / -8
-        scales = torch.where(scales.abs() < EPS, torch.full_like(scales, EPS), scales)
+        lo, hi = b.amin(-1), b.amax(-1)              # NNCF's _calculate_signed_scale, ties included:
+        scales = torch.where(lo.abs() >= hi, lo.abs(), -hi) / 8     # w* = min when |min| >= max
+        eps = torch.finfo(torch.float32).eps
+        scales = torch.where(scales.abs() < eps, torch.full_like(scales, eps), scales)
         codes = torch.round(b / scales[..., None]).clamp(-8, 7).to(torch.int32) + 8
         zp = torch.full((N, KB), 8, dtype=torch.int32)
     else:
