@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from edgekit.cli import bench, demo, eval, export, inspect, neuro, quantize, run
+from edgekit.cli import bench, bundle, demo, eval, export, inspect, neuro, quantize, run
 from edgekit.errors import EdgekitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -105,6 +105,7 @@ app.command("bench")(bench.bench_cmd)
 app.command("eval")(eval.eval_cmd)
 app.command("quantize")(quantize.quantize_cmd)
 app.command("inspect")(inspect.inspect_cmd)
+app.command("bundle")(bundle.bundle_cmd)
 app.command("demo")(demo.demo_cmd)
 app.command("archs")(archs_cmd)
 app.command("devices")(devices_cmd)
