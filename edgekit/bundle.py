@@ -18,8 +18,9 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError
 
-REPO = Path(__file__).resolve().parent.parent
-KERNELS = REPO / "kernels"
+# the kernels' sources: a wheel's copy (setup.py), else the source tree's kernels/
+_PACKAGED = Path(__file__).resolve().parent / "_kernels" / "src"
+KERNELS = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "kernels"
 # the ops whose C++ lives in a file named after another op
 KERNEL_FILE = {"silu_mul": "gated", "gelu_tanh_mul": "gated", "causal_conv1d_silu": "causal_conv1d"}
 ALWAYS = ("threadpool.cpp", "runner.cpp", "edgekit_kernel.h", "edgekit_threadpool.h", "edgekit_runner.h")

@@ -74,10 +74,14 @@ def load_executorch_runtime() -> Path:
 
 
 def kernel_library_path() -> Path:
-    """`$EDGEKIT_KERNELS`, else `<repo root>/build/kernels/libedgekit_et_kernels.so`."""
+    """`$EDGEKIT_KERNELS`; else the library a wheel carries (`edgekit/_kernels/`, setup.py);
+    else the source tree's `<repo root>/build/kernels/libedgekit_et_kernels.so` (make setup)."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser().resolve()
+    packaged = Path(__file__).resolve().parent / "_kernels" / LIBRARY_NAME
+    if packaged.is_file():
+        return packaged
     return Path(__file__).resolve().parent.parent / "build" / "kernels" / LIBRARY_NAME
 
 
