@@ -145,6 +145,18 @@ def test_inspect_on_a_device_gives_its_floor_and_fit(phone_export):
     assert "edgekit::mamba_step" in r.stdout and "an arm64 build, which edgekit does not make yet" in r.stdout
 
 
+def test_inspect_of_a_checkpoint_on_a_device_counts_the_export_it_would_make(tiny_mamba, phone_export):
+    """A checkpoint inspected for a phone (int4 by default) reads the bytes of its int4 export,
+    exactly: the same floor as inspecting the export itself."""
+    from edgekit.profiles import load_profile
+    per_token = json.loads((phone_export / "edgekit.json").read_text())["bytes_per_token"]
+    p = load_profile("android-arm64")
+    r = run_cli("inspect", tiny_mamba, "--device", "android-arm64", env={"COLUMNS": "250"})
+    assert r.returncode == 0, r.stderr
+    assert "exported int4" in r.stdout
+    assert f"{per_token / (p.bandwidth_gbs * 1e9) * 1e3:.3f} ms/token" in r.stdout
+
+
 def test_bytes_per_token_counts_an_embedding_as_one_row():
     """Independent count for a model with an untied embedding (RWKV-7): every parameter's
     bytes, less all but one row of the embedding table."""

@@ -105,7 +105,7 @@ def _on_device(con: Console, profile, facts: list[dict]) -> None:
             per_token, note = f["weights"], " (file size: an upper bound)"
         fmt = f["key"]
         runs = fmt is None or fmt in profile.formats
-        ft = fit(profile, f.get("file") or f["weights"], f["state"], fmt or "pte")
+        ft = fit(profile, f.get("file") or f["weights"], f["state"], fmt or profile.format)
         over = "yes" if ft.fits else f"no: {human_bytes(ft.total - ft.budget)} over"
         if fmt == "pte":
             build = ("its x86-64 build (make kernels)" if "avx2" in profile.isa
@@ -157,16 +157,18 @@ def inspect_cmd(path: Path = typer.Argument(..., help="model.onnx, model.pte, th
         profile = load_profile(device)          # a bad name is refused before any work
     con = Console()
     if _is_checkpoint(path):
-        facts = _inspect_checkpoint(path, con)
+        facts = _inspect_checkpoint(path, con, profile)
     else:
         facts = _inspect_artifact(path, con)
     if profile is not None:
         _on_device(con, profile, facts)
 
 
-def _inspect_checkpoint(path: Path, con: Console) -> None:
+def _inspect_checkpoint(path: Path, con: Console, profile=None) -> list[dict]:
     """Loads it as `edgekit export` / `edgekit run` would (every check included): the
-    parameter count and weight bytes are those of the model as loaded."""
+    parameter count and weight bytes are those of the model as loaded. With a device profile,
+    the facts for its floor are those of the export `--device` would make: quantized as the
+    profile says (exact: the same quantize_model), fp16 estimated (matrices 2 bytes a weight)."""
     from edgekit.models import detect_arch
     cls = detect_arch(path)
     model = cls.from_pretrained(path)
@@ -195,9 +197,19 @@ def _inspect_checkpoint(path: Path, con: Console) -> None:
     con.print(_state_table([(s.name, s.shape, str(s.dtype).removeprefix("torch."), s.nbytes) for s in spec],
                            sum(s.nbytes for s in spec)))
     from edgekit.models.base import bytes_read_per_token
-    return [{"format": "checkpoint (fp32, as `edgekit export` writes it)", "key": None, "weights": nbytes,
-             "state": sum(s.nbytes for s in spec), "per_token": bytes_read_per_token(model),
-             "edgekit_ops": [], "kernel_library": None}]
+    label = "checkpoint, exported fp32"
+    if profile is not None and profile.quant != "none":
+        from edgekit.quant import quantize_model
+        quantize_model(model, profile.quant)
+        label = f"checkpoint, exported {profile.quant} (--device {profile.name})"
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    per_token = bytes_read_per_token(model)
+    if profile is not None and profile.dtype == "fp16":
+        half = sum(t.numel() * 2 for t in model.parameters() if t.dim() >= 2 and t.is_floating_point())
+        per_token, weights = per_token - half, weights - half      # matrices at 2 bytes instead of 4
+        label = f"checkpoint, exported fp16 (--device {profile.name}; estimate)"
+    return [{"format": label, "key": None, "weights": weights, "state": sum(s.nbytes for s in spec),
+             "per_token": per_token, "edgekit_ops": [], "kernel_library": None}]
 
 
 def _inspect_artifact(artifact: Path, con: Console) -> None:
