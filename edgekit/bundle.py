@@ -29,9 +29,14 @@ ALWAYS = ("threadpool.cpp", "runner.cpp", "edgekit_kernel.h", "edgekit_threadpoo
 def kernel_sources(ops_used: list[str]) -> list[str]:
     """The kernels/*.cpp files that define the given edgekit ops (names as the manifest lists
     them: "edgekit::mamba_step.out", "edgekit::rwkv7_wkv_inplace.out")."""
+    from edgekit.ops import REGISTRY
     files = set()
     for op in ops_used:
         base = op.removeprefix("edgekit::").removesuffix(".out").removesuffix("_inplace")
+        if base not in REGISTRY:                 # a manifest is untrusted: never a path
+            raise EdgekitError(f"the manifest names edgekit op {op[:60]!r}, which edgekit does not have",
+                               expected="ops of " + ", ".join(sorted(REGISTRY)),
+                               fix="the manifest was edited or damaged; export the model again")
         name = KERNEL_FILE.get(base, base) + ".cpp"
         if not (KERNELS / name).is_file():
             raise EdgekitError(f"no C++ kernel for edgekit::{base} (looked for kernels/{name})",

@@ -53,19 +53,20 @@ def available() -> list[str]:
     return sorted({q.stem for d in dirs() if d.is_dir() for q in d.glob("*.toml") if NAME.fullmatch(q.stem)})
 
 
-def profile_path(name, known: list[str] | None = None) -> Path:
+def profile_path(name, known=available) -> Path:
     """devices/NAME.toml. NAME is a plain name (letters, digits, '_', '-'), never a path, so
-    `--device ../../x` cannot make edgekit read a file outside the folders. known: the names
-    an error lists (default: every profile)."""
-    known = "one of: " + (", ".join(available() if known is None else known) or "(no profiles found)")
+    `--device ../../x` cannot make edgekit read a file outside the folders. known: a function
+    giving the names an error lists (called only for the error)."""
+    def listed() -> str:
+        return "one of: " + (", ".join(known()) or "(no profiles found)")
     if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise EdgekitError(f"device '{name}' is not a device name", expected=known, got=repr(name)[:60],
+        raise EdgekitError(f"device '{name}' is not a device name", expected=listed(), got=repr(name)[:60],
                            fix="pass --device with one of the names listed (a name, not a path or a .toml file)")
     for d in dirs():
         p = d / f"{name}.toml"
         if p.is_file():
             return p
-    raise EdgekitError(f"device '{name}' is unknown", expected=known, got=name,
+    raise EdgekitError(f"device '{name}' is unknown", expected=listed(), got=name,
                        fix="pass --device with one of the names listed (`edgekit devices`), or add "
                            "devices/NAME.toml (EDGEKIT_DEVICES names another folder)")
 
@@ -171,7 +172,7 @@ OPTIONAL = ("notes",)
 
 def load_profile(name: str) -> EdgeProfile:
     """The CPU/GPU profile NAME, every key checked (module docstring)."""
-    path = profile_path(name, edge_profiles())
+    path = profile_path(name, edge_profiles)
     d = read_toml(path)
     if d.get("class") == "neuromorphic":
         raise EdgekitError(f"device '{name}' is a neuromorphic target, for `edgekit neuro compile`",

@@ -84,3 +84,18 @@ def test_every_op_has_its_kernel_file():
     from edgekit.bundle import kernel_sources
     from edgekit.ops import REGISTRY
     assert len(kernel_sources([f"edgekit::{name}.out" for name in REGISTRY])) >= 10
+
+
+def test_a_manifest_naming_an_unknown_op_is_refused(phone_pte, tmp_path):
+    """ops_used comes from an untrusted edgekit.json: a name that is no edgekit op (a path)
+    never reaches the file system."""
+    import json
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(phone_pte, bad)
+    m = json.loads((bad / "edgekit.json").read_text())
+    m["artifacts"]["pte"]["ops_used"]["edgekit"] = ["edgekit::../../setup.out"]
+    (bad / "edgekit.json").write_text(json.dumps(m))
+    r = run_cli("bundle", bad, "--device", "android-arm64", "-o", tmp_path / "out")
+    assert_clean_failure(r, "which edgekit does not have")
+    assert_no_output(tmp_path / "out")

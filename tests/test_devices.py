@@ -118,6 +118,26 @@ def test_a_damaged_profile_is_refused_by_name(tiny_mamba, tmp_path, monkeypatch,
     assert_no_output(tmp_path / "out")
 
 
+@pytest.mark.parametrize("text,words", [
+    ('name = "host-x86"\nclass = [unclosed\n', "is not valid TOML"),
+    ("# " + "x" * 70000 + "\n", "bytes"),
+    (None, "bandwidth_gbs = nan is not valid"),
+    (b"name = \"host-x86\"\xff\xfe\n", "is not valid TOML"),
+])
+def test_a_hostile_profile_file_is_refused_in_one_line(tiny_mamba, tmp_path, monkeypatch, text, words):
+    """Not TOML, over the size bound, a NaN bandwidth, bytes that are not UTF-8."""
+    d = _profile_folder(tmp_path, bandwidth_gbs="nan") if text is None else tmp_path / "profiles"
+    d.mkdir(exist_ok=True)
+    if isinstance(text, bytes):
+        (d / "host-x86.toml").write_bytes(text)
+    elif text is not None:
+        (d / "host-x86.toml").write_text(text)
+    monkeypatch.setenv("EDGEKIT_DEVICES", str(d))
+    r = run_cli("export", tiny_mamba, "-o", tmp_path / "out", "--device", "host-x86")
+    assert_clean_failure(r, words)
+    assert_no_output(tmp_path / "out")
+
+
 def test_a_model_over_the_ram_budget_is_refused_unless_forced(tiny_mamba, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEKIT_DEVICES", str(_profile_folder(tmp_path, ram_budget_mb="40")))
     out = tmp_path / "out"

@@ -39,7 +39,7 @@ def available_devices() -> list[str]:
 def load_device(name: str) -> NeuroDevice:
     """The profile devices/NAME.toml. NAME is a plain name (letters, digits, '_', '-'): never
     a path, so ``--device ../../x`` cannot make edgekit read a file outside the folders."""
-    p = profile_path(name, neuromorphic_profiles())
+    p = profile_path(name, neuromorphic_profiles)
     d = read_toml(p)
     if d.get("class") != "neuromorphic" or not isinstance(d.get("limits"), dict) \
             or not isinstance(d.get("fixed_point"), dict):
