@@ -8,7 +8,7 @@ LAVAVENV := .venv-lava
 PY       := $(VENV)/bin/python
 KERNELS  := build/kernels/libedgekit_et_kernels.so
 
-.PHONY: setup preflight demo test bench clean kernels
+.PHONY: setup preflight demo test test-arm64 arm64-tools bench clean kernels
 
 setup: preflight $(VENV)/.installed $(LAVAVENV)/.installed $(KERNELS)
 
@@ -39,8 +39,29 @@ $(KERNELS): $(VENV)/.installed $(wildcard kernels/*.cpp kernels/*.h kernels/*.py
 demo: setup
 	$(VENV)/bin/edgekit demo
 
-test: setup
-	$(PY) -m pytest -q -x -n 2 --dist loadfile --durations=15 tests
+# The suite includes the aarch64 kernels under qemu (tests/test_kernels_arm64.py): their tools
+# are installed first, and EDGEKIT_REQUIRE_ARM64=1 turns a missing one into a failure.
+test: setup arm64-tools
+	EDGEKIT_REQUIRE_ARM64=1 $(PY) -m pytest -q -x -n 2 --dist loadfile --durations=15 tests
+
+# The C++ kernels cross-compiled for aarch64 (NEON + dot product) and replayed under
+# qemu-aarch64 against the op references: the transcript of issue 17's arm64 item.
+test-arm64: setup arm64-tools
+	EDGEKIT_REQUIRE_ARM64=1 $(PY) -m pytest -q -s tests/test_kernels_arm64.py "tests/test_op_cfc_step.py::test_tanh8_accuracy"
+
+# Debian's cross compiler and user-mode qemu, installed when missing (apt-get: root, or sudo).
+ARM64_TOOLS := aarch64-linux-gnu-g++ aarch64-linux-gnu-objdump qemu-aarch64
+arm64-tools:
+	@missing=0; for t in $(ARM64_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else \
+	    echo "make: the arm64 tools are missing ($(ARM64_TOOLS)) and this user cannot apt-get — run as root: apt-get install g++-aarch64-linux-gnu qemu-user"; exit 1; fi; \
+	  command -v apt-get >/dev/null || { echo "make: the arm64 tools are missing and there is no apt-get — install an aarch64 g++ cross compiler and qemu-user (qemu-aarch64)"; exit 1; }; \
+	  echo "make: installing g++-aarch64-linux-gnu and qemu-user (apt-get)"; \
+	  $$SUDO apt-get install -y -q --no-install-recommends g++-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user >/dev/null \
+	    || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends g++-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user >/dev/null; } \
+	    || { echo "make: apt-get could not install g++-aarch64-linux-gnu qemu-user"; exit 1; }; \
+	fi
 
 bench: setup
 	$(PY) benchmarks/step_latency.py

@@ -23,7 +23,8 @@ _PACKAGED = Path(__file__).resolve().parent / "_kernels" / "src"
 KERNELS = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "kernels"
 # the ops whose C++ lives in a file named after another op
 KERNEL_FILE = {"silu_mul": "gated", "gelu_tanh_mul": "gated", "causal_conv1d_silu": "causal_conv1d"}
-ALWAYS = ("threadpool.cpp", "runner.cpp", "edgekit_kernel.h", "edgekit_threadpool.h", "edgekit_runner.h")
+ALWAYS = ("threadpool.cpp", "runner.cpp", "edgekit_kernel.h", "edgekit_simd.h", "edgekit_threadpool.h",
+          "edgekit_runner.h")
 
 
 def kernel_sources(ops_used: list[str]) -> list[str]:
@@ -104,8 +105,12 @@ target_compile_definitions(edgekit_runner PRIVATE ${EXECUTORCH_COMPILE_DEFINITIO
 target_compile_features(edgekit_runner PRIVATE cxx_std_17)
 target_compile_options(edgekit_runner PRIVATE -O3 -fopenmp-simd)
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64" AND NOT EDGEKIT_NO_AVX2)
-  # edgekit's vector paths are AVX2 + FMA on x86-64; elsewhere the portable loops build
+  # edgekit's vector paths are AVX2 + FMA on x86-64
   target_compile_options(edgekit_runner PRIVATE -march=x86-64-v2 -mavx2 -mfma)
+elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64|ARM64")
+  # and NEON on arm64, with the dot-product instructions for the quantized kernel (ARMv8.2,
+  # every target profile's CPU); what tests/test_kernels_arm64.py replays under qemu
+  target_compile_options(edgekit_runner PRIVATE -march=armv8.2-a+dotprod)
 endif()
 target_link_libraries(edgekit_runner PRIVATE ${EXECUTORCH_LIBRARIES})
 set_target_properties(edgekit_runner PROPERTIES BUILD_RPATH "${EXECUTORCH_RUNTIME_LIBRARY_DIR}")
@@ -196,7 +201,8 @@ cmake --build build -j
 ```
 
 On this x86-64 host: `cmake -S . -B build -DCMAKE_PREFIX_PATH=$(python -c 'import executorch;
-print(list(executorch.__path__)[0])')`. edgekit's kernels have AVX2 paths on x86-64 and portable
-loops elsewhere: on arm64 they build and run without NEON paths yet, so expect them to be
-slower than on x86-64 until those land.
+print(list(executorch.__path__)[0])')`. edgekit's kernels have AVX2 paths on x86-64 and NEON
+paths (with the dot-product instructions) on arm64. The arm64 build is checked under
+qemu-aarch64 against the op references (`make test-arm64` in the edgekit repository); its
+speed on arm64 hardware has not been measured.
 """

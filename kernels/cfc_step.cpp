@@ -31,30 +31,29 @@ namespace {
 constexpr int kCfcMaxWidth = 4096;  // max of I+U, Z and K (the scratch buffers' size)
 
 // out[j] = b[j] + sum_i in[i] * W[i, j] for j in [j0, j1), W (n_in, n_out) row-major. Under
-// AVX2 the output is kept in registers, 64 (then 8) columns at a time, while the rows of W
+// AVX2 or NEON (simd::f8) the output is kept in registers, 64 (then 8) columns at a time, while the rows of W
 // stream past: one load per FMA and no store in the inner loop. The sum runs over i in
 // order, as the scalar loop does.
 inline void affine_cols(const float* __restrict in, int64_t n_in, const float* __restrict W,
                         const float* __restrict b, int64_t n_out, float* __restrict out, int64_t j0,
                         int64_t j1) {
   int64_t j = j0;
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(EDGEKIT_F8)
+  using namespace simd;
   for (; j + 64 <= j1; j += 64) {
-    __m256 acc[8];
-    for (int k = 0; k < 8; ++k) acc[k] = _mm256_loadu_ps(b + j + 8 * k);
+    f8 acc[8];
+    for (int k = 0; k < 8; ++k) acc[k] = load8(b + j + 8 * k);
     for (int64_t i = 0; i < n_in; ++i) {
-      const __m256 xi = _mm256_set1_ps(in[i]);
+      const f8 xi = set8(in[i]);
       const float* w = W + i * n_out + j;
-      for (int k = 0; k < 8; ++k) acc[k] = _mm256_fmadd_ps(xi, _mm256_loadu_ps(w + 8 * k), acc[k]);
+      for (int k = 0; k < 8; ++k) acc[k] = fma8(xi, load8(w + 8 * k), acc[k]);
     }
-    for (int k = 0; k < 8; ++k) _mm256_storeu_ps(out + j + 8 * k, acc[k]);
+    for (int k = 0; k < 8; ++k) store8(out + j + 8 * k, acc[k]);
   }
   for (; j + 8 <= j1; j += 8) {
-    __m256 acc = _mm256_loadu_ps(b + j);
-    for (int64_t i = 0; i < n_in; ++i) {
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(in[i]), _mm256_loadu_ps(W + i * n_out + j), acc);
-    }
-    _mm256_storeu_ps(out + j, acc);
+    f8 acc = load8(b + j);
+    for (int64_t i = 0; i < n_in; ++i) acc = fma8(set8(in[i]), load8(W + i * n_out + j), acc);
+    store8(out + j, acc);
   }
 #endif
   for (; j < j1; ++j) {
@@ -83,11 +82,9 @@ inline void affine(const float* in, int64_t n_in, const float* W, const float* b
 // z[j] <- scale * tanh(slope * u[j]) (the backbone's activation), n floats; z may be u.
 inline void scaled_tanh(const float* u, int64_t n, float scale, float slope, float* z) {
   int64_t j = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-  const __m256 sc = _mm256_set1_ps(scale), sl = _mm256_set1_ps(slope);
-  for (; j + 8 <= n; j += 8) {
-    _mm256_storeu_ps(z + j, _mm256_mul_ps(sc, tanh256(_mm256_mul_ps(sl, _mm256_loadu_ps(u + j)))));
-  }
+#if defined(EDGEKIT_F8)
+  const simd::f8 sc = simd::set8(scale), sl = simd::set8(slope);
+  for (; j + 8 <= n; j += 8) simd::store8(z + j, sc * simd::tanh8(sl * simd::load8(u + j)));
 #endif
   for (; j < n; ++j) z[j] = scale * std::tanh(slope * u[j]);
 }
@@ -166,15 +163,15 @@ void cfc_step_out(KernelRuntimeContext& ctx, const checks::cfc_step_dims& dims, 
       } else {
         const float *f1 = heads, *f2 = heads + U, *ta = heads + 2 * U, *tb = heads + 3 * U;
         int64_t j = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-        // g = 1 / (1 + e^-s) with no clamp to 0 (unlike sigmoid256), so a NaN gate stays NaN
-        const __m256 one = _mm256_set1_ps(1.f), dv = _mm256_set1_ps(d), cv = _mm256_set1_ps(gate_c);
+#if defined(EDGEKIT_F8)
+        // g = 1 / (1 + e^-s) with no clamp to 0 (unlike sigmoid8), so a NaN gate stays NaN
+        using namespace simd;
+        const f8 one = set8(1.f), dv = set8(d), cv = set8(gate_c);
         for (; j + 8 <= U; j += 8) {
-          const __m256 s = _mm256_fmadd_ps(_mm256_loadu_ps(ta + j), dv, _mm256_loadu_ps(tb + j));
-          const __m256 g = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), s))));
-          const __m256 keep = _mm256_fnmadd_ps(cv, g, one);                       // 1 - c g
-          _mm256_storeu_ps(yt + j, _mm256_fmadd_ps(tanh256(_mm256_loadu_ps(f1 + j)), keep,
-                                                   _mm256_mul_ps(g, tanh256(_mm256_loadu_ps(f2 + j)))));
+          const f8 s = fma8(load8(ta + j), dv, load8(tb + j));
+          const f8 g = one / (one + exp8(zero8() - s));
+          const f8 keep = fnma8(cv, g, one);                       // 1 - c g
+          store8(yt + j, fma8(tanh8(load8(f1 + j)), keep, g * tanh8(load8(f2 + j))));
         }
 #endif
         for (; j < U; ++j) {

@@ -40,16 +40,17 @@ struct Job {
 
 // s[r] = W[4g + r, :] . x over one row group's K8 tiles (the padding is zero in w and x).
 inline void tile_dot(const float* wt, const float* x, int64_t K8, float s[kTileRows]) {
-#if defined(__AVX2__) && defined(__FMA__)
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+#if defined(EDGEKIT_F8)
+  using namespace simd;
+  f8 a0 = zero8(), a1 = a0, a2 = a0, a3 = a0;
   for (int64_t j = 0; j < K8; ++j, wt += kTileRows * kTileCols) {
-    const __m256 xv = _mm256_loadu_ps(x + j * kTileCols);
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wt), xv, a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wt + 8), xv, a1);
-    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(wt + 16), xv, a2);
-    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(wt + 24), xv, a3);
+    const f8 xv = load8(x + j * kTileCols);
+    a0 = fma8(load8(wt), xv, a0);
+    a1 = fma8(load8(wt + 8), xv, a1);
+    a2 = fma8(load8(wt + 16), xv, a2);
+    a3 = fma8(load8(wt + 24), xv, a3);
   }
-  s[0] = hsum256(a0), s[1] = hsum256(a1), s[2] = hsum256(a2), s[3] = hsum256(a3);
+  s[0] = hsum8(a0), s[1] = hsum8(a1), s[2] = hsum8(a2), s[3] = hsum8(a3);
 #else
   float acc[kTileRows][kTileCols] = {};
   for (int64_t j = 0; j < K8; ++j, wt += kTileRows * kTileCols) {

@@ -9,9 +9,15 @@
 // for the return — the out tensor itself for one output, a TensorList of them for several.
 #pragma once
 
+#if defined(EDGEKIT_REPLAY)
+// The replay driver's build (kernels/replay/): the same kernels and checks on a stand-in for
+// the few ExecuTorch types they use, for a machine without ExecuTorch (aarch64 under qemu).
+#include "replay/et_shim.h"
+#else
 #include <executorch/runtime/kernel/kernel_includes.h>
 #include <executorch/runtime/kernel/operator_registry.h>
 #include <executorch/runtime/core/event_tracer_hooks.h>
+#endif
 
 #include <cmath>
 #include <cstdarg>
@@ -20,9 +26,7 @@
 #include <cstdio>
 #include <initializer_list>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
+#include "edgekit_simd.h"
 
 namespace edgekit {
 namespace kernels {
@@ -148,96 +152,6 @@ inline bool resize_out(KernelRuntimeContext& ctx, Tensor& t, const Want& w, Scal
   return fail(ctx, "%s%s %s; got %s %s", what, want, dtype, ShapeStr(t).c_str(), dtype_name(t.scalar_type()));
 }
 
-#if defined(__AVX2__) && defined(__FMA__)
-// e^x for 8 floats: Cephes expf (range reduction by ln 2 in two parts, degree-6 polynomial).
-// Inputs are clamped to [-87.3, 88.376] (Cephes' MAXLOGF: above it 2^n overflows the
-// exponent field), so e^x below 1.2e-38 (a decay that has fully decayed) is returned as
-// ~1.2e-38, not 0 or a denormal, and above 88.376 as ~2.4e38, not Inf; NaN stays NaN.
-inline __m256 exp256(__m256 x) {
-  // max/min return their SECOND operand when either is NaN: keep x second so NaN propagates
-  x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), _mm256_max_ps(_mm256_set1_ps(-87.3f), x));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-// sigmoid(s) = 1 / (1 + e^-s) for 8 floats; 0 below s = -88, where e^-s saturates (the true
-// value is < 6.1e-39), and 0 for NaN s: the callers multiply it by s or by a value of s, so
-// NaN stays NaN in their result.
-inline __m256 sigmoid256(__m256 s) {
-  const __m256 one = _mm256_set1_ps(1.f);
-  const __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), s))));
-  return _mm256_and_ps(sig, _mm256_cmp_ps(s, _mm256_set1_ps(-88.f), _CMP_GT_OQ));
-}
-
-// tanh for 8 floats: sign(x) (1 - e) / (1 + e) with e = e^(-2|x|), and for |x| < 0.3 the odd
-// Taylor polynomial to x^13 (where 1 - e would cancel; truncation error < 1e-10 relative),
-// both computed on |x| with x's sign put back, so tanh(-0) = -0. Within 2.7 ulp of float64
-// tanh over [1e-6, 12] (tests/test_op_cfc_step.py::test_tanh256_accuracy); +-1 from |x| = 9
-// on (exp256 saturates, as float tanh does); NaN stays NaN.
-inline __m256 tanh256(__m256 x) {
-  const __m256 sign = _mm256_set1_ps(-0.f), one = _mm256_set1_ps(1.f);
-  const __m256 ax = _mm256_andnot_ps(sign, x);
-  const __m256 e = exp256(_mm256_mul_ps(ax, _mm256_set1_ps(-2.f)));
-  const __m256 q = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
-  const __m256 x2 = _mm256_mul_ps(ax, ax);
-  __m256 p = _mm256_set1_ps(21844.f / 6081075.f);
-  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-1382.f / 155925.f));
-  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(62.f / 2835.f));
-  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-17.f / 315.f));
-  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.f / 15.f));
-  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-1.f / 3.f));
-  p = _mm256_fmadd_ps(_mm256_mul_ps(p, x2), ax, ax);
-  const __m256 t = _mm256_blendv_ps(q, p, _mm256_cmp_ps(ax, _mm256_set1_ps(0.3f), _CMP_LT_OQ));
-  return _mm256_or_ps(t, _mm256_and_ps(sign, x));
-}
-
-// ln x for 8 floats, x in [1, 2] (what log1p needs; Cephes logf: x = m 2^e with m in
-// [sqrt(1/2), sqrt(2)), ln(1 + f) by its degree-9 polynomial, e ln 2 in two parts). Within
-// 1 ulp of float64 on that range; not for x <= 0, denormals, Inf or NaN.
-inline __m256 log256_1to2(__m256 x) {
-  const __m256 one = _mm256_set1_ps(1.f);
-  __m256i bits = _mm256_castps_si256(x);
-  __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126)));
-  // mantissa in [0.5, 1)
-  __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)),
-                                                 _mm256_set1_epi32(0x3f000000)));
-  const __m256 small = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
-  e = _mm256_sub_ps(e, _mm256_and_ps(one, small));
-  m = _mm256_add_ps(_mm256_sub_ps(m, one), _mm256_and_ps(m, small));    // m - 1, or 2m - 1
-  const __m256 z = _mm256_mul_ps(m, m);
-  __m256 y = _mm256_set1_ps(7.0376836292e-2f);
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.1514610310e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.1676998740e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.2420140846e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.4249322787e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.6668057665e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(2.0000714765e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-2.4999993993e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(3.3333331174e-1f));
-  y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
-  y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
-  y = _mm256_fnmadd_ps(_mm256_set1_ps(0.5f), z, y);
-  return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), _mm256_add_ps(m, y));
-}
-
-inline float hsum256(__m256 v) {
-  __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-  a = _mm_add_ss(a, _mm_movehdup_ps(a));
-  return _mm_cvtss_f32(a);
-}
-#endif
 
 // out[i] = in[i] / sqrt(mean(in^2) + eps) * w[i] over n floats (an RMSNorm of one row or
 // group; out may be in).
@@ -250,15 +164,15 @@ inline void rms_scale(const float* in, const float* w, float eps, float* out, in
   for (int64_t i = 0; i < n; ++i) out[i] = in[i] / denom * w[i];
 }
 
-inline float sigmoid1(float s) { return s > -88.f ? 1.f / (1.f + std::exp(-s)) : 0.f; }   // as sigmoid256
+inline float sigmoid1(float s) { return s > -88.f ? 1.f / (1.f + std::exp(-s)) : 0.f; }   // as simd::sigmoid8
 
 // x <- x * sigmoid(x) (SiLU) over n floats.
 inline void silu_in_place(float* x, int64_t n) {
   int64_t i = 0;
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(EDGEKIT_F8)
   for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    _mm256_storeu_ps(x + i, _mm256_mul_ps(v, sigmoid256(v)));
+    const simd::f8 v = simd::load8(x + i);
+    simd::store8(x + i, v * simd::sigmoid8(v));
   }
 #endif
   for (; i < n; ++i) x[i] *= sigmoid1(x[i]);

@@ -6,7 +6,7 @@
 //                                                       u = sqrt(2/pi) (a + 0.044715 a^3)
 //
 // a, b, y: the same shape, float32, contiguous. sigmoid(s) = 1 / (1 + e^-s), one exp per
-// element (exp256 under AVX2, within 2 ulp of expf: sigmoid is 0 below s = -88 and 1 above
+// element (simd::exp8 under AVX2 or NEON, within 2 ulp of expf: sigmoid is 0 below s = -88 and 1 above
 // s = 87, as in float32 arithmetic; NaN stays NaN).
 #include "edgekit_kernel.h"
 #include "edgekit_op_checks.h"
@@ -30,15 +30,13 @@ inline float gate_arg(float a) {
 template <Act A>
 void gated(const float* a, const float* b, float* y, int64_t n) {
   int64_t i = 0;
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(EDGEKIT_F8)
+  using namespace simd;
   for (; i + 8 <= n; i += 8) {
-    const __m256 av = _mm256_loadu_ps(a + i);
-    __m256 s = av;
-    if (A == Act::kGeluTanh) {
-      const __m256 a3 = _mm256_mul_ps(_mm256_mul_ps(av, av), av);
-      s = _mm256_mul_ps(_mm256_set1_ps(2.f * kGeluC), _mm256_fmadd_ps(_mm256_set1_ps(kGeluA), a3, av));
-    }
-    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(av, sigmoid256(s)), _mm256_loadu_ps(b + i)));
+    const f8 av = load8(a + i);
+    f8 s = av;
+    if (A == Act::kGeluTanh) s = set8(2.f * kGeluC) * fma8(set8(kGeluA), (av * av) * av, av);
+    store8(y + i, (av * sigmoid8(s)) * load8(b + i));
   }
 #endif
   for (; i < n; ++i) y[i] = a[i] * sigmoid1(gate_arg<A>(a[i])) * b[i];

@@ -18,10 +18,10 @@ namespace {
 // g = y * silu(z) over n floats
 void gate(const float* y, const float* z, float* g, int64_t n) {
   int64_t i = 0;
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(EDGEKIT_F8)
   for (; i + 8 <= n; i += 8) {
-    const __m256 zv = _mm256_loadu_ps(z + i);
-    _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(zv, sigmoid256(zv))));
+    const simd::f8 zv = simd::load8(z + i);
+    simd::store8(g + i, simd::load8(y + i) * (zv * simd::sigmoid8(zv)));
   }
 #endif
   for (; i < n; ++i) g[i] = y[i] * (z[i] * sigmoid1(z[i]));

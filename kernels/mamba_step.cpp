@@ -43,16 +43,16 @@ void mamba_step_core(const checks::mamba_step_dims& dims, const float* xp, const
           const float dtv = dtp[o], xv = xp[o], dx = dtv * xv;
           float acc = 0.f;
           int64_t n = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-          __m256 av = _mm256_setzero_ps();
-          const __m256 dtb = _mm256_set1_ps(dtv), dxb = _mm256_set1_ps(dx);
+#if defined(EDGEKIT_F8)
+          using namespace simd;
+          f8 av = zero8();
+          const f8 dtb = set8(dtv), dxb = set8(dx);
           for (; n + 8 <= N; n += 8) {
-            const __m256 hn = _mm256_fmadd_ps(exp256(_mm256_mul_ps(dtb, _mm256_loadu_ps(a + n))),
-                                              _mm256_loadu_ps(hin + n), _mm256_mul_ps(dxb, _mm256_loadu_ps(bt + n)));
-            _mm256_storeu_ps(h + n, hn);
-            av = _mm256_fmadd_ps(hn, _mm256_loadu_ps(ct + n), av);
+            const f8 hn = fma8(exp8(dtb * load8(a + n)), load8(hin + n), dxb * load8(bt + n));
+            store8(h + n, hn);
+            av = fma8(hn, load8(ct + n), av);
           }
-          acc = hsum256(av);
+          acc = hsum8(av);
 #endif
           for (; n < N; ++n) {
             const float hn = std::exp(dtv * a[n]) * hin[n] + dx * bt[n];

@@ -25,21 +25,21 @@ inline float softplus1(float v) {
 void softplus_rows(const float* x, const float* b, float* y, int64_t M, int64_t C) {
   for (int64_t m = 0; m < M; ++m, x += C, y += C) {
     int64_t c = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-    const __m256 one = _mm256_set1_ps(1.f), zero = _mm256_setzero_ps();
-    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+#if defined(EDGEKIT_F8)
+    using namespace simd;
+    const f8 one = set8(1.f), zero = zero8();
     for (; c + 8 <= C; c += 8) {
-      const __m256 v = _mm256_add_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(b + c));
-      const __m256 u = exp256(_mm256_sub_ps(zero, _mm256_and_ps(v, abs_mask)));   // (0, 1]; NaN stays
-      const __m256 w = _mm256_add_ps(one, u), d = _mm256_sub_ps(w, one);
-      const __m256 exact = _mm256_cmp_ps(d, zero, _CMP_EQ_OQ);                    // 1 + u rounded to 1
-      // d is 0 or >= 2^-24: the max keeps the division finite where the blend discards it
-      const __m256 l = _mm256_div_ps(_mm256_mul_ps(log256_1to2(w), u), _mm256_max_ps(d, _mm256_set1_ps(1e-30f)));
-      // below v = -87 e^v is under float's normal range, where exp256 saturates at 1.2e-38:
+      const f8 v = load8(x + c) + load8(b + c);
+      const f8 u = exp8(zero - abs8(v));                        // (0, 1]; NaN stays
+      const f8 w = one + u, d = w - one;
+      const m8 exact = eq8(d, zero);                            // 1 + u rounded to 1
+      // d is 0 or >= 2^-24: the max keeps the division finite where the select discards it
+      const f8 l = (log8_1to2(w) * u) / max8(d, set8(1e-30f));
+      // below v = -87 e^v is under float's normal range, where exp8 saturates at 1.2e-38:
       // there softplus(v) = e^v < 1.7e-38 is returned as 0
-      const __m256 lp = _mm256_and_ps(_mm256_blendv_ps(l, u, exact), _mm256_cmp_ps(v, _mm256_set1_ps(-87.f), _CMP_GT_OQ));
-      // max(v, 0): max returns its second operand on NaN, so v second keeps NaN
-      _mm256_storeu_ps(y + c, _mm256_add_ps(_mm256_max_ps(zero, v), lp));
+      const f8 lp = keep8(select8(exact, u, l), gt8(v, set8(-87.f)));
+      // max(v, 0) with v second keeps NaN (edgekit_simd.h)
+      store8(y + c, max8(zero, v) + lp);
     }
 #endif
     for (; c < C; ++c) y[c] = softplus1(x[c] + b[c]);

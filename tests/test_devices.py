@@ -162,7 +162,7 @@ def test_inspect_on_a_device_gives_its_floor_and_fit(phone_export):
         if "pte" not in p.formats:
             assert f"NOT RUN THERE: {name} runs onnx" in r.stdout
     r = run_cli("inspect", phone_export, "--device", "android-arm64", env={"COLUMNS": "250"})
-    assert "edgekit::mamba_step" in r.stdout and "an arm64 build, which edgekit does not make yet" in r.stdout
+    assert "edgekit::mamba_step" in r.stdout and "its arm64 build (NEON + dotprod" in r.stdout
 
 
 def test_inspect_of_a_checkpoint_on_a_device_counts_the_export_it_would_make(tiny_mamba, phone_export):

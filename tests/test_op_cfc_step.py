@@ -101,18 +101,21 @@ def test_saturated_and_nan_inputs(et_runner):
 
 
 _TANH_CHECK = r"""
-#include "edgekit_kernel.h"
+#include "edgekit_simd.h"
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
-using namespace edgekit::kernels;
-int main() {
-#if defined(__AVX2__) && defined(__FMA__)
+int main(int argc, char** argv) {
+#if defined(EDGEKIT_F8)
+  using namespace edgekit::simd;
+  const uint32_t stride = argc > 1 ? (uint32_t)std::atoi(argv[1]) : 7;
   double worst = 0;
-  for (uint32_t b = 0x358637bd; b < 0x41400000; b += 7) {        // every 7th float in [1e-6, 12]
+  for (uint32_t b = 0x358637bd; b < 0x41400000; b += stride) {   // every stride-th float in [1e-6, 12]
     float xs[8], out[8];
     for (int k = 0; k < 8; ++k) { uint32_t bb = b + k; float v; std::memcpy(&v, &bb, 4); xs[k] = (k & 1) ? -v : v; }
-    _mm256_storeu_ps(out, tanh256(_mm256_loadu_ps(xs)));
+    store8(out, tanh8(load8(xs)));
     for (int k = 0; k < 8; ++k) {
       const double ref = std::tanh((double)xs[k]);
       const float fr = (float)std::fabs(ref);
@@ -120,35 +123,46 @@ int main() {
     }
   }
   float z[8] = {-0.f, 0.f, NAN, INFINITY, -INFINITY, 100.f, -100.f, 1e-30f}, o[8];
-  _mm256_storeu_ps(o, tanh256(_mm256_loadu_ps(z)));
-  std::printf("%.4f %d %d %d %g %g %g %g %g\n", worst, (int)std::signbit(o[0]), (int)std::signbit(o[1]),
-              (int)std::isnan(o[2]), o[3], o[4], o[5], o[6], o[7]);
+  store8(o, tanh8(load8(z)));
+  std::printf("%.4f %d %d %d %g %g %g %g %g %s\n", worst, (int)std::signbit(o[0]), (int)std::signbit(o[1]),
+              (int)std::isnan(o[2]), o[3], o[4], o[5], o[6], o[7], EDGEKIT_F8_ISA);
 #else
-  std::printf("no-avx2\n");
+  std::printf("no-simd\n");
 #endif
 }
 """
 
 
-def test_tanh256_accuracy(tmp_path):
-    """The vector tanh of the CfC kernel against float64 tanh, built as the library is."""
+@pytest.mark.parametrize("arch", ("host", "aarch64"))
+def test_tanh8_accuracy(arch, tmp_path):
+    """The vector tanh of the CfC kernel (kernels/edgekit_simd.h) against float64 tanh, built as
+    the library is: AVX2 + FMA on this host, NEON for aarch64 (run under qemu-aarch64)."""
     import os
+    import shutil
     import subprocess
 
-    import executorch
     from edgekit_testutil import REPO
-    et = list(executorch.__path__)[0]
     (tmp_path / "t.cpp").write_text(_TANH_CHECK)
-    flags = ["-mavx2", "-mfma"] if "avx2" in open("/proc/cpuinfo").read() else []
-    subprocess.run(["g++", "-std=c++17", "-O2", *flags, "-DC10_USING_CUSTOM_GENERATED_MACROS",
-                    f"-I{REPO / 'kernels'}", f"-I{et}/include",
-                    f"-I{et}/include/executorch/runtime/core/portable_type/c10",
-                    str(tmp_path / "t.cpp"), "-o", str(tmp_path / "t")], check=True, capture_output=True)
-    out = subprocess.run([str(tmp_path / "t")], capture_output=True, text=True, check=True,
+    if arch == "host":
+        cxx, run = "g++", []
+        flags = ["-mavx2", "-mfma"] if "avx2" in open("/proc/cpuinfo").read() else []
+    else:
+        cxx, run, flags = "aarch64-linux-gnu-g++", ["qemu-aarch64"], ["-march=armv8.2-a+dotprod", "-static"]
+        if shutil.which(cxx) is None or shutil.which("qemu-aarch64") is None:
+            msg = "no aarch64-linux-gnu-g++ or qemu-aarch64 (make test-arm64 installs them)"
+            if os.environ.get("EDGEKIT_REQUIRE_ARM64") == "1":
+                pytest.fail(msg)
+            pytest.skip(msg)
+    subprocess.run([cxx, "-std=c++17", "-O2", *flags, f"-I{REPO / 'kernels'}", str(tmp_path / "t.cpp"),
+                    "-o", str(tmp_path / "t")], check=True, capture_output=True)
+    # every 7th float in [1e-6, 12] natively; every 97th under the emulator (~40x slower)
+    stride = "7" if arch == "host" else "97"
+    out = subprocess.run([*run, str(tmp_path / "t"), stride], capture_output=True, text=True, check=True,
                          env=os.environ).stdout.split()
-    if out == ["no-avx2"]:
+    if out == ["no-simd"]:
         pytest.skip("no AVX2 on this CPU: the kernel uses std::tanh")
-    print("tanh256 max ulp", out[0])
+    print(f"tanh8 ({out[-1]}) max ulp", out[0])
+    assert out[-1] == ("neon" if arch == "aarch64" else "avx2")
     assert float(out[0]) <= 3.0
     assert out[1:4] == ["1", "0", "1"]                      # tanh(-0) = -0, tanh(0) = +0, NaN stays NaN
-    assert [float(v) for v in out[4:]] == [1.0, -1.0, 1.0, -1.0, 1e-30]
+    assert [float(v) for v in out[4:9]] == [1.0, -1.0, 1.0, -1.0, 1e-30]

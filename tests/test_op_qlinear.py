@@ -27,8 +27,8 @@ import pytest
 import torch
 
 from edgekit.ops.qlinear import reference, sample_inputs
-from edgekit.quant.schemes import pack_bits
 from op_battery import battery_fixtures, close, cpp_kernel_refuses_like_python, dynamic_dim
+from op_cases import qlinear_8bit_extremes, qlinear_exact_case
 
 runners, et_runner, _ = battery_fixtures("qlinear")
 
@@ -67,40 +67,10 @@ def _at_threads(run, args, threads):
         set_kernel_threads(before)
 
 
-def _exact_case(bits: int, G: int, *, K: int = 256, N: int = 403, lead=(2, 5), seed: int = 0,
-                q_max: int = 31, exps=(0, 1, 2), codes=None, zps=None):
-    """Inputs whose every intermediate is exact in float32. x = q * 2^-e per block, q integers
-    in [-q_max, q_max] with one element per block at +-127 (so the kernel's and torch's
-    quantization both give back q exactly and sx = 2^-e); scales +-2^-k; b = 0. Returns the
-    args and the exact float64 answer."""
-    g = torch.Generator().manual_seed(seed)
-    KB = K // G
-    M = int(np.prod(lead))
-    q = torch.randint(-q_max, q_max + 1, (M, KB, G), generator=g)
-    pos = torch.randint(0, G, (M, KB, 1), generator=g)
-    q.scatter_(-1, pos, torch.where(torch.rand(M, KB, 1, generator=g) < 0.5, -127, 127))
-    e = torch.tensor(exps)[torch.randint(0, len(exps), (M, KB, 1), generator=g)]
-    x = (q.double() * torch.pow(2.0, -e.double())).float().reshape(*lead, K)
-    hi = 3 if bits == 2 else (1 << bits) - 1
-    c = codes if codes is not None else torch.randint(0, hi + 1, (N, KB, G), generator=g)
-    z = zps if zps is not None else torch.randint(0, hi + 1, (N, KB), generator=g)
-    k = torch.tensor(exps)[torch.randint(0, len(exps), (N, KB), generator=g)]
-    scales = (torch.pow(2.0, -k.double()) * torch.where(torch.rand(N, KB, generator=g) < 0.3, -1.0, 1.0)).float()
-    args = (x, pack_bits(c, bits).reshape(N, KB, G * bits // 8), scales, pack_bits(z, bits), torch.zeros(N))
-    # exact answer, and the bound that makes every float32 partial sum exact (any order)
-    xs = q.double() * torch.pow(2.0, -e.double())                                  # (M, KB, G)
-    wd = (c.double() - z.double()[..., None]) * scales.double()[..., None]         # (N, KB, G)
-    exact = torch.einsum("mbg,nbg->mn", xs, wd).reshape(*lead, N)
-    grid = 2.0 ** -(2 * max(exps))
-    bound = torch.einsum("mbg,nbg->mn", xs.abs(), wd.abs()).max().item()
-    assert bound / grid < 2 ** 24, "the case is not exact in float32: lower q_max or K"
-    return args, exact.numpy()
-
-
 @pytest.mark.parametrize("G", (16, 32, 128))
 @pytest.mark.parametrize("bits", (2, 4, 8))
 def test_integer_arithmetic_is_exact(bits, G, runners, isa):
-    args, exact = _exact_case(bits, G, seed=bits * 1000 + G)
+    args, exact = qlinear_exact_case(bits, G, seed=bits * 1000 + G)
     ref = reference(*args).numpy()
     assert np.array_equal(ref, exact.astype(np.float32)), "the reference itself is not exact here"
     for threads in (1, 2):
@@ -114,17 +84,7 @@ def test_8bit_extremes_do_not_saturate(G, runners, isa):
     """Codes 0 and 255, zero points 0 and 255, activations at +-127 (the first rows all of
     them): products at the uint8 x int8 extremes, where a maddubs on the raw codes would
     saturate at 32767 per pair. N = 256 output rows: enough for the pool to split them."""
-    K, N = 256, 256
-    KB = K // G
-    g = torch.Generator().manual_seed(G)
-    codes = torch.where(torch.rand(N, KB, G, generator=g) < 0.5, 0, 255)
-    codes[: N // 4] = 255                                  # whole rows at the top code
-    zps = torch.where(torch.rand(N, KB, generator=g) < 0.5, 0, 255)
-    args, exact = _exact_case(8, G, K=K, N=N, lead=(1, 9), q_max=127, exps=(0,), codes=codes, zps=zps, seed=G)
-    # full-scale activations in the first rows: every element +-127
-    x = args[0].clone()
-    x[0, :3] = torch.where(torch.rand(3, K, generator=g) < 0.5, -127.0, 127.0)
-    args = (x, *args[1:])
+    args = qlinear_8bit_extremes(G)
     ref = reference(*args).numpy()
     for threads in (1, 2):
         got = _at_threads(runners.et, args, threads)

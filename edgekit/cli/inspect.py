@@ -109,7 +109,7 @@ def _on_device(con: Console, profile, facts: list[dict]) -> None:
         over = "yes" if ft.fits else f"no: {human_bytes(ft.total - ft.budget)} over"
         if fmt == "pte":
             build = ("its x86-64 build (make kernels)" if "avx2" in profile.isa
-                     else "an arm64 build, which edgekit does not make yet")
+                     else "its arm64 build (NEON + dotprod: edgekit bundle's CMake project)")
             needs = (f"edgekit's kernel library, {build}: " + ", ".join(f["edgekit_ops"])
                      if f["edgekit_ops"] else "stock ExecuTorch kernels only")
         elif fmt == "onnx":
