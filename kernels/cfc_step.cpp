@@ -91,48 +91,59 @@ inline void scaled_tanh(const float* u, int64_t n, float scale, float slope, flo
 
 inline float sigmoidf(float v) { return 1.f / (1.f + std::exp(-v)); }
 
-void cfc_step_out(KernelRuntimeContext& ctx, const checks::cfc_step_dims& dims, const Tensor& x, const Tensor& dt, const Tensor& h,
-                  const Tensor& w_in, const Tensor& b_in, const Tensor& w_bb, const Tensor& b_bb,
-                  const Tensor& w_head, const Tensor& b_head, const Tensor& p, const Tensor& cfg,
-                  Tensor& y, Tensor& h_out) {
-  // ---- the configuration's checks (edgekit/ops/cfc_step.py `check`; the spec's are generated) ----
-  const int64_t B = dims.B, T = dims.T, I = dims.I, U = dims.U;
+// What the math core needs beyond the spec's dims: the configuration tensor's values and the
+// widths they imply.
+struct CfcShape {
+  int64_t B, T, I, U, Z, K, d_in;
+  int mode, n_bb;
+  float scale, slope;
+};
+
+// The configuration's checks (edgekit/ops/cfc_step.py `check`; the spec's are generated):
+// false, with the context failed, when cfg or the weights' shapes disagree.
+bool cfc_step_shape(KernelRuntimeContext& ctx, const checks::cfc_step_dims& dims, const Tensor& w_in,
+                    const Tensor& b_in, const Tensor& w_bb, const Tensor& b_bb, const Tensor& w_head,
+                    const Tensor& b_head, const Tensor& cfg, CfcShape& sh) {
+  const int64_t I = dims.I, U = dims.U;
   const float* c = cfg.const_data_ptr<float>();
   const int mode = (int)c[0], n_bb = (int)c[1];
-  const float scale = c[2], slope = c[3];
-  ET_KERNEL_CHECK_MSG(ctx, (mode == 0 || mode == 1 || mode == 2) && n_bb >= 0, InvalidArgument, ,
+  ET_KERNEL_CHECK_MSG(ctx, (mode == 0 || mode == 1 || mode == 2) && n_bb >= 0, InvalidArgument, false,
                       "cfc_step: cfg holds mode %d and n_bb %d; expected mode 0, 1 or 2 and n_bb >= 0",
                       mode, n_bb);
   const int64_t K = mode == 2 ? U : 4 * U;
   int64_t Z = 0, d_in = I + U;
   if (n_bb > 0) {
     Z = w_in.dim() == 2 ? w_in.size(1) : -1;
-    ET_KERNEL_CHECK_MSG(ctx, has_shape(w_in, {I + U, Z}) && has_shape(b_in, {Z}), InvalidArgument, ,
+    ET_KERNEL_CHECK_MSG(ctx, has_shape(w_in, {I + U, Z}) && has_shape(b_in, {Z}), InvalidArgument, false,
                         "cfc_step: w_in must be (I+U, Z) = (%d, Z) and b_in (Z,); got %s and %s",
                         (int)(I + U), ShapeStr(w_in).c_str(), ShapeStr(b_in).c_str());
     const int64_t Lx = w_bb.dim() == 3 ? w_bb.size(0) : -1;   // unread placeholders when n_bb <= 1
     ET_KERNEL_CHECK_MSG(ctx, n_bb <= 1 || (Lx >= n_bb - 1 && has_shape(w_bb, {Lx, Z, Z}) && has_shape(b_bb, {Lx, Z})),
-                        InvalidArgument, ,
+                        InvalidArgument, false,
                         "cfc_step: w_bb must be (Lx, Z, Z) and b_bb (Lx, Z) with Lx >= %d, Z = %d; "
                         "got %s and %s", n_bb - 1, (int)Z, ShapeStr(w_bb).c_str(),
                         ShapeStr(b_bb).c_str());
     d_in = Z;
   }
-  ET_KERNEL_CHECK_MSG(ctx, has_shape(w_head, {d_in, K}) && has_shape(b_head, {K}), InvalidArgument, ,
+  ET_KERNEL_CHECK_MSG(ctx, has_shape(w_head, {d_in, K}) && has_shape(b_head, {K}), InvalidArgument, false,
                       "cfc_step: w_head must be (%d, %d) and b_head (%d,); got %s and %s", (int)d_in,
                       (int)K, (int)K, ShapeStr(w_head).c_str(), ShapeStr(b_head).c_str());
   ET_KERNEL_CHECK_MSG(ctx, I + U <= kCfcMaxWidth && Z <= kCfcMaxWidth && K <= kCfcMaxWidth,
-                      InvalidArgument, , "cfc_step: widths I+U = %d, Z = %d, K = %d exceed %d",
+                      InvalidArgument, false, "cfc_step: widths I+U = %d, Z = %d, K = %d exceed %d",
                       (int)(I + U), (int)Z, (int)K, kCfcMaxWidth);
+  sh = {dims.B, dims.T, I, U, Z, K, d_in, mode, n_bb, c[2], c[3]};
+  return true;
+}
 
-  // ---- compute ----
+// The math core, on raw pointers: T steps of the cell for each of B sequences. h_out may be h
+// itself (step 0 copies h's row before writing it).
+void cfc_step_core(const CfcShape& sh, const float* X, const float* DT, const float* H0, const float* w_in,
+                   const float* b_in, const float* w_bb, const float* b_bb, const float* w_head,
+                   const float* b_head, const float* A, float* Y, float* HO) {
+  const int64_t B = sh.B, T = sh.T, I = sh.I, U = sh.U, Z = sh.Z, K = sh.K, d_in = sh.d_in;
+  const int mode = sh.mode, n_bb = sh.n_bb;
+  const float scale = sh.scale, slope = sh.slope;
   float zbuf[kCfcMaxWidth], zb2[kCfcMaxWidth], heads[kCfcMaxWidth];
-  const float* X = x.const_data_ptr<float>();
-  const float* DT = dt.const_data_ptr<float>();
-  const float* H0 = h.const_data_ptr<float>();
-  float* HO = h_out.mutable_data_ptr<float>();
-  float* Y = y.mutable_data_ptr<float>();
-  const float* A = p.const_data_ptr<float>();
   const float* tau = A + U;
   const float gate_c = mode == 0 ? 1.f : 0.f;
   for (int64_t bi = 0; bi < B; ++bi) {
@@ -143,16 +154,15 @@ void cfc_step_out(KernelRuntimeContext& ctx, const checks::cfc_step_dims& dims, 
       std::memcpy(zbuf + I, hprev, U * sizeof(float));   // before h_out (maybe == h) is written
       const float* z = zbuf;
       if (n_bb > 0) {
-        affine(zbuf, I + U, w_in.const_data_ptr<float>(), b_in.const_data_ptr<float>(), Z, zb2);
+        affine(zbuf, I + U, w_in, b_in, Z, zb2);
         scaled_tanh(zb2, Z, scale, slope, zb2);
         for (int l = 0; l < n_bb - 1; ++l) {
-          affine(zb2, Z, w_bb.const_data_ptr<float>() + l * Z * Z,
-                 b_bb.const_data_ptr<float>() + l * Z, Z, zbuf);
+          affine(zb2, Z, w_bb + l * Z * Z, b_bb + l * Z, Z, zbuf);
           scaled_tanh(zbuf, Z, scale, slope, zb2);
         }
         z = zb2;
       }
-      affine(z, d_in, w_head.const_data_ptr<float>(), b_head.const_data_ptr<float>(), K, heads);
+      affine(z, d_in, w_head, b_head, K, heads);
       const float d = DT[bi * T + t];
       float* yt = Y + (bi * T + t) * U;
       if (mode == 2) {
@@ -182,20 +192,22 @@ void cfc_step_out(KernelRuntimeContext& ctx, const checks::cfc_step_dims& dims, 
       std::memcpy(hcur, yt, U * sizeof(float));
       hprev = hcur;
     }
-    if (T == 0 && !same_data(h_out, h)) std::memcpy(hcur, H0 + bi * U, U * sizeof(float));
+    if (T == 0 && HO != H0) std::memcpy(hcur, H0 + bi * U, U * sizeof(float));
   }
 }
 
 // Boxed entry point. Stack: the 11 inputs, y, h_out, then the TensorList the emitter
 // appends for the returned (y, h_out) — ignored.
+// The ExecuTorch adapter: the generated checks, the configuration's, then the core.
 void cfc_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   checks::cfc_step_dims dims;
   if (!checks::check_cfc_step(ctx, stack, dims)) return;
-  cfc_step_out(ctx, dims, stack[0]->toTensor(), stack[1]->toTensor(), stack[2]->toTensor(),
-               stack[3]->toTensor(), stack[4]->toTensor(), stack[5]->toTensor(),
-               stack[6]->toTensor(), stack[7]->toTensor(), stack[8]->toTensor(),
-               stack[9]->toTensor(), stack[10]->toTensor(), stack[11]->toTensor(),
-               stack[12]->toTensor());
+  auto t = [&](int i) -> const Tensor& { return stack[i]->toTensor(); };
+  auto f = [&](int i) { return stack[i]->toTensor().const_data_ptr<float>(); };
+  CfcShape sh;
+  if (!cfc_step_shape(ctx, dims, t(3), t(4), t(5), t(6), t(7), t(8), t(10), sh)) return;
+  cfc_step_core(sh, f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), f(8), f(9),
+                stack[11]->toTensor().mutable_data_ptr<float>(), stack[12]->toTensor().mutable_data_ptr<float>());
 }
 
 }  // namespace

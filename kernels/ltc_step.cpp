@@ -44,33 +44,21 @@ inline void synapses(const float* x, int64_t n_src, const float* sigma, const fl
   }
 }
 
-void ltc_step_out(const checks::ltc_step_dims& dims, Span<EValue*> stack) {
-  const Tensor* ins[15];
-  for (int i = 0; i < 15; ++i) ins[i] = &stack[i]->toTensor();
-  const Tensor &x = *ins[0], &dt = *ins[1], &v = *ins[2];
-  Tensor& y = stack[15]->toTensor();
-  Tensor& v_out = stack[16]->toTensor();
-
+// The math core, on raw pointers: in[0..14] are the op's 15 inputs in schema order (x, dt, v,
+// the sensory and recurrent synapses' parameters, cm, gleak, gvleak, cfg).
+void ltc_step_core(const checks::ltc_step_dims& dims, const float* const* in, float* Y, float* VO) {
   const int64_t B = dims.B, T = dims.T, I = dims.I, U = dims.U;
-
-  // ---- compute ----
-  const float* cfg = ins[14]->const_data_ptr<float>();
+  const float* cfg = in[14];
   const int n = (int)cfg[0];
   const float eps = cfg[1];
-  const float *s_mu = ins[3]->const_data_ptr<float>(), *s_sigma = ins[4]->const_data_ptr<float>(),
-              *s_w = ins[5]->const_data_ptr<float>(), *s_werev = ins[6]->const_data_ptr<float>(),
-              *mu = ins[7]->const_data_ptr<float>(), *sigma = ins[8]->const_data_ptr<float>(),
-              *w = ins[9]->const_data_ptr<float>(), *werev = ins[10]->const_data_ptr<float>(),
-              *cm = ins[11]->const_data_ptr<float>(), *gleak = ins[12]->const_data_ptr<float>(),
-              *gvleak = ins[13]->const_data_ptr<float>();
+  const float *s_mu = in[3], *s_sigma = in[4], *s_w = in[5], *s_werev = in[6], *mu = in[7], *sigma = in[8],
+              *w = in[9], *werev = in[10], *cm = in[11], *gleak = in[12], *gvleak = in[13];
   float vold[kLtcMaxUnits], num_s[kLtcMaxUnits], den_s[kLtcMaxUnits], num[kLtcMaxUnits],
       den[kLtcMaxUnits], cm_t[kLtcMaxUnits];
-  const float* X = x.const_data_ptr<float>();
-  const float* DT = dt.const_data_ptr<float>();
-  float* VO = v_out.mutable_data_ptr<float>();
-  float* Y = y.mutable_data_ptr<float>();
+  const float* X = in[0];
+  const float* DT = in[1];
   for (int64_t bi = 0; bi < B; ++bi) {
-    std::memcpy(vold, v.const_data_ptr<float>() + bi * U, U * sizeof(float));
+    std::memcpy(vold, in[2] + bi * U, U * sizeof(float));
     for (int64_t t = 0; t < T; ++t) {
       const float* xt = X + (bi * T + t) * I;
       synapses(xt, I, s_sigma, s_mu, s_werev, s_w, U, num_s, den_s);       // sensory
@@ -96,7 +84,10 @@ void ltc_step_out(const checks::ltc_step_dims& dims, Span<EValue*> stack) {
 void ltc_step_out_boxed(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   checks::ltc_step_dims dims;
   if (!checks::check_ltc_step(ctx, stack, dims)) return;
-  ltc_step_out(dims, stack);
+  const float* in[15];
+  for (int i = 0; i < 15; ++i) in[i] = stack[i]->toTensor().const_data_ptr<float>();
+  ltc_step_core(dims, in, stack[15]->toTensor().mutable_data_ptr<float>(),
+                stack[16]->toTensor().mutable_data_ptr<float>());
 }
 
 }  // namespace

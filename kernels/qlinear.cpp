@@ -777,21 +777,29 @@ RangeFn pick_range(int64_t bits, bool big) {
   return big ? row_range<D<8>, true> : row_range<D<8>, false>;
 }
 
-void qlinear_core(KernelRuntimeContext& ctx, const checks::qlinear_dims& d, const float* x, const uint8_t* w,
-                  const float* scales, const uint8_t* zero_points, const float* b, float* out) {
-  // ---- the layout's checks (edgekit/ops/qlinear.py `check`; the spec's own are generated) ----
+// The layout's checks (edgekit/ops/qlinear.py `check`; the spec's own are generated): false,
+// with the context failed, when the blocks, the codes' width or the zero points disagree.
+bool qlinear_layout_ok(KernelRuntimeContext& ctx, const checks::qlinear_dims& d) {
   const int64_t K = d.K, KB = d.KB, blob = d.BLOB;
   const int64_t G = KB > 0 ? K / KB : 0;
-  ET_KERNEL_CHECK_MSG(ctx, KB > 0 && G * KB == K && G >= 16 && (G & (G - 1)) == 0, InvalidArgument, ,
+  ET_KERNEL_CHECK_MSG(ctx, KB > 0 && G * KB == K && G >= 16 && (G & (G - 1)) == 0, InvalidArgument, false,
                       "qlinear: K = %lld must be KB = %lld blocks of a power of 2 G >= 16", (long long)K,
                       (long long)KB);
-  ET_KERNEL_CHECK_MSG(ctx, blob * 8 == 2 * G || blob * 8 == 4 * G || blob * 8 == 8 * G, InvalidArgument, ,
+  ET_KERNEL_CHECK_MSG(ctx, blob * 8 == 2 * G || blob * 8 == 4 * G || blob * 8 == 8 * G, InvalidArgument, false,
                       "qlinear: w's last dim must be G * bits / 8 for bits 2, 4 or 8 (G = %lld); got %lld",
                       (long long)G, (long long)blob);
   const int64_t bits = blob * 8 / G;
-  ET_KERNEL_CHECK_MSG(ctx, d.ZB == (KB * bits + 7) / 8, InvalidArgument, ,
+  ET_KERNEL_CHECK_MSG(ctx, d.ZB == (KB * bits + 7) / 8, InvalidArgument, false,
                       "qlinear: zero_points must be (N, %lld) at %lld bits; got (N, %lld)",
                       (long long)((KB * bits + 7) / 8), (long long)bits, (long long)d.ZB);
+  return true;
+}
+
+// The math core, on raw pointers (a layout qlinear_layout_ok accepted).
+void qlinear_core(const checks::qlinear_dims& d, const float* x, const uint8_t* w, const float* scales,
+                  const uint8_t* zero_points, const float* b, float* out) {
+  const int64_t K = d.K, KB = d.KB, blob = d.BLOB;
+  const int64_t G = K / KB, bits = blob * 8 / G;
 
   Plan p;
   p.M = d.lead_numel, p.K = K, p.N = d.N, p.KB = KB, p.G = G, p.bits = bits, p.blob = blob, p.ZB = d.ZB;
@@ -847,7 +855,7 @@ void qlinear_core(KernelRuntimeContext& ctx, const checks::qlinear_dims& d, cons
 void qlinear_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   checks::run_qlinear(ctx, stack, [&ctx](const checks::qlinear_dims& d, const float* x, const uint8_t* w,
                                          const float* scales, const uint8_t* zp, const float* b, float* out) {
-    qlinear_core(ctx, d, x, w, scales, zp, b, out);
+    if (qlinear_layout_ok(ctx, d)) qlinear_core(d, x, w, scales, zp, b, out);
   });
 }
 
