@@ -142,9 +142,10 @@ class ArtifactEntry:
     weight_bytes: int | None = None
     dtype: str = "fp32"                       # "fp16": fp16 weights and compute, state fp32
     bytes_per_token: int | None = None        # bytes of weights one step of this file reads
+    config_file: str | None = None            # ort-genai: its genai_config.json, beside the graph
 
     def files(self) -> tuple[str, ...]:
-        return tuple(f for f in (self.file, self.external_data) if f)
+        return tuple(f for f in (self.file, self.external_data, self.config_file) if f)
 
     def checked_files(self) -> list[tuple[str, int, str | None]]:
         """(file name, bytes, sha256) of every file this entry reads; sha256 None where an
@@ -198,7 +199,8 @@ class ArtifactEntry:
             external_data_sha256=_get(d, "external_data_sha256", str, source, optional=True),
             opset=_get(d, "opset", int, source, optional=True),
             weight_bytes=_get(d, "weight_bytes", int, source, optional=True),
-            dtype=_entry_dtype(d, source), bytes_per_token=_nonneg(d, "bytes_per_token", source))
+            dtype=_entry_dtype(d, source), bytes_per_token=_nonneg(d, "bytes_per_token", source),
+            config_file=_filename(d, "config_file", source, optional=True))
 
 
 def _entry_dtype(d: Mapping, source: str) -> str:

@@ -1,4 +1,4 @@
-"""`edgekit export SRC --format onnx|pte|both -o OUTDIR`"""
+"""`edgekit export SRC --format onnx|pte|both|ort-genai -o OUTDIR`"""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from edgekit.errors import EdgekitError
 
-from edgekit.formats import ARTIFACT_FORMATS
+from edgekit.formats import ARTIFACT_FORMATS, RUNNABLE_FORMATS
 
-# every artifact format by name, and "both" for all of them (from the format registry)
-FORMAT_CHOICES = {**{f: (f,) for f in ARTIFACT_FORMATS}, "both": ARTIFACT_FORMATS}
+# every artifact format by name, and "both" for the two edgekit runs (from the format registry)
+FORMAT_CHOICES = {**{f: (f,) for f in ARTIFACT_FORMATS}, "both": RUNNABLE_FORMATS}
 
 
 def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: Console | None = None,
@@ -39,7 +39,7 @@ def export_cmd(
                                show_default=False),
     out: Path = typer.Option(..., "-o", "--out", help="output folder (new, empty, or an earlier export)",
                              show_default=False),
-    format: str = typer.Option(None, "--format", help="onnx | pte | both  [default: both, or the --device's]",
+    format: str = typer.Option(None, "--format", help="onnx | pte | both | ort-genai (a folder for ONNX Runtime GenAI)  [default: both, or the --device's]",
                                show_default=False),
     ops: str = typer.Option(None, "--ops", help="fused (edgekit custom ops) | decomposed (stock ops only)  "
                             "[default: fused, or the --device's]", show_default=False),

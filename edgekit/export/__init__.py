@@ -140,6 +140,11 @@ def export(src, outdir, *, formats=None, ops: str | None = None, batch: int = 1,
                            fix="pass quant='ternary', 'int8' or 'int4'")
     if prefill < 0:
         raise EdgekitError(f"--prefill {prefill} is negative", fix="pass --prefill 0 (none) or a chunk length like 16")
+    no_prefill = [f for f in formats if fmts.by_name(f).prefill_file is None]
+    if prefill and no_prefill:
+        raise EdgekitError(f"--prefill does not apply to --format {no_prefill[0]}",
+                           expected="no --prefill: its graph takes a whole prompt in one call",
+                           fix="drop --prefill, or export --format onnx or pte")
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise EdgekitError(f"output '{outdir}' is a file", expected="a directory",

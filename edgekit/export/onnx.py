@@ -119,6 +119,40 @@ def _shared_weights_as_inputs(proto: onnx.ModelProto) -> list[str]:
     return [t.name for t in shared]
 
 
+def save_checked(proto, path: Path, external_data: bool) -> dict:
+    """Write proto to path (its weights into `<path>.data` when external_data), check it with
+    onnx's full checker, and only then move it into place. Returns the artifact entry's file
+    fields (file, bytes, sha256, external_data...)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    data_name = path.name + ".data"
+    tmp_data = tmp.with_name(data_name + ".tmp")
+    try:
+        if external_data:
+            onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=tmp_data.name, size_threshold=1024)
+            # the .data file name is recorded inside the proto; point it at the final name
+            proto = onnx.load(tmp, load_external_data=False)
+            for t in proto.graph.initializer:
+                for e in t.external_data:
+                    if e.key == "location":
+                        e.value = data_name
+            onnx.save_model(proto, tmp)
+            os.replace(tmp_data, path.with_name(data_name))
+        else:
+            onnx.save_model(proto, tmp)
+        # the checker resolves external data next to the model file: tmp sits beside it
+        onnx.checker.check_model(str(tmp), full_check=True)
+        os.replace(tmp, path)
+    finally:
+        for t in (tmp, tmp_data):
+            if t.exists():
+                t.unlink()
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path),
+            "external_data": data_name if external_data else None,
+            **({"external_data_bytes": path.with_name(data_name).stat().st_size,
+                "external_data_sha256": sha256_file(path.with_name(data_name))} if external_data else {})}
+
+
 def export_onnx(model, path: Path, *, ops: str = "fused", batch: int = 1, metadata: dict | None = None,
                 external_data: bool | None = None, seq_len: int | None = None, passes=None,
                 dtype: str = "fp32") -> dict:
@@ -161,41 +195,13 @@ def export_onnx(model, path: Path, *, ops: str = "fused", batch: int = 1, metada
 
     weight_bytes = sum(t.ByteSize() for t in proto.graph.initializer)
     per_token = onnx_fp16.bytes_per_token(proto)
-    if external_data is None:
-        external_data = weight_bytes > EXTERNAL_DATA_THRESHOLD
-    tmp = path.with_name(f".{path.name}.tmp")
-    data_name = path.name + ".data"
-    tmp_data = tmp.with_name(data_name + ".tmp")
-    try:
-        if external_data:
-            onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=tmp_data.name, size_threshold=1024)
-            # the .data file name is recorded inside the proto; point it at the final name
-            proto = onnx.load(tmp, load_external_data=False)
-            for t in proto.graph.initializer:
-                for e in t.external_data:
-                    if e.key == "location":
-                        e.value = data_name
-            onnx.save_model(proto, tmp)
-            os.replace(tmp_data, path.with_name(data_name))
-        else:
-            onnx.save_model(proto, tmp)
-        # the checker resolves external data next to the model file: tmp sits beside it
-        onnx.checker.check_model(str(tmp), full_check=True)
-        os.replace(tmp, path)
-    finally:
-        for t in (tmp, tmp_data):
-            if t.exists():
-                t.unlink()
+    files = save_checked(proto, path, weight_bytes > EXTERNAL_DATA_THRESHOLD if external_data is None else external_data)
 
     def entry(name, t):
         return {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
     y, *_ = step(*xs, *state)
     return {
-        "file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path),
-        "external_data": data_name if external_data else None,
-        **({"external_data_bytes": path.with_name(data_name).stat().st_size,
-            "external_data_sha256": sha256_file(path.with_name(data_name))} if external_data else {}),
+        **files,
         "inputs": [s.to_json() for s in in_spec] + [s.to_json() for s in spec],
         "outputs": [entry(out_name, y)] + [{**s.to_json(), "name": output_name(s.name)} for s in spec],
         "state_style": "io",

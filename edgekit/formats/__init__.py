@@ -73,6 +73,18 @@ def _open_checkpoint(path, entry, manifest, threads, prefill=None):
     return open_checkpoint(path, threads)
 
 
+def _export_ort_genai(model, path, **kw):
+    from edgekit.export.ort_genai import export_ort_genai
+    return export_ort_genai(model, path, **kw)
+
+
+def _open_ort_genai(path, entry, manifest, threads, prefill=None):
+    """Not run by an edgekit session: the folder is for ONNX Runtime GenAI's own API."""
+    raise EdgekitError(f"'{path}' is an ONNX Runtime GenAI export; edgekit's session runs its onnx or pte export",
+                       expected="onnxruntime_genai: og.Model(folder), og.Generator (docs/ort-genai.md)",
+                       fix="load the folder with onnxruntime_genai, or export --format onnx to run it here")
+
+
 def _open_cuda(path, entry, manifest, threads, prefill=None):
     """A checkpoint on the GPU, fp16 weights and CUDA graphs: (manifest, backend, tokenizer folder)."""
     from edgekit.runtimes.cuda import open_cuda
@@ -83,7 +95,13 @@ FORMATS: dict[str, Format] = {
     "onnx": Format("onnx", "onnxruntime", ".onnx", "model.onnx", "prefill.onnx",
                    ("model.onnx.data", "prefill.onnx.data"), _export_onnx, _open_onnx),
     "pte": Format("pte", "executorch", ".pte", "model.pte", "prefill.pte", (), _export_pte, _open_pte),
+    # a folder ONNX Runtime GenAI loads (og.Model): the step graph in a Loop over the prompt,
+    # genai_config.json beside it (edgekit/export/ort_genai.py); not run by edgekit's session
+    "ort-genai": Format("ort-genai", "onnxruntime-genai", None, "genai.onnx", None,
+                        ("genai.onnx.data", "genai_config.json"), _export_ort_genai, _open_ort_genai),
 }
+# What `--format both` (and an export without --format) writes: the formats edgekit runs.
+RUNNABLE_FORMATS = ("onnx", "pte")
 # Not an export target: a checkpoint path given to a session or `edgekit run` runs eagerly.
 CHECKPOINT = Format("checkpoint", "torch", open=_open_checkpoint)
 # Also runs a checkpoint (not an artifact): on a CUDA GPU (edgekit/runtimes/cuda.py).
@@ -91,7 +109,7 @@ CUDA = Format("cuda", "cuda", open=_open_cuda)
 RUNS_CHECKPOINTS = (CHECKPOINT, CUDA)
 
 ARTIFACT_FORMATS = tuple(FORMATS)                        # what `edgekit export --format` takes
-BACKENDS = tuple(f.backend for f in (*FORMATS.values(), *RUNS_CHECKPOINTS))
+BACKENDS = tuple(f.backend for f in (*(FORMATS[n] for n in RUNNABLE_FORMATS), *RUNS_CHECKPOINTS))
 
 
 def by_name(name: str) -> Format:
@@ -102,12 +120,15 @@ def by_name(name: str) -> Format:
 
 
 def by_suffix(path: Path) -> Format | None:
-    """The artifact format of a file name, None for anything else (a checkpoint, a folder)."""
-    return next((f for f in FORMATS.values() if f.suffix == Path(path).suffix), None)
+    """The artifact format of a file name (its exact name first: genai.onnx is ort-genai's),
+    None for anything else (a checkpoint, a folder)."""
+    name = Path(path).name
+    return next((f for f in FORMATS.values() if f.file == name), None) or \
+        next((f for f in FORMATS.values() if f.suffix == Path(path).suffix), None)
 
 
 def by_backend(backend: str) -> Format:
-    for f in (*FORMATS.values(), *RUNS_CHECKPOINTS):
+    for f in (*(FORMATS[n] for n in RUNNABLE_FORMATS), *RUNS_CHECKPOINTS):
         if f.backend == backend:
             return f
     raise EdgekitError(f"unknown backend '{backend}'", expected=", ".join(BACKENDS),

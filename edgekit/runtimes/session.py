@@ -91,7 +91,9 @@ class StreamingSession:
             raise refuse_artifact(path, self.manifest)
         if path.is_dir():
             fmt = formats.by_backend(backend) if backend else \
-                next((f for f in reversed(formats.FORMATS.values()) if f.name in arts), None)
+                next((formats.FORMATS[n] for n in reversed(formats.RUNNABLE_FORMATS) if n in arts), None)
+            if fmt is None and arts:            # e.g. only an ort-genai folder: not for this session
+                fmt = formats.FORMATS[next(iter(arts))]
             if fmt is None:
                 raise EdgekitError(f"'{mpath}' lists no artifact", fix="export again")
         else:
