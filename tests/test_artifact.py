@@ -113,9 +113,15 @@ def test_cli_and_session_choices_come_from_the_registry():
     from edgekit.cli.export import FORMAT_CHOICES
     from edgekit.runtimes.session import BACKENDS
     assert set(FORMAT_CHOICES) == set(formats.FORMATS) | {"both"}
-    assert set(BACKENDS) == {f.backend for f in (*formats.FORMATS.values(), *formats.RUNS_CHECKPOINTS)}
+    assert FORMAT_CHOICES["both"] == formats.RUNNABLE_FORMATS == ("onnx", "pte")
+    # --backend names what edgekit runs: not ort-genai, whose folder is for onnxruntime_genai
+    runnable = [formats.FORMATS[n] for n in formats.RUNNABLE_FORMATS]
+    assert set(BACKENDS) == {f.backend for f in (*runnable, *formats.RUNS_CHECKPOINTS)}
     for f in formats.FORMATS.values():
-        assert formats.by_suffix(f"x/{f.file}") is f and formats.by_backend(f.backend) is f
+        assert formats.by_suffix(f"x/{f.file}") is f
+    for f in runnable:
+        assert formats.by_backend(f.backend) is f
+    assert formats.by_suffix("x/other.onnx") is formats.FORMATS["onnx"]
     with pytest.raises(EdgekitError, match="unknown backend 'tensorrt'"):
         StreamingSession("whatever.onnx", backend="tensorrt")
 
