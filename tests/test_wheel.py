@@ -3,9 +3,11 @@
 folder outside the repository, reading nothing from the source tree.
 
 The wheel is built from a copy of the tracked files (the source tree stays untouched) with
-this environment's setuptools and executorch (`--no-build-isolation`), installed with
-`--target` into a temp folder, and run by this interpreter with that folder first on
-PYTHONPATH, from a temp working directory.
+this environment's setuptools and executorch (`--no-build-isolation`), installed by pip into a
+fresh venv, and run by that venv's Python from a temp working directory. The venv reaches its
+dependencies (torch, executorch, onnxruntime: GBs, the pinned ones) through a .pth line naming
+this environment's site-packages, after its own: its edgekit is the wheel's, and this
+environment's editable install is not seen (a .pth in a folder a .pth adds is not read).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from edgekit_testutil import REPO
 
@@ -30,21 +33,26 @@ def test_the_wheel_exports_and_runs_a_bundled_model_outside_the_repo(tmp_path):
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     wheel = next((tmp_path / "dist").glob("edgekit-*.whl"))
-    site = tmp_path / "site"
-    r = subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], capture_output=True,
+    import sysconfig
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    site = Path(subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    r = subprocess.run([*pip, "--python", str(py), "install", "--no-deps", str(wheel)], capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (site / "edgekit" / "_kernels" / "libedgekit_et_kernels.so").is_file()
     assert (site / "edgekit" / "devices" / "android-arm64.toml").is_file()
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "EDGEKIT_KERNELS"}
-    env["PYTHONPATH"] = str(site)
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGEKIT_KERNELS", "PYTHONPATH")}
 
     def edgekit(*args):
-        return subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)], cwd=work, env=env,
+        return subprocess.run([py, "-m", "edgekit", *map(str, args)], cwd=work, env=env,
                               capture_output=True, text=True, timeout=600)
-    where = subprocess.run([sys.executable, "-c", "import edgekit, edgekit.kernels as k; "
+    where = subprocess.run([py, "-c", "import edgekit, edgekit.kernels as k; "
                             "print(edgekit.__file__); print(k.kernel_library_path())"],
                            cwd=work, env=env, capture_output=True, text=True)
     assert where.stdout.split() == [str(site / "edgekit" / "__init__.py"),
