@@ -107,9 +107,11 @@ target_compile_options(edgekit_runner PRIVATE -O3 -fopenmp-simd)
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64" AND NOT EDGEKIT_NO_AVX2)
   # edgekit's vector paths are AVX2 + FMA on x86-64
   target_compile_options(edgekit_runner PRIVATE -march=x86-64-v2 -mavx2 -mfma)
-elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64|ARM64")
+elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64|ARM64" AND NOT EDGEKIT_ARM_BASELINE)
   # and NEON on arm64, with the dot-product instructions for the quantized kernel (ARMv8.2,
-  # every target profile's CPU); what tests/test_kernels_arm64.py replays under qemu
+  # every target profile's CPU); what tests/test_kernels_arm64.py replays under qemu.
+  # -DEDGEKIT_ARM_BASELINE=ON for an ARMv8.0 core (Cortex-A53/A57/A72: Pi 4, Jetson Nano):
+  # NEON float paths still, qlinear's scalar dot products
   target_compile_options(edgekit_runner PRIVATE -march=armv8.2-a+dotprod)
 endif()
 target_link_libraries(edgekit_runner PRIVATE ${EXECUTORCH_LIBRARIES})
@@ -204,5 +206,7 @@ On this x86-64 host: `cmake -S . -B build -DCMAKE_PREFIX_PATH=$(python -c 'impor
 print(list(executorch.__path__)[0])')`. edgekit's kernels have AVX2 paths on x86-64 and NEON
 paths (with the dot-product instructions) on arm64. The arm64 build is checked under
 qemu-aarch64 against the op references (`make test-arm64` in the edgekit repository); its
-speed on arm64 hardware has not been measured.
+speed on arm64 hardware has not been measured. The arm64 build targets ARMv8.2 with the dot
+product (`-march=armv8.2-a+dotprod`); for an older core (a Pi 4, a Jetson Nano) add
+`-DEDGEKIT_ARM_BASELINE=ON` to the cmake line.
 """

@@ -45,8 +45,9 @@ fi
 # baseline; not -march=native, which would tie it to one CPU model. No -ffast-math: the
 # reductions vectorize through `omp simd reduction` (-fopenmp-simd, no OpenMP runtime).
 # EDGEKIT_SIMD=off: the x86-64-v2 baseline whatever this CPU has, and NOSIMD (after the extra
-# flags) turns AVX/AVX2/FMA off even under "-march=native". Elsewhere (aarch64) the kernels have
-# no intrinsics paths, so every build there is already the scalar one.
+# flags) turns AVX/AVX2/FMA off even under "-march=native". On aarch64 the NEON paths
+# (edgekit_simd.h; qlinear's needs the dot product, ARMv8.2) are built where the CPU has
+# asimddp, and EDGEKIT_SIMD=off builds without Advanced SIMD (+nosimd): the scalar loops.
 ARCH=()
 NOSIMD=()
 if [ "$(uname -m)" = x86_64 ]; then
@@ -57,6 +58,12 @@ if [ "$(uname -m)" = x86_64 ]; then
     ARCH=(-march=x86-64-v2 -mavx2 -mfma)
   else
     ARCH=(-march=x86-64-v2)
+  fi
+elif [ "$(uname -m)" = aarch64 ]; then
+  if [ "$SIMD" = off ]; then
+    NOSIMD=(-march=armv8-a+nosimd)
+  elif grep -qw asimddp /proc/cpuinfo 2>/dev/null; then
+    ARCH=(-march=armv8.2-a+dotprod)
   fi
 fi
 

@@ -1,7 +1,8 @@
 // Eight floats at a time, written once for x86 (AVX2 + FMA: one __m256) and for aarch64 (NEON:
 // two float32x4_t), and the vector math the float kernels share (e^x, sigmoid, tanh, ln),
 // each written once on top of them. EDGEKIT_F8 is defined where one of the two is compiled;
-// elsewhere (EDGEKIT_SIMD=off, other CPUs) the kernels run their scalar loops.
+// elsewhere (a build without AVX2/FMA or without Advanced SIMD: EDGEKIT_SIMD=off in
+// kernels/build.sh, other CPUs) the kernels run their scalar loops.
 //
 // Every wrapper is one instruction per half (AVX2 compiles to what the intrinsics did by
 // hand). The few semantic differences are pinned down here:

@@ -877,3 +877,15 @@ extern "C" __attribute__((visibility("default"))) int edgekit_qlinear_set_vnni(i
   return 0;
 #endif
 }
+
+// The dot-product path this build compiled: "avx2" (with AVX-VNNI chosen at run time where the
+// CPU has it), "neon" (vdotq_s32) or "scalar". The replay driver prints it (make test-arm64).
+extern "C" __attribute__((visibility("default"))) const char* edgekit_qlinear_isa() {
+#if defined(EDGEKIT_QLINEAR_AVX2)
+  return "avx2";
+#elif defined(EDGEKIT_QLINEAR_NEON)
+  return "neon";
+#else
+  return "scalar";
+#endif
+}

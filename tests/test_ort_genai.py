@@ -140,3 +140,22 @@ def test_edgekit_run_on_the_genai_graph_names_onnxruntime_genai(exports):
     genai_dir, _ = exports["mamba"]
     r = run_cli("run", genai_dir / "genai.onnx", "--prompt", "x")
     assert_clean_failure(r, "ONNX Runtime GenAI export", "onnxruntime_genai")
+
+
+def test_edgekit_inspect_reads_the_genai_graph_by_its_name(exports):
+    genai_dir, _ = exports["mamba"]
+    r = run_cli("inspect", genai_dir / "genai.onnx")
+    assert r.returncode == 0, r.stderr
+    assert "genai.onnx" in r.stdout and "genai_config.json" in r.stdout and "past_key_values.0.conv_state" in r.stdout
+
+
+def test_a_tied_embedding_stays_one_weight_listed_as_an_input(exports):
+    """The step graph lists a tied embedding as an input too (export/onnx.py: ONNX Runtime then
+    keeps no repacked second copy); the genai graph keeps it so, and genai runs it (above)."""
+    import onnx
+    genai_dir, onnx_dir = exports["mamba"]
+    step = onnx.load(str(onnx_dir / "model.onnx"), load_external_data=False).graph
+    g = onnx.load(str(genai_dir / "genai.onnx"), load_external_data=False).graph
+    shared = {i.name for i in step.input} & {t.name for t in step.initializer}
+    assert shared and shared <= {i.name for i in g.input}
+    assert sum(t.name in shared for t in g.initializer) == len(shared)

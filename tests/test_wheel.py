@@ -39,7 +39,8 @@ def test_the_wheel_exports_and_runs_a_bundled_model_outside_the_repo(tmp_path):
     py = venv / "bin" / "python"
     site = Path(subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
-    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    ours = sysconfig.get_paths()
+    (site / "deps.pth").write_text("".join(f"{d}\n" for d in dict.fromkeys((ours["purelib"], ours["platlib"]))))
     r = subprocess.run([*pip, "--python", str(py), "install", "--no-deps", str(wheel)], capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

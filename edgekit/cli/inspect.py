@@ -216,7 +216,12 @@ def _inspect_artifact(artifact: Path, con: Console) -> None:
     from edgekit import artifact as contract
     manifest, mpath = contract.read(artifact)
     arts = manifest.artifacts
-    chosen = [artifact.suffix.lstrip(".")] if artifact.is_file() else list(arts)
+    if artifact.is_file():
+        from edgekit import formats
+        fmt = formats.by_suffix(artifact)          # by its name first: genai.onnx is ort-genai's
+        chosen = [fmt.name if fmt else artifact.suffix.lstrip(".")]
+    else:
+        chosen = list(arts)
     facts_per_format = []
     con.print(f"[bold]{escape(manifest.arch)}[/bold]  ops={manifest.ops}  batch={manifest.batch}  "
               f"quantization={escape(_quant_text(manifest.quantization))}  tokenizer={escape(_text(manifest.tokenizer))}")

@@ -65,7 +65,8 @@ def slots(state_spec) -> list[dict]:
                    f"({', '.join(s.name for s in others) or 'none'}); ONNX Runtime GenAI {GENAI_VERSION} binds one "
                    "recurrent_state per layer (and no attention cache for a recurrent model)")
         elif len(others[0].shape) not in (2, 3, 4):
-            why = f"{others[0].name} has rank {len(others[0].shape)}; recurrent_state takes rank 3 or 4"
+            why = (f"{others[0].name} has rank {len(others[0].shape)}; recurrent_state takes rank 3 or 4 "
+                   "(a rank-2 state gets a unit axis)")
         elif len(windows) > 1 and (len({tuple(w.shape) for w in windows}) != 1 or len(windows[0].shape) != 2):
             why = f"layer {i}'s windows ({', '.join(w.name for w in windows)}) do not stack into one conv_state"
         elif len(windows) == 1 and len(windows[0].shape) not in (2, 3):
@@ -106,8 +107,20 @@ def wrap(step, state_spec, token_input: str, logits_output: str, out_name) -> tu
         return helper.make_tensor_value_info(name, elem, shape)
 
     # -- the Loop body: one step, the token gathered from input_ids at the iteration count
+    # the step's logits renamed inside the body: names are one scope for shape inference, and
+    # the outer graph's (1, S, V) output is `logits`
+    step_nodes = []
+    for n in g.node:
+        n = type(n).FromString(n.SerializeToString())
+        for k, name in enumerate(n.output):
+            if name == logits_output:
+                n.output[k] = "__logits_step"
+        for k, name in enumerate(n.input):
+            if name == logits_output:
+                n.input[k] = "__logits_step"
+        step_nodes.append(n)
     body_nodes = [helper.make_node("Gather", ["input_ids", "__iter"], [token_input], axis=1),
-                  helper.make_node("Identity", ["__cond_in"], ["__cond_out"]), *g.node]
+                  helper.make_node("Identity", ["__cond_in"], ["__cond_out"]), *step_nodes]
     carried = [s.name for s in state_spec]
     body = helper.make_graph(
         body_nodes, "edgekit_step",
@@ -115,8 +128,8 @@ def wrap(step, state_spec, token_input: str, logits_output: str, out_name) -> tu
          *[vi(n, dt_of(spec[n]), list(spec[n].shape)) for n in carried]],
         [vi("__cond_out", TensorProto.BOOL, []),
          *[vi(out_name(n), dt_of(spec[n]), list(spec[n].shape)) for n in carried],
-         vi(logits_output, TensorProto.FLOAT, None)],
-        value_info=list(g.value_info))
+         vi("__logits_step", TensorProto.FLOAT, None)],
+        value_info=[v for v in g.value_info if v.name != logits_output])
 
     # -- the main graph: unpack the slots into the step's states, loop, pack them back
     nodes, inputs, outputs, io = [], [vi("input_ids", TensorProto.INT64, [B, "sequence_length"])], [], []
@@ -173,8 +186,11 @@ def wrap(step, state_spec, token_input: str, logits_output: str, out_name) -> tu
               helper.make_node("Transpose", ["__logits_seq"], ["logits"], perm=[1, 0, 2]),
               *packs]
     outputs.insert(0, vi("logits", TensorProto.FLOAT, [B, "sequence_length", None]))
+    # a weight the step graph lists as an input too (a tied embedding: export/onnx.py
+    # `_shared_weights_as_inputs`, so ONNX Runtime keeps no repacked second copy) stays one here
+    shared = [i for i in g.input if i.name in init_names]
     used = {i for n in nodes for i in n.input}
-    graph = helper.make_graph(nodes, "edgekit_genai", inputs, outputs,
+    graph = helper.make_graph(nodes, "edgekit_genai", inputs + shared, outputs,
                               initializer=[*g.initializer, *[c for c in consts if c.name in used]])
     proto = helper.make_model(graph, opset_imports=list(step.opset_import), ir_version=step.ir_version,
                               functions=list(step.functions))

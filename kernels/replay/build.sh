@@ -44,7 +44,6 @@ PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" "$KERNELS/gen_checks.py" "$G
 # One object per source, kept in OBJ (the test reads each kernel's instruction mix from its
 # own object), two compiles at a time; then the driver linked from them.
 OBJ="$(dirname "$OUT")/obj-$TARGET"
-export OBJ_DIR="$OBJ"
 rm -rf "$OBJ"
 mkdir -p "$OBJ"
 TMP="$OUT.tmp.$$"
@@ -52,8 +51,13 @@ trap 'rm -f "$TMP"' EXIT
 # The same optimization flags as the kernel library (kernels/build.sh): -O3, -fopenmp-simd.
 FLAGS=(-std=c++17 -O3 -fopenmp-simd "${ARCH[@]}" -DEDGEKIT_REPLAY -Wall -Wextra -Wno-unused-parameter
        -I"$KERNELS" -I"$GEN")
-printf '%s\n' "${SRCS[@]}" "$HERE/replay.cpp" |
-  xargs -P 2 -I{} sh -c '"$0" "$@" -c "{}" -o "$OBJ_DIR/$(basename "{}" .cpp).o"' "$CXX" "${FLAGS[@]}"
+running=()
+for f in "${SRCS[@]}" "$HERE/replay.cpp"; do
+  "$CXX" "${FLAGS[@]}" -c "$f" -o "$OBJ/$(basename "$f" .cpp).o" &
+  running+=("$!")
+  if [ "${#running[@]}" -ge 2 ]; then wait "${running[0]}"; running=("${running[@]:1}"); fi
+done
+for p in "${running[@]}"; do wait "$p"; done
 "$CXX" "$OBJ"/*.o -o "$TMP" -pthread "${LINK[@]}"
 mv -f "$TMP" "$OUT"
 echo "build.sh: built $OUT ($TARGET, ${#SRCS[@]} kernel sources)"

@@ -61,8 +61,8 @@ class Tensor {
   void* mutable_data_ptr() const { return data_; }
   template <class T> const T* const_data_ptr() const { return static_cast<const T*>(data_); }
   template <class T> T* mutable_data_ptr() const { return static_cast<T*>(data_); }
-  bool resize(ArrayRef<SizesType> s) {
-    if (s.size() > (size_t)kMaxDims) return false;
+  bool resize(ArrayRef<SizesType> s) {   // as ExecuTorch's resize_tensor: the rank stays
+    if (s.size() != (size_t)ndim_) return false;
     size_t n = element_size(st_);
     for (size_t i = 0; i < s.size(); ++i) n *= (size_t)s[i];
     if (n > capacity_) return false;

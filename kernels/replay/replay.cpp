@@ -4,6 +4,8 @@
 // kernels/replay/build.sh; tests/test_kernels_arm64.py records the cases and compares.
 //
 //   replay IN OUT
+//   replay --isa      prints the SIMD paths this build compiled: "f8=<avx2|neon|scalar>
+//                     qlinear=<avx2|neon|scalar>" (the float kernels', qlinear's dot products)
 //
 // IN:  "EKREPLY1", u32 cases, then per case: u32 name length, the kernel's registered name
 //      ("edgekit::mamba_step.out"), u32 threads, u32 values, then per value: i8 dtype (c10
@@ -20,6 +22,7 @@
 #include <string>
 
 extern "C" void edgekit_kernels_set_threads(int n);
+extern "C" const char* edgekit_qlinear_isa();
 
 namespace {
 
@@ -98,7 +101,15 @@ executorch::runtime::BoxedFn find(const std::string& name) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) die("usage: replay IN OUT");
+  if (argc == 2 && std::strcmp(argv[1], "--isa") == 0) {
+#if defined(EDGEKIT_F8)
+    std::printf("f8=%s qlinear=%s\n", EDGEKIT_F8_ISA, edgekit_qlinear_isa());
+#else
+    std::printf("f8=scalar qlinear=%s\n", edgekit_qlinear_isa());
+#endif
+    return 0;
+  }
+  if (argc != 3) die("usage: replay IN OUT  |  replay --isa");
   FILE* in = std::fopen(argv[1], "rb");
   if (!in) die("cannot open IN");
   FILE* out = std::fopen(argv[2], "wb");
