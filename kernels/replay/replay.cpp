@@ -26,11 +26,9 @@ extern "C" const char* edgekit_qlinear_isa();
 
 namespace {
 
+namespace et = executorch::runtime;
 using executorch::aten::ScalarType;
 using executorch::aten::Tensor;
-using executorch::runtime::EValue;
-using executorch::runtime::KernelRuntimeContext;
-using executorch::runtime::Span;
 
 constexpr char kMagic[8] = {'E', 'K', 'R', 'E', 'P', 'L', 'Y', '1'};
 constexpr uint64_t kMaxBytes = uint64_t(1) << 30;   // one value; the recorded cases are small
@@ -91,8 +89,8 @@ void write_value(Writer& w, const Tensor& t) {
   w.bytes(t.const_data_ptr(), t.nbytes());
 }
 
-executorch::runtime::BoxedFn find(const std::string& name) {
-  for (const auto& k : executorch::runtime::registered_kernels()) {
+et::BoxedFn find(const std::string& name) {
+  for (const auto& k : et::registered_kernels()) {
     if (name == k.name) return k.fn;
   }
   return nullptr;
@@ -138,14 +136,14 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "replay: no kernel registered as %s\n", name.c_str());
       return 2;
     }
-    std::unique_ptr<EValue[]> ev(new EValue[n + 1]);
-    std::unique_ptr<EValue*[]> stack(new EValue*[n + 1]);
-    for (uint32_t i = 0; i < n; ++i) ev[i] = EValue(&values[i].t);
+    std::unique_ptr<et::EValue[]> ev(new et::EValue[n + 1]);
+    std::unique_ptr<et::EValue*[]> stack(new et::EValue*[n + 1]);
+    for (uint32_t i = 0; i < n; ++i) ev[i] = et::EValue(&values[i].t);
     for (uint32_t i = 0; i <= n; ++i) stack[i] = &ev[i];
     edgekit_kernels_set_threads((int)threads);
-    KernelRuntimeContext ctx;
-    fn(ctx, Span<EValue*>(stack.get(), n + 1));
-    const bool ok = ctx.failure_state() == executorch::runtime::Error::Ok;
+    et::KernelRuntimeContext ctx;
+    fn(ctx, et::Span<et::EValue*>(stack.get(), n + 1));
+    const bool ok = ctx.failure_state() == et::Error::Ok;
     failed += !ok;
     w.put<uint8_t>(ok);
     w.put<uint32_t>(n);
