@@ -201,14 +201,21 @@ class OpInfo:
         lead = env.get("...", ()) if arg.ellipsis else ()
         return tuple(lead) + tuple(evaluate(tok, env) for tok in arg.tokens[arg.ellipsis:])
 
-    def validate(self, *args) -> None:
-        """The spec's contract, then the op's own `check`; ValueError with the C++ kernel's words."""
+    def bind_checked(self, args) -> dict:
+        """The dimension letters bound from args, after the argument count and the spec's
+        constraints are checked (ValueError in the C++ kernel's words). Each argument's own
+        shape and dtype are left to the caller: `validate` here, the CUDA launcher's check."""
         if len(args) != len(self.inputs):
             raise ValueError(f"{self.name}: expected {len(self.inputs)} arguments; got {len(args)}")
         env = self.bind(args)
         for expr, message in self.constraints:
             if not evaluate(expr, env):
                 raise ValueError(f"{self.name}: " + message.format(**env))
+        return env
+
+    def validate(self, *args) -> None:
+        """The spec's contract, then the op's own `check`; ValueError with the C++ kernel's words."""
+        env = self.bind_checked(args)
         for a, t in zip(self.inputs, args):
             if a.dims is None:
                 if t.dtype != a.torch_dtype:

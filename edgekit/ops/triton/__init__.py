@@ -34,7 +34,7 @@ import importlib
 import torch
 
 # (importing this package first ran edgekit.ops's __init__, which registered every op)
-from edgekit.ops.registry import DOMAIN, REGISTRY, evaluate, in_place_name
+from edgekit.ops.registry import DOMAIN, REGISTRY, in_place_name
 
 # op -> the module of its kernel
 RECURRENCES = {"rwkv7_wkv": "rwkv7_wkv", "mamba_step": "mamba_step", "ssd_step": "ssd_step",
@@ -64,12 +64,7 @@ def check(name: str, args) -> None:
     """The spec's shapes and the CUDA dtype contract (module docstring); ValueError in the
     validator's words otherwise."""
     info = REGISTRY[name]
-    if len(args) != len(info.inputs):
-        raise ValueError(f"{name}: expected {len(info.inputs)} arguments; got {len(args)}")
-    env = info.bind(args)
-    for expr, message in info.constraints:
-        if not evaluate(expr, env):
-            raise ValueError(f"{name}: " + message.format(**env))
+    env = info.bind_checked(args)
     device = args[0].device
     for i, (a, t) in enumerate(zip(info.inputs, args)):
         want = info.expected(a, env)
