@@ -66,6 +66,8 @@ def test_schema_1_folder_still_loads_and_runs(export_dir, tmp_path):
     (lambda r: r["artifacts"]["onnx"].__setitem__("file", "../../etc/passwd"), "a file name inside the export folder"),
     (lambda r: r["artifacts"]["onnx"].__setitem__("file", "/etc/passwd"), "a file name inside the export folder"),
     (lambda r: r.__setitem__("tokenizer_file", "../secret.json"), "a file name inside the export folder"),
+    (lambda r: r["artifacts"]["onnx"].__setitem__("config_file", "../genai_config.json"),
+     "a file name inside the export folder"),
     (lambda r: r.__setitem__("batch", "1"), "field 'batch' is str"),
     (lambda r: r.__setitem__("batch", 0), "batch 0"),
     (lambda r: r["state"][0].__setitem__("shape", [1, -4]), "non-negative ints"),
