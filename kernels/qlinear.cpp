@@ -111,6 +111,11 @@ constexpr int64_t kChunk = 0;
 constexpr int64_t kMaxPart = 16384;             // inputs per exact int32 part of a block
 constexpr int kRows = 4;                        // output rows per group
 constexpr int64_t kMinMacsPerThread = 1 << 18;  // below this a second thread costs more than it saves
+// A row's fixed work (its constants, the horizontal sums, the store), counted as this many
+// multiply-adds when splitting: Mamba-130m's dt_proj (1536 rows of 48, int8) is 74k MACs but
+// took 15.7 us a call on one thread and 8.9 us on two (ternary Mamba-130m .pte, etdump medians):
+// ~10 ns a row, the time of ~900 multiply-adds in a long row (a 2048-wide row: 11 ps a MAC).
+constexpr int64_t kRowCostMacs = 1024;
 
 struct Plan {
   int64_t M, K, N, KB, G, bits, blob, ZB;
@@ -356,6 +361,7 @@ struct RowsIn {
   const uint8_t* const* w;   // [R] the rows' codes
   const float* const* sc;    // [R] the rows' scales
   const uint8_t* const* zp;  // [R] the rows' zero points
+  const uint8_t* zp_end;     // the end of the zero points tensor
   const int8_t* qp;          // the row of x, quantized (and permuted)
   const float* sxu;          // [KP] sx * unit
   const float* wz;           // [KP] zmul * Σ q
@@ -492,15 +498,39 @@ EDGEKIT_QLINEAR_INLINE __m256 zero_points8(const uint8_t* zp, int64_t k0) {
 
 // The constants of parts k0..k0+7 (fewer at the row's end: zero scales past it): cs[r][i] for
 // i < 8, and the zero points' term added to c8[r] (8 lanes) or corr[r].
+// A row's last parts, k0..KP-1 (fewer than 8), take the same 8-lane path with the lanes past
+// the row masked: the scales by a masked load and a zero mask on cs (sxu and wz are padded
+// buffers, so their loads stay inside; their padding may hold a NaN, which the mask clears),
+// the zero points from a copy of the row's last bytes. Before this, such rows went
+// through the scalar loop below, which cost as much as the dot products of a 768-wide ternary
+// row (K 768 at G 128 is 6 parts: every row of Mamba's in_proj and of Hawk's layers).
 template <int Bits, int R>
 EDGEKIT_QLINEAR_INLINE void constants8(const RowsIn& in, const Plan& p, int zoff, int64_t k0, float (*cs)[16],
                                        __m256* c8, float* corr) {
-  if (p.fpart == 1 && k0 + 8 <= p.KP) {
+  if (p.fpart == 1) {
+    const int64_t n = std::min<int64_t>(8, p.KP - k0);
     const __m256 sx8 = _mm256_loadu_ps(in.sxu + k0), wz8 = _mm256_loadu_ps(in.wz + k0);
+    const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     for (int r = 0; r < R; ++r) {
-      const __m256 s = _mm256_mul_ps(_mm256_loadu_ps(in.sc[r] + k0), sx8);
+      __m256 s;
+      __m256 z;
+      if (n == 8) {
+        s = _mm256_mul_ps(_mm256_loadu_ps(in.sc[r] + k0), sx8);
+        z = zero_points8<Bits>(in.zp[r], k0);
+      } else {
+        s = _mm256_and_ps(_mm256_mul_ps(_mm256_maskload_ps(in.sc[r] + k0, lanes), sx8), _mm256_castsi256_ps(lanes));
+        // 8 bytes from the row's zero points on (a fixed-size copy: one load), or only the row's
+        // own where that would pass the tensor's end; lanes past the row are cleared by cs = 0
+        uint8_t zcopy[8] = {};
+        const uint8_t* zsrc = in.zp[r] + k0 * Bits / 8;
+        if (zsrc + 8 <= in.zp_end) {
+          std::memcpy(zcopy, zsrc, 8);
+        } else {
+          for (int64_t i = 0; i < p.ZB - k0 * Bits / 8; ++i) zcopy[i] = zsrc[i];
+        }
+        z = zero_points8<Bits>(zcopy, 0);
+      }
       _mm256_store_ps(cs[r], s);
-      __m256 z = zero_points8<Bits>(in.zp[r], k0);
       if (zoff != 0) z = _mm256_sub_ps(z, _mm256_set1_ps((float)zoff));
       c8[r] = _mm256_fmadd_ps(_mm256_mul_ps(s, z), wz8, c8[r]);
     }
@@ -579,11 +609,14 @@ EDGEKIT_QLINEAR_INLINE void rows_small(const RowsIn& in, const Plan& p, int zoff
   const __m256i idx = _mm256_load_si256((const __m256i*)idx_a);
   // a last partial step comes from zero-padded copies: zero codes meet zero activations (and
   // zero scales) past the row's end
+  // (a masked load: the tail is whole parts of 4, 8 or 16 bytes; a memcpy of a run-time size
+  // here was a library call per row, a third of a 48-wide layer's time)
   alignas(32) uint8_t tail[R][32];
   if (full < steps) {
+    const __m256i words = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)((p.row_bytes - full * 32) / 4)),
+                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     for (int r = 0; r < R; ++r) {
-      std::memset(tail[r], 0, 32);
-      std::memcpy(tail[r], in.w[r] + full * 32, (size_t)(p.row_bytes - full * 32));
+      _mm256_store_si256((__m256i*)tail[r], _mm256_maskload_epi32((const int*)(in.w[r] + full * 32), words));
     }
   }
   D dot;
@@ -755,7 +788,7 @@ void row_range(const Job& j, int64_t n0, int64_t n1) {
       w[r] = j.w + (n + r) * p.row_bytes, sc[r] = j.scales + (n + r) * p.KB, zp[r] = j.zp + (n + r) * p.ZB;
     }
     for (int64_t m = 0; m < p.M; ++m) {
-      const RowsIn in{w, sc, zp, j.q + m * p.qstride, j.sxu + m * p.kppad, j.wz + m * p.kppad};
+      const RowsIn in{w, sc, zp, j.zp + p.N * p.ZB, j.q + m * p.qstride, j.sxu + m * p.kppad, j.wz + m * p.kppad};
       float sums[kRows];
       if (rows_here == kGroupRows) {
         rows<D, Big, kGroupRows>(in, p, j.zoff, sums);
@@ -843,7 +876,7 @@ void qlinear_core(const checks::qlinear_dims& d, const float* x, const uint8_t* 
 
   const Job job{p, ar.zoff, q_buf.data(), sxu_buf.data(), wz_buf.data(), w, scales, zero_points, b, out};
   const int64_t groups = (p.N + kGroupRows - 1) / kGroupRows;
-  const int64_t group_macs = std::max<int64_t>(1, kGroupRows * K * p.M);
+  const int64_t group_macs = std::max<int64_t>(1, kGroupRows * (K + kRowCostMacs) * p.M);
   parallel_for(groups, std::max<int64_t>(1, kMinMacsPerThread / group_macs), [&job, range](int64_t g0, int64_t g1) {
     range(job, g0 * kGroupRows, std::min(job.p.N, g1 * kGroupRows));
   });
