@@ -81,7 +81,19 @@ class ExecuTorchBackend(Backend):
             if threads < 1:
                 raise EdgekitError(f"--threads {threads} is not positive", fix="pass --threads 1 or more")
             set_threads(threads, native)
-        self.threads = thread_count(native)
+        if native and entry.kernel_library:
+            # A program with edgekit's ops runs its GEMVs (dense, qlinear) and recurrences on
+            # edgekit's spinning pool; XNNPACK keeps only small glue (RWKV-7's LoRA
+            # projections). Two pools of n threads on n cores take turns badly: on the 2-core
+            # machine, RWKV-7 0.1B fp32 .pte's 108 XNNPACK calls cost 3.03-3.20 ms a token
+            # with both pools at 2 threads and 1.93-1.95 ms with XNNPACK's at 1 (wall 21.0-21.6
+            # -> 19.9 ms; int8: 1.72-2.11 -> 1.22-1.24 ms, the spread gone). So XNNPACK's pool
+            # runs one thread here, and `threads` reports edgekit's pool.
+            from edgekit.kernels import kernel_threads
+            _et_threadpool(1, native)
+            self.threads = kernel_threads()
+        else:
+            self.threads = thread_count(native)
         self.style = entry.state_style
         self.engine = (_NativeProgram if native else _PybindProgram)(Path(path), entry, n_inputs, state_specs or [])
         self.reset()
