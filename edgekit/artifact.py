@@ -23,7 +23,7 @@ Fields of the manifest (JSON keys are the field names):
     quantization      "none", or what `--quant` did (edgekit/quant/): {"scheme": "ternary" | "int8" |
                       "int4", "group_size", "activations", "bits_by_kind", "bits_per_weight",
                       "layers": {name: {"bits", "group_size", "shape", ...}},
-                      "kept_float32": {name: reason}}
+                      "kept_float32": {name: reason}, "quantizer": {scheme: what made its codes}}
     device            device profile name or null
     device_choices    with a device: {"profile": the profile's values, "overridden": {key: {"profile",
                       "flag"}}, "fit": {"weights", "state", "working", "budget"}} (edgekit/profiles.py)

@@ -67,25 +67,17 @@ def _at_threads(run, args, threads):
         set_kernel_threads(before)
 
 
-@pytest.mark.parametrize("G", (16, 32, 128))
-@pytest.mark.parametrize("bits", (2, 4, 8))
-def test_integer_arithmetic_is_exact(bits, G, runners, isa):
-    args, exact = qlinear_exact_case(bits, G, seed=bits * 1000 + G)
-    ref = reference(*args).numpy()
-    assert np.array_equal(ref, exact.astype(np.float32)), "the reference itself is not exact here"
-    for threads in (1, 2):
-        got = _at_threads(runners.et, args, threads)
-        assert np.array_equal(got, ref), (f"bits {bits}, G {G}, {threads} thread(s): "
-                                          f"max |diff| {np.abs(got - ref).max()}")
+# K 256 at every bits x G; then rows whose block count is not a multiple of 8, where the
+# kernel's last constants are masked: the real layer widths (Mamba-130m's in_proj, 768 at G 128:
+# 6 blocks; its dt_proj, 48 at G 16: 3 blocks and a half step of codes; Hawk's down_proj, 2304:
+# 18 blocks). N = 403: a tail of rows, and the zero points of the tensor's last row read to its end.
+EXACT = [(bits, 256, G) for bits in (2, 4, 8) for G in (16, 32, 128)] + [
+    (2, 768, 128), (8, 48, 16), (4, 352, 32), (2, 2304, 128), (8, 80, 16)]
 
 
-@pytest.mark.parametrize("bits, K, G", ((2, 768, 128), (8, 48, 16), (4, 352, 32), (2, 2304, 128), (8, 80, 16)))
-def test_rows_ending_mid_group_are_exact(bits, K, G, runners, isa):
-    """Rows whose block count is not a multiple of 8, where the kernel's last constants are
-    masked: the real layer widths (Mamba-130m's in_proj, 768 at G 128: 6 blocks; its dt_proj,
-    48 at G 16: 3 blocks and a half step of codes; Hawk's down_proj, 2304: 18 blocks), and the
-    zero points of the tensor's last row read to its end (N = 403)."""
-    args, exact = qlinear_exact_case(bits, G, K=K, seed=K + bits, q_max=15 if K > 1024 else 31)
+@pytest.mark.parametrize("bits, K, G", EXACT)
+def test_integer_arithmetic_is_exact(bits, K, G, runners, isa):
+    args, exact = qlinear_exact_case(bits, G, K=K, seed=bits * 1000 + G + K, q_max=15 if K > 1024 else 31)
     ref = reference(*args).numpy()
     assert np.array_equal(ref, exact.astype(np.float32)), "the reference itself is not exact here"
     for threads in (1, 2):

@@ -135,6 +135,9 @@ def test_manifest_records_the_quantization(quant_export):
     # the tiny Mamba's dt_proj reads dt_rank = 4 inputs: no 32-wide ternary block fits, kept with its reason
     assert q["kept_float32"] == {f"mixers.{i}.dt_proj": "its input width 4 is not a multiple of 32" for i in (0, 1)}
     assert q["bits_per_weight"] < 4.0
+    # the int4 head's codes came from NNCF; the ternary layers' from edgekit's BitNet rule
+    assert q["quantizer"]["int4"].startswith("nncf 3.4.0: compress_weights INT4_SYM"), q["quantizer"]
+    assert q["quantizer"]["ternary"].startswith("edgekit: BitNet b1.58 absmean"), q["quantizer"]
 
 
 def test_ternary_weights_are_bitnet_absmean():
@@ -217,6 +220,7 @@ def tiny_mamba(tmp_path_factory):
     (["--quant", "int4", "--group-size", "24"], "--group-size 24 is not a power of 2"),
     (["--quant", "int4", "--group-size", "128"], "does not divide layer 'mixers.0.in_proj' (width 64)"),
     (["--group-size", "32"], "--group-size needs --quant"),
+    (["--quant", "int4", "--quantizer", "gptq"], "unknown --quantizer 'gptq'"),
 ])
 def test_bad_quant_options_get_one_line(tiny_mamba, tmp_path, args, words):
     r = run_cli("export", tiny_mamba, "-o", tmp_path / "out", "--format", "onnx", *args)

@@ -74,3 +74,29 @@ def test_int8_asym_per_channel_is_nncfs_bit_for_bit(name):
     assert np.array_equal(ref["codes"].T.reshape(N, 1, K), ours.codes.numpy())
     assert np.array_equal(ref["scales"].reshape(N, 1), ours.scales.numpy())
     assert np.array_equal(ref["zero_points"].reshape(N, 1), ours.zero_points.numpy())
+
+
+@pytest.mark.parametrize("arch,src", [("rwkv7", "tiny.pth"), ("mamba", "mamba"), ("mamba2", "mamba2"),
+                                      ("recurrent_gemma", "griffin")])
+def test_an_int4_model_quantized_through_nncf_is_edgekits_bit_for_bit(arch, src, tmp_path):
+    """`--quant int4` (and a ternary model's int4 head) takes its codes from nncf.compress_weights
+    (edgekit/quant/nncf_int4.py): every layer of a whole model, several group sizes (a layer
+    too narrow for G 32 gets 16), is the same bytes as edgekit's own rule, and the manifest's
+    record says which made them."""
+    from edgekit.models import ARCHITECTURES, load_model
+    from edgekit.quant import QuantLinear, quantize_model
+    path = ARCHITECTURES[arch].write_random(tmp_path / src, seed=5)
+    for scheme in ("int4", "ternary"):
+        a, b = (load_model(path).eval().requires_grad_(False) for _ in range(2))
+        ra = quantize_model(a, scheme, quantizer="nncf")
+        rb = quantize_model(b, scheme, quantizer="edgekit")
+        qa = {n: m for n, m in a.named_modules() if isinstance(m, QuantLinear)}
+        qb = {n: m for n, m in b.named_modules() if isinstance(m, QuantLinear)}
+        assert qa.keys() == qb.keys() and any(m.bits == 4 for m in qa.values())
+        for name in qa:
+            for buf in ("codes", "scales", "zero_points", "bias"):
+                x, y = getattr(qa[name], buf), getattr(qb[name], buf)
+                assert x.dtype == y.dtype and torch.equal(x, y), f"{scheme} {name}.{buf}"
+        assert ra.made_by["int4"].startswith(f"nncf {nncf.__version__}: compress_weights INT4_SYM")
+        assert rb.made_by["int4"].startswith("edgekit: NNCF's INT4_SYM rule")
+        assert ra.to_json()["layers"] == rb.to_json()["layers"]

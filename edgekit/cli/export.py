@@ -19,7 +19,8 @@ FORMAT_CHOICES = {**{f: (f,) for f in ARTIFACT_FORMATS}, "both": RUNNABLE_FORMAT
 def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: Console | None = None,
                   quiet: bool = False, prefill: int = 0, tokenizer: Path | None = None,
                   quant: str | None = None, group_size: int | None = None, quant_head: str | None = None,
-                  device: str | None = None, dtype: str | None = None, force: bool = False):
+                  device: str | None = None, dtype: str | None = None, force: bool = False,
+                  quantizer: str = "nncf"):
     """`edgekit.export.export` with a progress bar (export itself is atomic per OUTDIR)."""
     from edgekit.export import export
     name = Path(str(src)).name if isinstance(src, (str, Path)) else type(src).__name__
@@ -30,7 +31,7 @@ def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: 
         task = bar.add_task(f"export {name}", total=None)
         return export(src, outdir, formats=formats, ops=ops, batch=batch, state_style=state_style, prefill=prefill,
                       tokenizer=tokenizer, quant=quant, group_size=group_size, quant_head=quant_head,
-                      device=device, dtype=dtype, force=force, progress=lambda msg: bar.update(task, description=f"{msg} ({name})"))
+                      device=device, dtype=dtype, force=force, quantizer=quantizer, progress=lambda msg: bar.update(task, description=f"{msg} ({name})"))
 
 
 def export_cmd(
@@ -59,6 +60,8 @@ def export_cmd(
     quant_head: str = typer.Option(None, "--quant-head", help="the output head's (and a tied embedding's) "
                                    "scheme, if not --quant's (ternary's default: int4)",
                                    show_default=False),
+    quantizer: str = typer.Option("nncf", "--quantizer", help="what makes int4 codes: nncf (nncf.compress_weights) "
+                                  "| edgekit (its copy of NNCF's rule: the same bytes, no NNCF needed)"),
     device: str = typer.Option(None, "--device", help="a device profile (`edgekit devices`): its format, "
                                "dtype, quantization and passes unless a flag says otherwise; the model must "
                                "fit its RAM budget", show_default=False),
@@ -75,8 +78,11 @@ def export_cmd(
     if dtype is not None and dtype not in ("fp32", "fp16"):
         raise EdgekitError(f"unknown --dtype '{dtype}'", expected="fp32 or fp16", fix="pass --dtype fp32")
     if quant is not None and quant != "none":
-        from edgekit.quant import check_scheme
+        from edgekit.quant import QUANTIZERS, check_scheme
         check_scheme(quant, group_size)
+        if quantizer not in QUANTIZERS:
+            raise EdgekitError(f"unknown --quantizer '{quantizer}'", expected=" | ".join(QUANTIZERS),
+                               fix="pass --quantizer nncf (the default) or edgekit")
     for name, v in (("--group-size", group_size), ("--quant-head", quant_head)):
         if v is not None and quant in (None, "none") and device is None:
             raise EdgekitError(f"{name} needs --quant", fix=f"add --quant ternary, int8 or int4, or drop {name}")
@@ -85,7 +91,7 @@ def export_cmd(
     console = Console(stderr=True)
     manifest = export_to_dir(src, out, FORMAT_CHOICES[format] if format else None, ops, state_style, batch, console,
                              prefill=prefill, tokenizer=tokenizer, quant=quant, group_size=group_size,
-                             quant_head=quant_head, device=device, dtype=dtype, force=force)
+                             quant_head=quant_head, device=device, dtype=dtype, force=force, quantizer=quantizer)
     for fmt, entry in manifest.artifacts.items():
         typer.echo(f"wrote {out / entry.file} ({human_bytes(entry.bytes)}, ops: {manifest.ops}"
                    + (f", state: {entry.state_style}" if fmt == "pte" else "") + ")")

@@ -200,7 +200,7 @@ def _inspect_checkpoint(path: Path, con: Console, profile=None) -> list[dict]:
     label = "checkpoint, exported fp32"
     if profile is not None and profile.quant != "none":
         from edgekit.quant import quantize_model
-        quantize_model(model, profile.quant)
+        quantize_model(model, profile.quant, quantizer="edgekit")      # sizes only: the same bytes as NNCF's
         label = f"checkpoint, exported {profile.quant} (--device {profile.name})"
     weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     per_token = bytes_read_per_token(model)

@@ -22,7 +22,7 @@ from torch import nn
 from edgekit.errors import EdgekitError
 from edgekit.quant.schemes import DEFAULT_GROUP, SCHEMES, Packed, dequantize, quantize, unpack_bits
 
-__all__ = ["SCHEMES", "DEFAULT_GROUP", "QuantLinear", "QuantReport", "quantize_model", "check_scheme"]
+__all__ = ["SCHEMES", "DEFAULT_GROUP", "QUANTIZERS", "QuantLinear", "QuantReport", "quantize_model", "check_scheme"]
 
 MIN_GROUP = 16
 # ONNX Runtime's 2-bit MatMulNBits runs blocks of 16 ten times slower than blocks of 32+ (and
@@ -88,6 +88,7 @@ class QuantReport:
     activations: str = "int8 per token, symmetric absmax per block of the layer's group size"
     layers: dict = field(default_factory=dict)     # name -> {"bits", "group_size", "shape"}
     kept: dict = field(default_factory=dict)       # name -> reason it stayed float32
+    made_by: dict = field(default_factory=dict)    # layer scheme -> what made its codes
 
     def to_json(self) -> dict:
         kinds: dict = {}
@@ -100,7 +101,7 @@ class QuantReport:
                 "bits_by_kind": {k: sorted(v) for k, v in sorted(kinds.items())},
                 "bits_per_weight": round(bits / weights, 4) if weights else None,
                 "layers": {k: {kk: vv for kk, vv in v.items() if kk != "weights"} for k, v in self.layers.items()},
-                "kept_float32": dict(self.kept)}
+                "kept_float32": dict(self.kept), "quantizer": dict(sorted(self.made_by.items()))}
 
 
 def _kind(name: str) -> str:
@@ -125,8 +126,15 @@ def _group_for(K: int, want: int, minimum: int = MIN_GROUP) -> int | None:
     return g if g >= minimum else None
 
 
+QUANTIZERS = ("nncf", "edgekit")
+MADE_BY = {"ternary": "edgekit: BitNet b1.58 absmean, one scale per tensor (edgekit/quant/schemes.py)",
+           "int8": "edgekit: NNCF's INT8_ASYM rule per block of G (NNCF's own is per channel, which "
+                   "MatMulNBits blocks cannot hold; bit-identical where one block spans the row)",
+           "int4": "edgekit: NNCF's INT4_SYM rule (bit-identical to nncf.compress_weights, tests/test_quant_nncf.py)"}
+
+
 def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None,
-                   head: str | None = None) -> QuantReport:
+                   head: str | None = None, quantizer: str = "nncf") -> QuantReport:
     """Rewrite every `layers.Linear` of model, in place, as a QuantLinear of `scheme` (the
     output head, and a tied embedding with it, in `head`'s scheme: by default the scheme's own,
     except ternary's int4, DEFAULT_HEAD).
@@ -135,9 +143,16 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None,
     layer whose width it does not divide (down to 16; a layer no such size divides stays
     float32, recorded with the reason). An explicit group_size that does not divide a
     layer's width is refused, naming the layer. Models without Linear layers (the liquid
-    networks keep their weights inside their fused step op) are refused by name."""
+    networks keep their weights inside their fused step op) are refused by name.
+
+    quantizer "nncf": the int4 layers' codes come from `nncf.compress_weights`
+    (edgekit/quant/nncf_int4.py); "edgekit": from edgekit's own copy of NNCF's rule (the same
+    bytes, without NNCF installed). Ternary and int8 are edgekit's either way (MADE_BY)."""
     from edgekit.models.layers import Linear
     check_scheme(scheme, group_size)
+    if quantizer not in QUANTIZERS:
+        raise EdgekitError(f"unknown quantizer {quantizer!r}", expected=" | ".join(QUANTIZERS),
+                           fix="pass quantizer='nncf' (the default) or 'edgekit'")
     head = head or DEFAULT_HEAD.get(scheme)
     if head is not None:
         check_scheme(head, None)
@@ -158,6 +173,7 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None,
                                    expected=f"a group size that divides every quantized layer's input width",
                                    fix=f"pass a smaller power of 2 (e.g. {_group_for(m.d_in, group_size) or 16}), "
                                        "or leave --group-size out to let edgekit choose per layer")
+    plan = []                                       # (name, module, layer scheme, G, fallback)
     for name, m in targets:
         ls = layer_scheme(name)
         least = SCHEME_MIN_GROUP.get(ls, MIN_GROUP)
@@ -171,8 +187,18 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None,
         if G is None:
             report.kept[name] = f"its input width {m.d_in} is not a multiple of {least}"
             continue
+        plan.append((name, m, ls, G, fallback))
+    by_nncf = {}
+    int4 = [(name, m, G) for name, m, ls, G, _ in plan if ls == "int4"]
+    if quantizer == "nncf" and int4:
+        from edgekit.quant.nncf_int4 import compress_int4, nncf_version
+        by_nncf = compress_int4({name: m.weight.t() for name, m, _ in int4}, {name: G for name, _, G in int4})
+        report.made_by["int4"] = (f"nncf {nncf_version()}: compress_weights INT4_SYM, ratio 1, all layers "
+                                  "(edgekit/quant/nncf_int4.py)")
+    for name, m, ls, G, fallback in plan:
+        report.made_by.setdefault(ls, MADE_BY[ls])
         with torch.no_grad():
-            packed = quantize(m.weight.t().contiguous(), ls, G)                # (out, in)
+            packed = by_nncf.get(name) or quantize(m.weight.t().contiguous(), ls, G)   # (out, in)
         q = QuantLinear(packed, m.bias, m.d_in, m.d_out)
         parent, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, attr, q)
