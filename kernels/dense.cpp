@@ -66,18 +66,55 @@ inline void tile_dot(const float* wt, const float* x, int64_t K8, float s[kTileR
 #endif
 }
 
-// Row groups [g0, g1), for every one of the M inputs (a group's tiles stay in L1 across m).
+// Two adjacent row groups at once, s[0..3] for wa's rows and s[4..7] for wb's: two read
+// streams per thread instead of one. On the development machine (2 threads, 4x8 tiles,
+// matrices rotated past the caches; a standalone copy of these loops, medians of 15 rounds)
+// one stream read 33.9-37.4 GB/s, as fast as a plain 2-thread sum over the same bytes, and two
+// streams 39.2-42.2 GB/s (768x768, 3072x768, 768x3072); three, 40.1-43.3, not worth the
+// registers NEON would need. Each row's sum is the same FMA chain as tile_dot's, so the
+// result does not depend on which rows pair up.
+inline void tile_dot2(const float* wa, const float* wb, const float* x, int64_t K8, float s[2 * kTileRows]) {
+#if defined(EDGEKIT_F8)
+  using namespace simd;
+  f8 a0 = zero8(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  for (int64_t j = 0; j < K8; ++j, wa += kTileRows * kTileCols, wb += kTileRows * kTileCols) {
+    const f8 xv = load8(x + j * kTileCols);
+    a0 = fma8(load8(wa), xv, a0);
+    a1 = fma8(load8(wa + 8), xv, a1);
+    a2 = fma8(load8(wa + 16), xv, a2);
+    a3 = fma8(load8(wa + 24), xv, a3);
+    b0 = fma8(load8(wb), xv, b0);
+    b1 = fma8(load8(wb + 8), xv, b1);
+    b2 = fma8(load8(wb + 16), xv, b2);
+    b3 = fma8(load8(wb + 24), xv, b3);
+  }
+  s[0] = hsum8(a0), s[1] = hsum8(a1), s[2] = hsum8(a2), s[3] = hsum8(a3);
+  s[4] = hsum8(b0), s[5] = hsum8(b1), s[6] = hsum8(b2), s[7] = hsum8(b3);
+#else
+  tile_dot(wa, x, K8, s);
+  tile_dot(wb, x, K8, s + kTileRows);
+#endif
+}
+
+// Row groups [g0, g1), two at a time, for every one of the M inputs (the pair's tiles stay
+// in cache across m).
 void row_groups(const Job& j, int64_t g0, int64_t g1) {
   const int64_t group_floats = j.K8 * kTileRows * kTileCols;
-  for (int64_t g = g0; g < g1; ++g) {
+  for (int64_t g = g0; g < g1;) {
+    const int64_t pair = g + 1 < g1 ? 2 : 1;
     const float* wt = j.w + g * group_floats;
-    const int64_t n0 = g * kTileRows, rows = std::min(kTileRows, j.N - n0);
+    const int64_t n0 = g * kTileRows, rows = std::min(pair * kTileRows, j.N - n0);
     for (int64_t m = 0; m < j.M; ++m) {
-      float s[kTileRows];
-      tile_dot(wt, j.x + m * j.x_stride, j.K8, s);
+      float s[2 * kTileRows];
+      if (pair == 2) {
+        tile_dot2(wt, wt + group_floats, j.x + m * j.x_stride, j.K8, s);
+      } else {
+        tile_dot(wt, j.x + m * j.x_stride, j.K8, s);
+      }
       float* y = j.y + m * j.N + n0;
       for (int64_t r = 0; r < rows; ++r) y[r] = s[r] + j.b[n0 + r];
     }
+    g += pair;
   }
 }
 
