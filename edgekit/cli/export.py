@@ -108,4 +108,17 @@ def export_cmd(
     if isinstance(q, dict):
         kept = q["kept_float32"]
         typer.echo(f"quantized {len(q['layers'])} layers {q['scheme']} ({q['bits_per_weight']} bits per weight)"
-                   + (f"; kept float32: {', '.join(f'{k} ({v})' for k, v in kept.items())}" if kept else ""))
+                   + (f"; kept float32: {_kept_summary(kept)}" if kept else ""))
+
+
+def _kept_summary(kept) -> str:
+    """The manifest's kept_float32 for one line: names sharing a reason listed together, and a
+    long list (RWKV-7's 94 LoRA matrices) counted, its first name shown."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in kept.items():
+        by_reason.setdefault(reason, []).append(name)
+    parts = []
+    for reason, names in by_reason.items():
+        shown = ", ".join(names) if len(names) <= 3 else f"{len(names)} layers ({names[0]}, ...)"
+        parts.append(f"{shown} ({reason})")
+    return "; ".join(parts)

@@ -77,3 +77,18 @@ class Linear(nn.Module):
     def load_from(self, sd: dict, prefix: str) -> None:
         """From `prefix.weight` (and `prefix.bias`) of a state dict."""
         self.load(sd[prefix + ".weight"].float(), sd[prefix + ".bias"].float() if self.bias is not None else None)
+
+
+class LowRank(Linear):
+    """A low-rank projection inside a block's math (RWKV-7's decay, in-context learning rate,
+    value and gate paths: x @ A, rank 32-128, then a nonlinearity, then @ B), stored (in, out)
+    as the checkpoint stores it. A Linear to every export pass (a `.pte` packs it for
+    `edgekit::dense` like any other, instead of leaving ~100 small GEMMs a token to XNNPACK);
+    quantization keeps it float32 (`KEPT`): small, and the decay path is where a ternary
+    error compounds over a whole stream."""
+
+    KEPT = "a low-rank (LoRA) projection of RWKV-7's time mixing, inside the block's math"
+
+    @torch.no_grad()
+    def load_in_out(self, w_in_out: torch.Tensor) -> None:
+        self.weight.copy_(w_in_out.reshape(self.weight.shape))

@@ -34,7 +34,7 @@ import edgekit.ops  # noqa: F401  (registers torch.ops.edgekit.*)
 from edgekit.errors import EdgekitError
 from edgekit.models import _checkpoint
 from edgekit.models.base import RecurrentModel, StateSpec, TokenizerRef, register_arch
-from edgekit.models.layers import Linear
+from edgekit.models.layers import Linear, LowRank
 
 edgekit_ops = torch.ops.edgekit   # the custom ops (edgekit/ops/): the math of each recurrence
 
@@ -162,12 +162,12 @@ class _TimeMix(nn.Module):
         self.layer_id = layer_id
         self.maa = nn.Parameter(torch.zeros(6, 1, 1, C))       # x_r, x_w, x_k, x_v, x_a, x_g
         self.w0, self.a0, self.k_k, self.k_a = (nn.Parameter(torch.zeros(C)) for _ in range(4))
-        self.w1, self.w2 = nn.Parameter(torch.zeros(C, cfg.d_decay)), nn.Parameter(torch.zeros(cfg.d_decay, C))
-        self.a1, self.a2 = nn.Parameter(torch.zeros(C, cfg.d_aaa)), nn.Parameter(torch.zeros(cfg.d_aaa, C))
-        self.g1, self.g2 = nn.Parameter(torch.zeros(C, cfg.d_gate)), nn.Parameter(torch.zeros(cfg.d_gate, C))
+        self.w1, self.w2 = LowRank(C, cfg.d_decay), LowRank(cfg.d_decay, C)
+        self.a1, self.a2 = LowRank(C, cfg.d_aaa), LowRank(cfg.d_aaa, C)
+        self.g1, self.g2 = LowRank(C, cfg.d_gate), LowRank(cfg.d_gate, C)
         if layer_id > 0:
             self.v0 = nn.Parameter(torch.zeros(C))
-            self.v1, self.v2 = nn.Parameter(torch.zeros(C, cfg.d_mv)), nn.Parameter(torch.zeros(cfg.d_mv, C))
+            self.v1, self.v2 = LowRank(C, cfg.d_mv), LowRank(cfg.d_mv, C)
         self.r_k = nn.Parameter(torch.zeros(H, N))
         self.receptance, self.key, self.value, self.output = (Linear(C, C) for _ in range(4))
         self.ln_x_weight, self.ln_x_bias = nn.Parameter(torch.ones(C)), nn.Parameter(torch.zeros(C))
@@ -254,9 +254,9 @@ class RWKV7(RecurrentModel):
         xr, xw, xk, xv, xa, xg = (x + xx * att.maa).unbind(0)               # 6 x (B, T, C)
 
         r, k, v = att.receptance(xr), att.key(xk), att.value(xv)
-        w = torch.tanh(xw @ att.w1) @ att.w2
-        a = torch.sigmoid(att.a0 + (xa @ att.a1) @ att.a2)
-        g = torch.sigmoid(xg @ att.g1) @ att.g2
+        w = att.w2(torch.tanh(att.w1(xw)))
+        a = torch.sigmoid(att.a0 + att.a2(att.a1(xa)))
+        g = att.g2(torch.sigmoid(att.g1(xg)))
 
         kk = (k * att.k_k).view(B, T, H, N)
         kk = kk / kk.square().sum(-1, keepdim=True).sqrt().clamp_min(1e-12)  # F.normalize
@@ -264,7 +264,7 @@ class RWKV7(RecurrentModel):
         if att.layer_id == 0:
             v_first = v
         else:
-            v = v + (v_first - v) * torch.sigmoid(att.v0 + (xv @ att.v1) @ att.v2)
+            v = v + (v_first - v) * torch.sigmoid(att.v0 + att.v2(att.v1(xv)))
         w = torch.exp(-EXP_M05 * torch.sigmoid(att.w0 + w))
 
         r4, w4, k4, v4, a4 = (t.view(B, T, H, N) for t in (r, w, k, v, a))   # (B, T, H, N)
@@ -344,7 +344,10 @@ class RWKV7(RecurrentModel):
                 names += ["v0", "v1", "v2"]
             for n in names:
                 p = getattr(att, n)
-                p.copy_(f32(a + n).reshape(p.shape))
+                if isinstance(p, LowRank):
+                    p.load_in_out(f32(a + n))            # x070 stores them (in, out), as LowRank does
+                else:
+                    p.copy_(f32(a + n).reshape(p.shape))
             for n in ("receptance", "key", "value", "output"):
                 getattr(att, n).load(f32(f"{a}{n}.weight"))
             att.ln_x_weight.copy_(f32(a + "ln_x.weight")); att.ln_x_bias.copy_(f32(a + "ln_x.bias"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from edgekit.models.rwkv7 import MIX_NAMES, RWKV7, RWKV7Config, check_state_dict
 
@@ -69,7 +70,8 @@ def blink_state_dict(m: RWKV7Train) -> dict[str, torch.Tensor]:
         names = ["w0", "a0", "k_k", "k_a", "w1", "w2", "a1", "a2", "g1", "g2", "r_k"] + (["v0", "v1", "v2"] if i else [])
         shapes = model.cfg.expected_shapes()
         for n in names:
-            sd[a + n] = getattr(att, n).reshape(shapes[a + n])
+            t = getattr(att, n)
+            sd[a + n] = (t.weight if isinstance(t, nn.Module) else t).reshape(shapes[a + n])
         for n in ("receptance", "key", "value", "output"):
             sd[f"{a}{n}.weight"] = getattr(att, n).weight.t()
         sd[a + "ln_x.weight"], sd[a + "ln_x.bias"] = att.ln_x_weight, att.ln_x_bias

@@ -13,7 +13,6 @@ The schemes' math and the packed layout: edgekit/quant/schemes.py.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import torch
@@ -148,7 +147,7 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None,
     quantizer "nncf": the int4 layers' codes come from `nncf.compress_weights`
     (edgekit/quant/nncf_int4.py); "edgekit": from edgekit's own copy of NNCF's rule (the same
     bytes, without NNCF installed). Ternary and int8 are edgekit's either way (MADE_BY)."""
-    from edgekit.models.layers import Linear
+    from edgekit.models.layers import Linear, LowRank
     check_scheme(scheme, group_size)
     if quantizer not in QUANTIZERS:
         raise EdgekitError(f"unknown quantizer {quantizer!r}", expected=" | ".join(QUANTIZERS),
@@ -156,7 +155,8 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None,
     head = head or DEFAULT_HEAD.get(scheme)
     if head is not None:
         check_scheme(head, None)
-    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, Linear)]
+    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, Linear) and not isinstance(m, LowRank)]
+    low_rank = {n: m.KEPT for n, m in model.named_modules() if isinstance(m, LowRank)}
     if not targets:
         arch = getattr(model, "arch", type(model).__name__)
         raise EdgekitError(f"--quant {scheme}: {arch} has no Linear layers to quantize",
@@ -164,6 +164,7 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None,
                            fix=f"export {arch} without --quant: its weights live inside its fused step op, "
                                "which has no quantized kernel")
     report = QuantReport(scheme, group_size, head=head)
+    report.kept.update(low_rank)
     layer_scheme = lambda name: head if head and _kind(name) == "head" else scheme  # noqa: E731
     if group_size is not None:
         for name, m in targets:
@@ -212,9 +213,6 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None,
     return report
 
 
-_LORA = re.compile(r"\.(w|a|v|g)[12]$")
-
-
 def _float_matrix_reason(name: str, p: torch.Tensor) -> str | None:
     """Why a weight matrix that is not a layers.Linear stays float32 (None: not such a matrix)."""
     if p.dim() < 2:
@@ -223,8 +221,6 @@ def _float_matrix_reason(name: str, p: torch.Tensor) -> str | None:
         return "the embedding: one row is read per token, so it sets the file size, not the speed"
     if name.endswith("gate_w"):
         return "the RG-LRU's block-diagonal gate weights, inside the fused edgekit::rglru_step"
-    if _LORA.search(name):
-        return "a low-rank (LoRA) projection of RWKV-7's time mixing, a raw matrix in the block's math"
     return None
 
 

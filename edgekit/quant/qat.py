@@ -20,8 +20,8 @@ RecurrentGemma/Hawk), and on edgekit's own RWKV7 for a BlinkDL x070 .pth
 (edgekit/models/rwkv7_training.py: ln0 kept apart from the embedding table, the WKV
 recurrence's differentiable reference), written back as a .pth; the recurrences and norms
 stay fp32. The layers quantized are the ones `edgekit export --quant` quantizes: every
-`nn.Linear` / edgekit `layers.Linear` whose width a block divides (RWKV-7's LoRA matrices
-are raw parameters, kept fp32 by the export, and left alone here). The corpus is the running Python's
+`nn.Linear` / edgekit `layers.Linear` whose width a block divides (RWKV-7's LoRA matrices,
+`layers.LowRank`, are kept fp32 by the export, and left alone here). The corpus is the running Python's
 standard library, train split (edgekit/data/stdlib.py).
 """
 
@@ -93,8 +93,8 @@ def _widths(lin: nn.Module) -> tuple[int, int]:
 
 
 def _is_linear(m: nn.Module) -> bool:
-    from edgekit.models.layers import Linear
-    return isinstance(m, (nn.Linear, Linear))
+    from edgekit.models.layers import Linear, LowRank
+    return isinstance(m, (nn.Linear, Linear)) and not isinstance(m, LowRank)   # LowRank stays float (its KEPT)
 
 
 class FakeQuantEmbedding(nn.Module):
