@@ -13,9 +13,9 @@ the program (buffers; ORT initializers) and x the one input:
 - "kernel": a program of `--chain` calls in a row (y = op(y, ...), the weights shared),
   median of the runs divided by the chain length: the kernel's own time per GEMV.
 ORT prepacks its initializers at load (its fast path). Thread counts: edgekit's pool
-(set_kernel_threads) and ORT's intra_op_num_threads. On a CPU with AVX-VNNI, edgekit qlinear
-runs twice: its AVX-VNNI dot products (the default there) and its AVX2 ones
-(edgekit_qlinear_set_vnni(0)). Results on the development machine: kernels/qlinear.cpp's header.
+(set_kernel_threads) and ORT's intra_op_num_threads. edgekit qlinear runs once per dot-product path the
+CPU has: AVX-VNNI (the default where present), AVX512-VNNI (the EVEX form,
+edgekit_qlinear_set_vnni(2)) and AVX2 (edgekit_qlinear_set_vnni(0)). Results on the development machine: kernels/qlinear.cpp's header.
 """
 
 from __future__ import annotations
@@ -145,7 +145,9 @@ def main() -> int:
             return per_call, kernel
 
         switch = vnni_switch()
-        has_vnni = bool(switch(1))
+        # the paths this CPU has: edgekit_qlinear_set_vnni's codes 1 AVX-VNNI, 2 AVX512-VNNI, 0 AVX2
+        names = {1: "AVX-VNNI", 2: "AVX512-VNNI", 0: "AVX2"}
+        paths = [c for c in (1, 2, 0) if switch(c) == c]
         wf = torch.randn(N, K) / K ** 0.5
         dense_params = [pack(wf), torch.zeros(N)]
         rows.append(("edgekit dense (fp32)", 32.0, 4 * N * K, *et_times("dense", dense_params)))
@@ -153,9 +155,9 @@ def main() -> int:
             w, s, z, b = weights(bits, G)
             nbytes = w.numel() + 4 * s.numel() + z.numel()
             bpw = 8 * nbytes / (N * K)
-            for vnni in ((True, False) if has_vnni else (False,)):
-                switch(int(vnni))
-                isa = "AVX-VNNI" if vnni else "AVX2" if has_vnni else "default"
+            for code in paths:
+                switch(code)
+                isa = names[code] if len(paths) > 1 else "default"
                 rows.append((f"edgekit qlinear {bits}-bit G={G} ({isa})", bpw, nbytes, *et_times("qlinear", [w, s, z, b])))
             switch(1)
             one = ort_session(1, w, s, z, bits, G, args.threads)

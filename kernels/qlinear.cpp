@@ -35,10 +35,12 @@
 //   <= 3810; 8 bits, where codes 0..255 times int8 would saturate (255 * 127 * 2 > 32767), the
 //   code − 128 as int8 and the sign trick, maddubs(|c'|, sign(q, c')), pairs <= 128 * 127 * 2
 //   = 32512, the zero point becoming zp − 128. Then _mm256_madd_epi16 to int32.
-//   AVX-VNNI (chosen at run time where the CPU has it; inline asm, so the library's -mavx2
-//   flags suffice): _mm256_dpbusd (u8 · i8 summed in int32, no int16 stage, nothing to
-//   saturate) on the unpacked codes; 8-bit codes go in as they are. edgekit_qlinear_set_vnni
-//   turns it off (the tests run both).
+//   AVX-VNNI or AVX512-VNNI (chosen at run time, the first the CPU has; inline asm, so the
+//   library's -mavx2 flags suffice): vpdpbusd (u8 · i8 summed in int32, no int16 stage,
+//   nothing to saturate) on the unpacked codes, VEX-encoded, or EVEX-encoded on the same ymm
+//   registers for CPUs with AVX512_VNNI + VL and no AVX-VNNI (Cascade Lake, Ice Lake, Zen 4);
+//   8-bit codes go in as they are. edgekit_qlinear_set_vnni picks a path (the tests run all
+//   three where the CPU has them).
 //   Four output rows at a time share each activation load; their per-row constants (cs, the
 //   zero points' term, 2-bit zero points by table) are computed 8 blocks at a time between
 //   the dot products, and the next group's rows are prefetched.
@@ -50,23 +52,26 @@
 // Output rows go over edgekit's pool in groups of 4; a row's arithmetic does not depend on the
 // split, so the result is identical at any thread count.
 //
-// Measured on the development machine (Xeon, Sapphire Rapids class, 2 cores, shared with other
-// work at load ~1; benchmarks/quant_gemv.py): a 2048 x 2048 GEMV, batch 1, 1 thread, ms per
-// GEMV in an ExecuTorch program of 64 chained calls (weights constants of the program), the
-// median of 3 runs of the median of 41 (range in brackets); GB/s of weight bytes (codes, scales
-// and zero points) at the median. ORT 1.31.1 MatMulNBits, accuracy_level 4, 1 intra-op thread,
-// on the same bytes (prepacked by ORT at load).
-//   kernel                         bits/w   ms                       GB/s
-//   edgekit dense, fp32            32       0.600 (0.567-0.607)      27.9
-//   qlinear 2-bit G=128, AVX-VNNI  2.27     0.0597 (0.0565-0.0642)   19.9
-//   qlinear 2-bit G=128, AVX2      2.27     0.0756 (0.0647-0.0770)   15.7
-//   ORT 2-bit G=128                2.27     0.0601 (0.0548-0.0644)   19.8
-//   qlinear 4-bit G=32, AVX-VNNI   5.12     0.120 (0.115-0.127)      22.5
-//   qlinear 4-bit G=32, AVX2       5.12     0.131 (0.120-0.133)      20.5
-//   ORT 4-bit G=32                 5.12     0.113 (0.099-0.114)      23.7
-//   qlinear 8-bit G=128, AVX-VNNI  8.31     0.158 (0.146-0.159)      27.6
-//   qlinear 8-bit G=128, AVX2      8.31     0.153 (0.136-0.159)      28.5
-//   ORT 8-bit G=128                8.31     0.168 (0.153-0.169)      25.9
+// Measured on the development machine (Xeon, Sapphire Rapids class, 2 cores, idle;
+// `python benchmarks/quant_gemv.py --threads 1 --rounds 9`, 2026-12-06): a 2048 x 2048 GEMV,
+// batch 1, 1 thread, ms per GEMV in an ExecuTorch program of 64 chained calls (weights
+// constants of the program), the median of 9 runs; GB/s of weight bytes (codes, scales and
+// zero points). ORT 1.31.1 MatMulNBits, accuracy_level 4, 1 intra-op thread, on the same bytes
+// (prepacked by ORT at load).
+//   kernel                         bits/w   ms       GB/s
+//   edgekit dense, fp32            32       0.480    35.0
+//   qlinear 2-bit G=128, AVX-VNNI  2.27     0.0470   25.3
+//   qlinear 2-bit G=128, AVX512-VNNI        0.0471   25.2
+//   qlinear 2-bit G=128, AVX2               0.0589   20.2
+//   ORT 2-bit G=128                         0.0466   25.5
+//   qlinear 4-bit G=32, AVX-VNNI   5.12     0.0913   29.4
+//   qlinear 4-bit G=32, AVX512-VNNI         0.0915   29.4
+//   qlinear 4-bit G=32, AVX2                0.1003   26.8
+//   ORT 4-bit G=32                          0.0846   31.8
+//   qlinear 8-bit G=128, AVX-VNNI  8.31     0.120    36.2
+//   qlinear 8-bit G=128, AVX512-VNNI        0.120    36.3
+//   qlinear 8-bit G=128, AVX2               0.115    37.9
+//   ORT 8-bit G=128                         0.127    34.4
 // 2 bits fit the 2 MB L2 and are compute-bound: per 32 bytes of codes and output row, AVX2
 // spends 16 vector uops (9 of them on ports 0/1), AVX-VNNI 13 (9): the AVX2 path cannot go
 // much below ~5 cycles per 128 weights. 4 and 8 bits stream from L3 (a software prefetch of the
@@ -140,28 +145,33 @@ struct Arith {
 };
 
 #if defined(EDGEKIT_QLINEAR_AVX2)
-// AVX-VNNI: -1 until first asked, then 0 or 1 (edgekit_qlinear_set_vnni can turn it off).
+// The int8 dot product in use: -1 until first asked, then kAvx2 (maddubs), kAvxVnni (VEX
+// vpdpbusd, Alder Lake / Sapphire Rapids and later) or kAvx512Vnni (the same instruction
+// EVEX-encoded on 256-bit registers, AVX512_VNNI + AVX512VL: Cascade Lake, Ice Lake, Zen 4,
+// which lack the VEX form). edgekit_qlinear_set_vnni picks one.
+enum Vnni : int { kAvx2 = 0, kAvxVnni = 1, kAvx512Vnni = 2 };
 std::atomic<int> g_vnni{-1};
 
-bool cpu_has_avxvnni() {
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+bool cpu_has(int which) {
+#if (defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11) || (defined(__clang__) && __clang_major__ >= 12)
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avxvnni");
-#elif defined(__clang__) && __clang_major__ >= 12
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avxvnni");
+  if (which == kAvxVnni) return __builtin_cpu_supports("avxvnni");
+  if (which == kAvx512Vnni) return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+  return true;
 #else
-  return false;
+  return which == kAvx2;
 #endif
 }
 
-bool use_vnni() {
+int best_vnni() { return cpu_has(kAvxVnni) ? kAvxVnni : cpu_has(kAvx512Vnni) ? kAvx512Vnni : kAvx2; }
+
+int use_vnni() {
   int v = g_vnni.load(std::memory_order_relaxed);
   if (v < 0) {
-    v = cpu_has_avxvnni() ? 1 : 0;
+    v = best_vnni();
     g_vnni.store(v, std::memory_order_relaxed);
   }
-  return v == 1;
+  return v;
 }
 #endif
 
@@ -431,41 +441,53 @@ struct Dot<8> {  // Σ q · (code − 128)
   }
 };
 
-// acc + Σ_4 a[u8] · b[i8] per int32 lane, in int32 (AVX-VNNI vpdpbusd; the caller checks the CPU).
+// acc + Σ_4 a[u8] · b[i8] per int32 lane, in int32: vpdpbusd, VEX-encoded (AVX-VNNI) or
+// EVEX-encoded (AVX512_VNNI + VL) on the same ymm registers; the caller checks the CPU. Inline
+// asm, so the library's -mavx2 flags suffice.
+template <bool Evex>
 EDGEKIT_QLINEAR_INLINE __m256i dpbusd(__m256i acc, __m256i a, __m256i b) {
-  asm("%{vex%} vpdpbusd %[b], %[a], %[acc]" : [acc] "+x"(acc) : [a] "x"(a), [b] "x"(b));
+  if constexpr (Evex) {
+    asm("%{evex%} vpdpbusd %[b], %[a], %[acc]" : [acc] "+x"(acc) : [a] "x"(a), [b] "x"(b));
+  } else {
+    asm("%{vex%} vpdpbusd %[b], %[a], %[acc]" : [acc] "+x"(acc) : [a] "x"(a), [b] "x"(b));
+  }
   return acc;
 }
 
+template <int Bits, bool Evex>
+struct VnniDotT;
+
+template <bool Evex>
+struct VnniDotT<2, Evex> : Dot<2> {  // Σ q · code
+  EDGEKIT_QLINEAR_INLINE __m256i operator()(const uint8_t* w, __m256i acc) const {
+    const __m256i v = _mm256_loadu_si256((const __m256i*)w);
+    acc = dpbusd<Evex>(acc, _mm256_and_si256(v, m3), q0);
+    acc = dpbusd<Evex>(acc, _mm256_and_si256(_mm256_srli_epi16(v, 2), m3), q1);
+    acc = dpbusd<Evex>(acc, _mm256_and_si256(_mm256_srli_epi16(v, 4), m3), q2);
+    return dpbusd<Evex>(acc, _mm256_and_si256(_mm256_srli_epi16(v, 6), m3), q3);
+  }
+};
+
+template <bool Evex>
+struct VnniDotT<4, Evex> : Dot<4> {  // Σ q · code
+  EDGEKIT_QLINEAR_INLINE __m256i operator()(const uint8_t* w, __m256i acc) const {
+    const __m256i v = _mm256_loadu_si256((const __m256i*)w);
+    acc = dpbusd<Evex>(acc, _mm256_and_si256(v, m15), q0);
+    return dpbusd<Evex>(acc, _mm256_and_si256(_mm256_srli_epi16(v, 4), m15), q1);
+  }
+};
+
+template <bool Evex>
+struct VnniDotT<8, Evex> : Dot<8> {  // Σ q · code, the codes as they are
+  EDGEKIT_QLINEAR_INLINE __m256i operator()(const uint8_t* w, __m256i acc) const {
+    return dpbusd<Evex>(acc, _mm256_loadu_si256((const __m256i*)w), q0);
+  }
+};
+
 template <int Bits>
-struct VnniDot;
-
-template <>
-struct VnniDot<2> : Dot<2> {  // Σ q · code
-  EDGEKIT_QLINEAR_INLINE __m256i operator()(const uint8_t* w, __m256i acc) const {
-    const __m256i v = _mm256_loadu_si256((const __m256i*)w);
-    acc = dpbusd(acc, _mm256_and_si256(v, m3), q0);
-    acc = dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(v, 2), m3), q1);
-    acc = dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(v, 4), m3), q2);
-    return dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(v, 6), m3), q3);
-  }
-};
-
-template <>
-struct VnniDot<4> : Dot<4> {  // Σ q · code
-  EDGEKIT_QLINEAR_INLINE __m256i operator()(const uint8_t* w, __m256i acc) const {
-    const __m256i v = _mm256_loadu_si256((const __m256i*)w);
-    acc = dpbusd(acc, _mm256_and_si256(v, m15), q0);
-    return dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(v, 4), m15), q1);
-  }
-};
-
-template <>
-struct VnniDot<8> : Dot<8> {  // Σ q · code, the codes as they are
-  EDGEKIT_QLINEAR_INLINE __m256i operator()(const uint8_t* w, __m256i acc) const {
-    return dpbusd(acc, _mm256_loadu_si256((const __m256i*)w), q0);
-  }
-};
+using VnniDot = VnniDotT<Bits, false>;
+template <int Bits>
+using Avx512VnniDot = VnniDotT<Bits, true>;
 
 // 2-bit zero points: byte -> its 4 values as floats (a table instead of variable shifts, which
 // would compete with the dot products for ports 0 and 1).
@@ -847,8 +869,11 @@ void qlinear_core(const checks::qlinear_dims& d, const float* x, const uint8_t* 
   if (p.M == 0 || p.N == 0) return;
 
 #if defined(EDGEKIT_QLINEAR_AVX2)
-  const bool vnni = use_vnni();
-  const RangeFn range = vnni ? pick_range<VnniDot>(bits, p.pblob >= 32) : pick_range<Dot>(bits, p.pblob >= 32);
+  const int path = use_vnni();
+  const bool vnni = path != kAvx2, big = p.pblob >= 32;
+  const RangeFn range = path == kAvxVnni      ? pick_range<VnniDot>(bits, big)
+                        : path == kAvx512Vnni ? pick_range<Avx512VnniDot>(bits, big)
+                                              : pick_range<Dot>(bits, big);
 #else
   const bool vnni = false;
   const RangeFn range = pick_range<Dot>(bits, true);
@@ -897,13 +922,16 @@ void qlinear_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
 
 EDGEKIT_OUT_KERNEL("qlinear.out", edgekit::kernels::qlinear_out);
 
-// edgekit_qlinear_set_vnni(on): use the AVX-VNNI dot products (on = 1, where the CPU has them;
-// the default) or the AVX2 ones (on = 0) from the next call on; returns 1 if AVX-VNNI is in use
-// now. Builds without AVX2 return 0. For tests and benchmarks (edgekit's tests run both paths).
+// edgekit_qlinear_set_vnni(on): the dot products from the next call on: on = 1 the best VNNI
+// form the CPU has (AVX-VNNI, else AVX512-VNNI; the default), 2 the AVX512-VNNI (EVEX) form,
+// 0 the AVX2 one. Returns the path now in use: 1 AVX-VNNI, 2 AVX512-VNNI, 0 AVX2 (also when
+// the CPU lacks the one asked for). Builds without AVX2 return 0. For tests and benchmarks
+// (edgekit's tests run every path the CPU has).
 extern "C" __attribute__((visibility("default"))) int edgekit_qlinear_set_vnni(int on) {
 #if defined(EDGEKIT_QLINEAR_AVX2)
-  const int v = on && edgekit::kernels::cpu_has_avxvnni() ? 1 : 0;
-  edgekit::kernels::g_vnni.store(v, std::memory_order_relaxed);
+  using namespace edgekit::kernels;
+  const int v = on == 1 ? best_vnni() : on == 2 && cpu_has(kAvx512Vnni) ? kAvx512Vnni : kAvx2;
+  g_vnni.store(v, std::memory_order_relaxed);
   return v;
 #else
   (void)on;

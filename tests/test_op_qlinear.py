@@ -7,9 +7,10 @@
   (where `_mm256_maddubs_epi16` on the raw codes would saturate);
 - the kernel agrees with ONNX Runtime's own `com.microsoft.MatMulNBits` (accuracy_level 4,
   1 thread) on the same packed tensors, within 1e-5 of the output's std;
-- each SIMD path is checked: on a CPU with AVX-VNNI the kernel takes it, and
-  `edgekit_qlinear_set_vnni(0)` switches to the AVX2 one (maddubs), so the exact, ORT and
-  reference checks run on both;
+- each SIMD path is checked: on a CPU with AVX-VNNI the kernel takes it,
+  `edgekit_qlinear_set_vnni(2)` switches to the EVEX (AVX512-VNNI) form of the same
+  instruction and `edgekit_qlinear_set_vnni(0)` to the AVX2 one (maddubs), so the exact, ORT
+  and reference checks run on every path the CPU has;
 - layouts the shapes alone do not rule out (a BLOB that is G * bits / 8 for no bits, a
   zero-point row of the wrong length, a G that is not a power of 2) are refused by the C++
   kernel with the Python validator's words;
@@ -45,14 +46,19 @@ def _vnni_switch():
     return fn
 
 
-@pytest.fixture(params=["vnni", "avx2"])
+ISA_PATHS = {"vnni": 1, "avx512vnni": 2, "avx2": 0}     # edgekit_qlinear_set_vnni's codes
+
+
+@pytest.fixture(params=list(ISA_PATHS))
 def isa(request):
-    """The SIMD path the kernel takes: "vnni" where the CPU has AVX-VNNI (skipped elsewhere),
-    "avx2" the maddubs one; in a build without AVX2, "avx2" runs its scalar or NEON path."""
+    """The SIMD path the kernel takes: "vnni" the VEX vpdpbusd where the CPU has AVX-VNNI,
+    "avx512vnni" the EVEX one where it has AVX512_VNNI + VL (each skipped elsewhere), "avx2"
+    the maddubs one; in a build without AVX2, "avx2" runs its scalar or NEON path."""
     switch = _vnni_switch()
-    on = switch(1 if request.param == "vnni" else 0)
-    if request.param == "vnni" and not on:
-        pytest.skip("no AVX-VNNI on this CPU (or not an AVX2 build)")
+    want = ISA_PATHS[request.param]
+    got = switch(want)
+    if got != want:
+        pytest.skip(f"no {request.param} on this CPU (or not an AVX2 build)")
     yield request.param
     switch(1)
 
