@@ -42,8 +42,8 @@ def profile(pte: Path, steps: int, warmup: int, threads: int | None) -> dict:
         raise SystemExit(f"etdump_profile: {pte} is not a .pte with its state in buffers in "
                          f"{pte.parent / 'edgekit.json'}; export with --format pte --state-style buffers")
     load_kernels()
-    if threads:
-        set_threads(threads)
+    if threads:   # as the session sets them: XNNPACK's pool at 1 beside edgekit's ops
+        set_threads(threads, et=1 if entry.get("kernel_library") else None)
     with native_stderr_captured():
         module = _load_for_executorch(str(pte), enable_etdump=True)
     rng = np.random.default_rng(0)

@@ -223,6 +223,12 @@ print(json.dumps({"ms": statistics.median(t) * 1e3, "rss_mb": rss / 2**20}))
 """
 
 
+# Steps timed in each fresh process (after 32 warm-up steps). 64 steps (~1 s) let one burst
+# of host noise move a process's median: Mamba-2's .pte read 13.1-16.3 ms over 5 processes in
+# one run and 14.3-14.9 ms in six processes right after. 256 (~4 s) is a decode, not a blip.
+FRESH_STEPS = 256
+
+
 def fresh_processes(art: Path, n: int, steps: int) -> dict:
     """Median ms/token and decode RSS of `art` in n fresh processes, one at a time."""
     import subprocess
@@ -309,7 +315,7 @@ def main(argv=None):
         print_case(res, console)
         if args.processes:
             work = args.work / case.NAME / "fused-buffers"
-            res["fresh"] = [fresh_processes(work / f, args.processes, max(args.steps, 64))
+            res["fresh"] = [fresh_processes(work / f, args.processes, max(args.steps, FRESH_STEPS))
                             for f in ("model.pte", "model.onnx")]
             print_fresh(res, console)
         results.append(res)

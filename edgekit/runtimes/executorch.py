@@ -22,11 +22,28 @@ from edgekit.errors import EdgekitError
 from edgekit.runtimes.base import Backend
 
 
-def set_threads(n: int, native: bool = True) -> None:
-    """ExecuTorch's threadpool (XNNPACK) and edgekit's kernel pool (edgekit::dense) alike."""
+# ExecuTorch's threadpool size, fixed by the first program this process runs: resizing it
+# (ThreadPool::_unsafe_reset_threadpool) replaces the pthreadpool that every XNNPACK runtime
+# already created holds a raw pointer to, and the next XNNPACK call on such a program blocks
+# forever (seen: benchmarks/quant.py opening eight sessions, the pool set to 2 and 1 in turn).
+_ET_POOL: int | None = None
+
+
+def set_threads(n: int, native: bool = True, et: int | None = None) -> None:
+    """edgekit's kernel pool (dense, qlinear, the recurrences) to n threads, and ExecuTorch's
+    threadpool (XNNPACK) to `et` (default n) if no program has fixed it yet (_ET_POOL)."""
     from edgekit.kernels import set_kernel_threads
-    _et_threadpool(n, native)
+    fix_et_threadpool(n if et is None else et, native)
     set_kernel_threads(n)
+
+
+def fix_et_threadpool(n: int, native: bool = True) -> int:
+    """ExecuTorch's threadpool size: n if this is the first time it is set in this process,
+    else the size it was fixed at (kept, whatever n asks: see _ET_POOL)."""
+    global _ET_POOL
+    if _ET_POOL is None:
+        _ET_POOL = _et_threadpool(n, native)
+    return _ET_POOL
 
 
 def thread_count(native: bool = True) -> int | None:
@@ -77,22 +94,24 @@ class ExecuTorchBackend(Backend):
             with native_stderr_captured():
                 from executorch.runtime import Runtime
                 Runtime.get()         # the binding registers the wheel's kernels and XNNPACK
-        if threads is not None:
-            if threads < 1:
-                raise EdgekitError(f"--threads {threads} is not positive", fix="pass --threads 1 or more")
-            set_threads(threads, native)
+        if threads is not None and threads < 1:
+            raise EdgekitError(f"--threads {threads} is not positive", fix="pass --threads 1 or more")
         if native and entry.kernel_library:
             # A program with edgekit's ops runs its GEMVs (dense, qlinear) and recurrences on
-            # edgekit's spinning pool; XNNPACK keeps only small glue (RWKV-7's LoRA
-            # projections). Two pools of n threads on n cores take turns badly: on the 2-core
-            # machine, RWKV-7 0.1B fp32 .pte's 108 XNNPACK calls cost 3.03-3.20 ms a token
-            # with both pools at 2 threads and 1.93-1.95 ms with XNNPACK's at 1 (wall 21.0-21.6
-            # -> 19.9 ms; int8: 1.72-2.11 -> 1.22-1.24 ms, the spread gone). So XNNPACK's pool
-            # runs one thread here, and `threads` reports edgekit's pool.
-            from edgekit.kernels import kernel_threads
-            _et_threadpool(1, native)
+            # edgekit's spinning pool; XNNPACK keeps only small glue. Two pools of n threads on
+            # n cores take turns badly: on the 2-core machine, RWKV-7 0.1B fp32 .pte's 108
+            # XNNPACK calls cost 3.03-3.20 ms a token with both pools at 2 threads and
+            # 1.93-1.95 ms with XNNPACK's at 1 (wall 21.0-21.6 -> 19.9 ms; int8: 1.72-2.11 ->
+            # 1.22-1.24 ms, the spread gone). So XNNPACK's pool gets one thread (if this is the
+            # process's first program: _ET_POOL), and `threads` reports edgekit's pool.
+            from edgekit.kernels import kernel_threads, set_kernel_threads
+            fix_et_threadpool(1, native)
+            if threads is not None:
+                set_kernel_threads(threads)
             self.threads = kernel_threads()
         else:
+            if threads is not None:
+                set_threads(threads, native)
             self.threads = thread_count(native)
         self.style = entry.state_style
         self.engine = (_NativeProgram if native else _PybindProgram)(Path(path), entry, n_inputs, state_specs or [])
