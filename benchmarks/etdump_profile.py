@@ -32,7 +32,7 @@ def profile(pte: Path, steps: int, warmup: int, threads: int | None) -> dict:
     import torch
     from edgekit._io import native_stderr_captured
     from edgekit.kernels import load_kernels
-    from edgekit.runtimes.executorch import set_threads
+    from edgekit.runtimes.executorch import fix_et_threadpool, set_threads
     from executorch.devtools import Inspector
     from executorch.extension.pybindings.portable_lib import _load_for_executorch
 
@@ -42,8 +42,11 @@ def profile(pte: Path, steps: int, warmup: int, threads: int | None) -> dict:
         raise SystemExit(f"etdump_profile: {pte} is not a .pte with its state in buffers in "
                          f"{pte.parent / 'edgekit.json'}; export with --format pte --state-style buffers")
     load_kernels()
-    if threads:   # as the session sets them: XNNPACK's pool at 1 beside edgekit's ops
+    # as the session sets them: XNNPACK's pool at 1 beside edgekit's ops
+    if threads:
         set_threads(threads, et=1 if entry.get("kernel_library") else None)
+    elif entry.get("kernel_library"):
+        fix_et_threadpool(1)
     with native_stderr_captured():
         module = _load_for_executorch(str(pte), enable_etdump=True)
     rng = np.random.default_rng(0)

@@ -545,7 +545,7 @@ EDGEKIT_QLINEAR_INLINE void constants8(const RowsIn& in, const Plan& p, int zoff
         // own where that would pass the tensor's end; lanes past the row are cleared by cs = 0
         uint8_t zcopy[8] = {};
         const uint8_t* zsrc = in.zp[r] + k0 * Bits / 8;
-        if (zsrc + 8 <= in.zp_end) {
+        if (in.zp_end - zsrc >= 8) {
           std::memcpy(zcopy, zsrc, 8);
         } else {
           for (int64_t i = 0; i < p.ZB - k0 * Bits / 8; ++i) zcopy[i] = zsrc[i];

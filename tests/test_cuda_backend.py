@@ -68,16 +68,20 @@ def test_an_export_is_refused_naming_its_ops(rwkv_tiny, tmp_path):
 
 
 def test_fp16_weights_keep_the_outputs_and_halve_the_linear_bytes(rwkv_tiny):
-    """`prepare` on CPU: every Linear becomes HalfLinear (fp16 weight), nothing else changes
-    dtype, and 16 steps stay within 1e-2 std of the fp32 model's logits."""
+    """`prepare` on CPU: every Linear becomes HalfLinear (fp16 weight) except RWKV-7's LoRA
+    projections (`LowRank`: the decay path stays fp32), nothing else changes dtype, and 16
+    steps stay within 1e-2 std of the fp32 model's logits."""
     from edgekit.models import load_model
-    from edgekit.models.layers import Linear
+    from edgekit.models.layers import Linear, LowRank
     from edgekit.runtimes.cuda import HalfLinear, prepare, weight_bytes_per_token
     ref, half = load_model(rwkv_tiny), load_model(rwkv_tiny)
     before = weight_bytes_per_token(half)
-    lin = sum(m.weight.numel() for m in half.modules() if isinstance(m, Linear))
+    lin = sum(m.weight.numel() for m in half.modules() if isinstance(m, Linear) and not isinstance(m, LowRank))
+    n_low = sum(isinstance(m, LowRank) for m in half.modules())
     prepare(half, torch.device("cpu"))
-    assert not any(isinstance(m, Linear) for m in half.modules())
+    assert not any(isinstance(m, Linear) and not isinstance(m, LowRank) for m in half.modules())
+    low = [m for m in half.modules() if isinstance(m, LowRank)]
+    assert n_low > 0 and len(low) == n_low and all(m.weight.dtype == torch.float32 for m in low)
     assert all(m.weight.dtype == torch.float16 for m in half.modules() if isinstance(m, HalfLinear))
     assert {p.dtype for n, p in half.named_parameters() if not n.endswith(".weight") or "ln" in n} == {torch.float32}
     assert weight_bytes_per_token(half) == before - 2 * lin

@@ -20,7 +20,7 @@ def export_to_dir(src, outdir: Path, formats, ops, state_style, batch, console: 
                   quiet: bool = False, prefill: int = 0, tokenizer: Path | None = None,
                   quant: str | None = None, group_size: int | None = None, quant_head: str | None = None,
                   device: str | None = None, dtype: str | None = None, force: bool = False,
-                  quantizer: str = "nncf"):
+                  quantizer: str = "auto"):
     """`edgekit.export.export` with a progress bar (export itself is atomic per OUTDIR)."""
     from edgekit.export import export
     name = Path(str(src)).name if isinstance(src, (str, Path)) else type(src).__name__
@@ -60,8 +60,9 @@ def export_cmd(
     quant_head: str = typer.Option(None, "--quant-head", help="the output head's (and a tied embedding's) "
                                    "scheme, if not --quant's (ternary's default: int4)",
                                    show_default=False),
-    quantizer: str = typer.Option("nncf", "--quantizer", help="what makes int4 codes: nncf (nncf.compress_weights) "
-                                  "| edgekit (its copy of NNCF's rule: the same bytes, no NNCF needed)"),
+    quantizer: str = typer.Option("auto", "--quantizer", help="what makes int4 codes: nncf (nncf.compress_weights) "
+                                  "| edgekit (its copy of NNCF's rule: the same bytes, no NNCF needed) | auto "
+                                  "(nncf where installed)"),
     device: str = typer.Option(None, "--device", help="a device profile (`edgekit devices`): its format, "
                                "dtype, quantization and passes unless a flag says otherwise; the model must "
                                "fit its RAM budget", show_default=False),
@@ -82,7 +83,7 @@ def export_cmd(
         check_scheme(quant, group_size)
         if quantizer not in QUANTIZERS:
             raise EdgekitError(f"unknown --quantizer '{quantizer}'", expected=" | ".join(QUANTIZERS),
-                               fix="pass --quantizer nncf (the default) or edgekit")
+                               fix="pass --quantizer auto (the default), nncf or edgekit")
     for name, v in (("--group-size", group_size), ("--quant-head", quant_head)):
         if v is not None and quant in (None, "none") and device is None:
             raise EdgekitError(f"{name} needs --quant", fix=f"add --quant ternary, int8 or int4, or drop {name}")

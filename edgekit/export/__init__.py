@@ -100,14 +100,15 @@ def export(src, outdir, *, formats=None, ops: str | None = None, batch: int = 1,
            state_style: str | None = None, progress: Callable[[str], None] | None = None,
            prefill: int = 0, tokenizer: str | Path | None = None, quant: str | None = None,
            group_size: int | None = None, quant_head: str | None = None, device: str | None = None,
-           dtype: str | None = None, force: bool = False, quantizer: str = "nncf") -> Manifest:
+           dtype: str | None = None, force: bool = False, quantizer: str = "auto") -> Manifest:
     """Export src (a checkpoint path, a RecurrentModel, or a module an architecture
     converts) to outdir. Returns the manifest. tokenizer: a Hugging Face tokenizer.json to
     ship with the export (a `save_pretrained` folder has none of its own). quant: None, or
     "ternary" | "int8" | "int4" (edgekit/quant/), every Linear in blocks of group_size;
     quant_head: the output head's (and a tied embedding's) scheme, if not quant's.
-    quantizer: what makes int4 codes, "nncf" (nncf.compress_weights) or "edgekit" (its own copy
-    of NNCF's rule: the same bytes, without NNCF installed); recorded in the manifest.
+    quantizer: what makes int4 codes, "nncf" (nncf.compress_weights), "edgekit" (its own copy
+    of NNCF's rule: the same bytes, without NNCF installed) or "auto" (NNCF where installed);
+    recorded in the manifest.
     device: a profile name (devices/NAME.toml, `edgekit devices`): its format, ops, dtype,
     quantization and pass pipeline are used wherever the call leaves one as None (quant
     "none" is an explicit choice), the manifest records both, and a model that does not
@@ -139,7 +140,7 @@ def export(src, outdir, *, formats=None, ops: str | None = None, batch: int = 1,
             check_scheme(quant_head, None)
         if quantizer not in QUANTIZERS:
             raise EdgekitError(f"unknown quantizer {quantizer!r}", expected=" | ".join(QUANTIZERS),
-                               fix="pass --quantizer nncf (the default) or edgekit")
+                               fix="pass --quantizer auto (the default), nncf or edgekit")
     elif group_size is not None or quant_head is not None:
         raise EdgekitError(f"{'group_size' if group_size is not None else 'quant_head'} needs quant",
                            fix="pass quant='ternary', 'int8' or 'int4'")

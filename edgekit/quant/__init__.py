@@ -125,7 +125,7 @@ def _group_for(K: int, want: int, minimum: int = MIN_GROUP) -> int | None:
     return g if g >= minimum else None
 
 
-QUANTIZERS = ("nncf", "edgekit")
+QUANTIZERS = ("auto", "nncf", "edgekit")
 MADE_BY = {"ternary": "edgekit: BitNet b1.58 absmean, one scale per tensor (edgekit/quant/schemes.py)",
            "int8": "edgekit: NNCF's INT8_ASYM rule per block of G (NNCF's own is per channel, which "
                    "MatMulNBits blocks cannot hold; bit-identical where one block spans the row)",
@@ -133,7 +133,7 @@ MADE_BY = {"ternary": "edgekit: BitNet b1.58 absmean, one scale per tensor (edge
 
 
 def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None,
-                   head: str | None = None, quantizer: str = "nncf") -> QuantReport:
+                   head: str | None = None, quantizer: str = "auto") -> QuantReport:
     """Rewrite every `layers.Linear` of model, in place, as a QuantLinear of `scheme` (the
     output head, and a tied embedding with it, in `head`'s scheme: by default the scheme's own,
     except ternary's int4, DEFAULT_HEAD).
@@ -146,12 +146,17 @@ def quantize_model(model: nn.Module, scheme: str, group_size: int | None = None,
 
     quantizer "nncf": the int4 layers' codes come from `nncf.compress_weights`
     (edgekit/quant/nncf_int4.py); "edgekit": from edgekit's own copy of NNCF's rule (the same
-    bytes, without NNCF installed). Ternary and int8 are edgekit's either way (MADE_BY)."""
+    bytes, without NNCF installed); "auto": NNCF where it is installed (`edgekit[quant]`), else
+    edgekit's. The report says which made them. Ternary and int8 are edgekit's either way
+    (MADE_BY)."""
     from edgekit.models.layers import Linear, LowRank
     check_scheme(scheme, group_size)
     if quantizer not in QUANTIZERS:
         raise EdgekitError(f"unknown quantizer {quantizer!r}", expected=" | ".join(QUANTIZERS),
-                           fix="pass quantizer='nncf' (the default) or 'edgekit'")
+                           fix="pass quantizer='auto' (the default), 'nncf' or 'edgekit'")
+    if quantizer == "auto":
+        import importlib.util
+        quantizer = "nncf" if importlib.util.find_spec("nncf") is not None else "edgekit"
     head = head or DEFAULT_HEAD.get(scheme)
     if head is not None:
         check_scheme(head, None)

@@ -55,11 +55,12 @@ def compress_int4(weights: dict[str, torch.Tensor], groups: dict[str, int]) -> d
     for G, names in by_group.items():
         batch, size = [], 0
         for name in names:
-            batch.append(name)
-            size += weights[name].numel() * 4
-            if size >= BATCH_BYTES:
+            nbytes = weights[name].numel() * 4
+            if batch and size + nbytes > BATCH_BYTES:       # flush first: a batch stays under the limit
                 out.update(_compress(weights, batch, G))
                 batch, size = [], 0
+            batch.append(name)
+            size += nbytes
         if batch:
             out.update(_compress(weights, batch, G))
     return out
@@ -80,7 +81,7 @@ def _compress(weights: dict[str, torch.Tensor], names: list[str], G: int) -> dic
                               opset_imports=[helper.make_opsetid("", 20)])
     model.ir_version = 10
     # NNCF prints a table and a progress bar per call, and logs at INFO: edgekit's export
-    # has its own progress, so both go to a buffer (kept for an error message)
+    # has its own progress, so both go to a buffer (its tail goes into an error message)
     log = logging.getLogger("nncf")
     level = log.level
     sink = io.StringIO()
@@ -89,6 +90,10 @@ def _compress(weights: dict[str, torch.Tensor], names: list[str], G: int) -> dic
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             c = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=G,
                                       ratio=1.0, all_layers=True)
+    except Exception as e:
+        raise EdgekitError(f"NNCF could not compress {len(names)} int4 layers in blocks of {G}",
+                           got=f"{type(e).__name__}: {e}; NNCF said: {sink.getvalue()[-600:]}",
+                           fix="pass --quantizer edgekit (the same rule without NNCF), and report this") from e
     finally:
         log.setLevel(level)
     inits = {t.name: t for t in c.graph.initializer}
@@ -106,6 +111,9 @@ def _compress(weights: dict[str, torch.Tensor], names: list[str], G: int) -> dic
         if len(node.input) > 3 and node.input[3]:
             raise EdgekitError(f"NNCF gave layer {name} zero points: INT4_SYM should have none (8)",
                                fix="check the nncf version (edgekit is tested with nncf==3.4.0)")
+        if node.input[1] not in inits or node.input[2] not in inits:
+            raise EdgekitError(f"NNCF's MatMulNBits for layer {name} keeps its codes or scales outside the "
+                               "initializers", fix="check the nncf version (edgekit is tested with nncf==3.4.0)")
         codes = torch.from_numpy(numpy_helper.to_array(inits[node.input[1]]).copy()).reshape(N, KB, G // 2)
         scales = torch.from_numpy(numpy_helper.to_array(inits[node.input[2]]).copy()).float().reshape(N, KB)
         zp = pack_bits(torch.full((N, KB), 8, dtype=torch.int32), 4)

@@ -134,10 +134,10 @@ def prepare(model: nn.Module, device: torch.device, gemv: str = "triton", weight
     """The model for the GPU: Linear layers fp16 (HalfLinear), all else fp32, on device.
     gemv: "triton" (decode GEMVs read x in fp32) or "cublas" (fp16(x) @ W, for comparison);
     weights "fp32" keeps every Linear as it is (a reference on the GPU)."""
-    from edgekit.models.layers import Linear
+    from edgekit.models.layers import Linear, LowRank
     fp32_out = _mm_fp32_out(device)
     for name, m in list(model.named_modules()) if weights == "fp16" else ():
-        if isinstance(m, Linear):
+        if isinstance(m, Linear) and not isinstance(m, LowRank):     # RWKV-7's LoRA (the decay path) stays fp32
             parent, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, attr,
                     HalfLinear(m, fp32_out, triton_gemv=gemv == "triton" and device.type == "cuda"))

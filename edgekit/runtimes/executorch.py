@@ -38,12 +38,23 @@ def set_threads(n: int, native: bool = True, et: int | None = None) -> None:
 
 
 def fix_et_threadpool(n: int, native: bool = True) -> int:
-    """ExecuTorch's threadpool size: n if this is the first time it is set in this process,
-    else the size it was fixed at (kept, whatever n asks: see _ET_POOL)."""
+    """ExecuTorch's threadpool size: n (0: the size it has) if this is the first time it is
+    set in this process, else the size it was fixed at (kept, whatever n asks: see _ET_POOL)."""
     global _ET_POOL
     if _ET_POOL is None:
         _ET_POOL = _et_threadpool(n, native)
     return _ET_POOL
+
+
+def _fix_or_warn(n: int, native: bool) -> None:
+    """fix_et_threadpool, with a warning when a program asked for another size than the one
+    an earlier program of this process fixed."""
+    got = fix_et_threadpool(n, native)
+    if n and got != n:
+        import warnings
+        warnings.warn(f"ExecuTorch's threadpool stays at {got} thread(s), fixed by the first program this "
+                      f"process loaded (resizing it would strand that program's XNNPACK calls); this program "
+                      f"asked for {n}. Run it in its own process to give XNNPACK {n}.", RuntimeWarning, stacklevel=3)
 
 
 def thread_count(native: bool = True) -> int | None:
@@ -104,20 +115,33 @@ class ExecuTorchBackend(Backend):
             # 1.93-1.95 ms with XNNPACK's at 1 (wall 21.0-21.6 -> 19.9 ms; int8: 1.72-2.11 ->
             # 1.22-1.24 ms, the spread gone). So XNNPACK's pool gets one thread (if this is the
             # process's first program: _ET_POOL), and `threads` reports edgekit's pool.
-            from edgekit.kernels import kernel_threads, set_kernel_threads
-            fix_et_threadpool(1, native)
+            from edgekit.kernels import set_kernel_threads
+            self._edgekit_pool = True
+            _fix_or_warn(1, native)
             if threads is not None:
                 set_kernel_threads(threads)
-            self.threads = kernel_threads()
         else:
+            # even without a count: the first program fixes the pool at the size it has now
+            self._edgekit_pool = False
+            _fix_or_warn(threads or 0, native)
             if threads is not None:
-                set_threads(threads, native)
-            self.threads = thread_count(native)
+                from edgekit.kernels import set_kernel_threads
+                set_kernel_threads(threads)
         self.style = entry.state_style
         self.engine = (_NativeProgram if native else _PybindProgram)(Path(path), entry, n_inputs, state_specs or [])
         self.reset()
         if native and self.engine._state_io is None:
             self.step = self.engine.step_buffers        # the hot path: no frame in between
+
+    @property
+    def threads(self) -> int | None:
+        """The threads this program's heavy work runs on now: edgekit's kernel pool for a
+        program with edgekit's ops (a process-wide pool: a later session's `threads` sets it
+        for every session), else ExecuTorch's threadpool."""
+        if self._edgekit_pool:
+            from edgekit.kernels import kernel_threads
+            return kernel_threads()
+        return _ET_POOL
 
     @property
     def live(self) -> dict[str, np.ndarray]:
