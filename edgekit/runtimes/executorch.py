@@ -107,26 +107,18 @@ class ExecuTorchBackend(Backend):
                 Runtime.get()         # the binding registers the wheel's kernels and XNNPACK
         if threads is not None and threads < 1:
             raise EdgekitError(f"--threads {threads} is not positive", fix="pass --threads 1 or more")
-        if native and entry.kernel_library:
-            # A program with edgekit's ops runs its GEMVs (dense, qlinear) and recurrences on
-            # edgekit's spinning pool; XNNPACK keeps only small glue. Two pools of n threads on
-            # n cores take turns badly: on the 2-core machine, RWKV-7 0.1B fp32 .pte's 108
-            # XNNPACK calls cost 3.03-3.20 ms a token with both pools at 2 threads and
-            # 1.93-1.95 ms with XNNPACK's at 1 (wall 21.0-21.6 -> 19.9 ms; int8: 1.72-2.11 ->
-            # 1.22-1.24 ms, the spread gone). So XNNPACK's pool gets one thread (if this is the
-            # process's first program: _ET_POOL), and `threads` reports edgekit's pool.
-            from edgekit.kernels import set_kernel_threads
-            self._edgekit_pool = True
-            _fix_or_warn(1, native)
-            if threads is not None:
-                set_kernel_threads(threads)
-        else:
-            # even without a count: the first program fixes the pool at the size it has now
-            self._edgekit_pool = False
-            _fix_or_warn(threads or 0, native)
-            if threads is not None:
-                from edgekit.kernels import set_kernel_threads
-                set_kernel_threads(threads)
+        # A program with edgekit's ops runs its GEMVs (dense, qlinear) and recurrences on
+        # edgekit's spinning pool; XNNPACK keeps only small glue. Two pools of n threads on n
+        # cores take turns badly: on the 2-core machine, RWKV-7 0.1B fp32 .pte's 108 XNNPACK
+        # calls cost 3.03-3.20 ms a token with both pools at 2 threads and 1.93-1.95 ms with
+        # XNNPACK's at 1 (wall 21.0-21.6 -> 19.9 ms; int8: 1.72-2.11 -> 1.22-1.24 ms, the spread
+        # gone). So XNNPACK's pool gets one thread there, `threads` otherwise (none given: the
+        # size it has); either only if this is the process's first program (_ET_POOL).
+        from edgekit.kernels import set_kernel_threads
+        self._edgekit_pool = bool(native and entry.kernel_library)
+        _fix_or_warn(1 if self._edgekit_pool else (threads or 0), native)
+        if threads is not None:
+            set_kernel_threads(threads)
         self.style = entry.state_style
         self.engine = (_NativeProgram if native else _PybindProgram)(Path(path), entry, n_inputs, state_specs or [])
         self.reset()
