@@ -251,3 +251,25 @@ def test_decomposed_quantized_export_matches_the_reference(tiny_mamba, tmp_path)
         got = np.stack([np.array(s.step(t)).reshape(-1) for t in toks])
         per_step = np.abs(got - want).max(1) / want.std()
         assert np.mean(per_step <= TOL) >= 0.9 and per_step.max() <= 10 * TOL, (fmt, per_step.max())
+
+
+def test_export_leaves_the_callers_model_as_it_was(tmp_path):
+    """edgekit.export(model, quant=...) on a model the caller holds: quantization works on a
+    copy (the caller's Linear layers, weights, training mode and gradients are untouched), and an
+    unquantized export puts training mode and requires_grad back."""
+    from edgekit.export import export
+    from edgekit.models import ARCHITECTURES, load_model
+    from edgekit.models.layers import Linear
+    model = load_model(ARCHITECTURES["mamba"].write_random(tmp_path / "mamba", seed=2)).train().requires_grad_(True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    linears = sorted(n for n, m in model.named_modules() if type(m) is Linear)
+    assert linears
+    for quant, out in (("int4", "q"), (None, "f")):
+        export(model, tmp_path / out, formats=("onnx",), quant=quant)
+        assert json.loads((tmp_path / out / "edgekit.json").read_text())["quantization"] != (
+            "none" if quant else None)
+        assert sorted(n for n, m in model.named_modules() if type(m) is Linear) == linears
+        assert model.training and all(m.training for m in model.modules())
+        assert all(p.requires_grad for p in model.parameters())
+        after = model.state_dict()
+        assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

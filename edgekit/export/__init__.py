@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from copy import deepcopy
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -121,9 +123,6 @@ def export(src, outdir, *, formats=None, ops: str | None = None, batch: int = 1,
     of formats not exported this time are removed, so outdir never mixes two exports; any
     other folder that holds a file of those names is refused.
     """
-    import tempfile
-
-    from edgekit._io import remove_tree
     formats, ops, quant, dtype, passes, profile, choices = _device_choices(device, formats, ops, quant, dtype)
     state_style = _check_args(formats, ops, batch, state_style)
     if dtype not in ("fp32", "fp16"):
@@ -164,7 +163,35 @@ def export(src, outdir, *, formats=None, ops: str | None = None, batch: int = 1,
     note = progress or (lambda msg: None)
     note("loading")
     model = src if isinstance(src, RecurrentModel) else _from_module(src) or load_model(src)
-    model = model.eval().requires_grad_(False)
+    with _borrowed(model, copy=quant is not None and model is src) as model:
+        return _export_model(model, outdir, formats, ops, batch, state_style, note, prefill, tok_file, quant,
+                             group_size, quant_head, quantizer, device, choices, passes, dtype, profile, force)
+
+
+@contextmanager
+def _borrowed(model, copy: bool):
+    """The model in eval mode without gradients for the export, and the caller's model as it
+    was afterwards: quantization replaces its Linear layers, so a model the caller passed in is
+    deep-copied first (copy=True); otherwise its training mode and requires_grad flags are put
+    back (an export in the middle of a training loop must not stop the training)."""
+    if copy:
+        model = deepcopy(model)
+    training = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        yield model.eval().requires_grad_(False)
+    finally:
+        for m, t in training:
+            m.training = t
+        for p, g in grads:
+            p.requires_grad_(g)
+
+
+def _export_model(model, outdir, formats, ops, batch, state_style, note, prefill, tok_file, quant, group_size,
+                  quant_head, quantizer, device, choices, passes, dtype, profile, force) -> Manifest:
+    import tempfile
+
+    from edgekit._io import remove_tree
     quantization = None
     if quant is not None:
         from edgekit.quant import quantize_model
