@@ -33,7 +33,7 @@ $(LAVAVENV)/.installed: requirements-lava.txt
 	touch $@
 
 kernels: $(KERNELS)
-$(KERNELS): $(VENV)/.installed $(wildcard kernels/*.cpp kernels/*.h kernels/*.py edgekit/ops/*.py) kernels/build.sh
+$(KERNELS): $(VENV)/.installed $(wildcard kernels/*.cpp kernels/*.h kernels/*.py runtime/*.cpp runtime/*.h edgekit/ops/*.py) kernels/build.sh
 	bash kernels/build.sh $(PY) $@
 
 demo: setup

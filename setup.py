@@ -27,6 +27,9 @@ class BuildWithKernels(build_py):
         src.mkdir(parents=True, exist_ok=True)
         for f in [*ROOT.glob("kernels/*.cpp"), *ROOT.glob("kernels/*.h")]:
             shutil.copyfile(f, src / f.name)
+        (src / "runtime").mkdir(exist_ok=True)
+        for f in [*ROOT.glob("runtime/*.cpp"), *ROOT.glob("runtime/*.h")]:
+            shutil.copyfile(f, src / "runtime" / f.name)
         (pkg / "devices").mkdir(exist_ok=True)
         for f in ROOT.glob("devices/*.toml"):
             shutil.copyfile(f, pkg / "devices" / f.name)

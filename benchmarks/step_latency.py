@@ -9,7 +9,7 @@ its real on-disk format, exports it (ONNX and .pte; fused and decomposed ops; .p
 state in buffers and as I/O), and times single steps of: torch eager, ONNX Runtime,
 ExecuTorch, and the reference implementation with its own cache, each called from Python
 one step at a time (`StreamingSession.step`). Rows ending "C loop" step the same .pte from
-C++ (kernels/runner.cpp's `edgekit_runner_run`, as `edgekit run --input` and an app calling
+C++ (runtime/edgekit_runner.cpp's `edgekit_runner_run`, as `edgekit run --input` and an app calling
 the C API do): still one step per input row, with no Python between steps. Backends are timed in
 interleaved rounds (round-robin, `--steps` each per round) so machine noise hits all of
 them alike; the figure is the median over every timed step.
@@ -177,7 +177,7 @@ def time_case(case, steps: int, rounds: int, work: Path, console, skip_oracle=Fa
 
 class _CLoop:
     """A .pte stepped by edgekit's native runner in C++ (`edgekit_runner_run`, what
-    `edgekit run --input` and an app calling kernels/runner.cpp's C API do): a block of
+    `edgekit run --input` and an app calling runtime/edgekit_runner.cpp's C API do): a block of
     single steps in one call, no Python between them. Step t still reads input t and writes
     output t; the figure is the block's time over its steps."""
 

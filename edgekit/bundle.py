@@ -1,9 +1,10 @@
 """`edgekit bundle ARTIFACT --device NAME -o DIR`: a self-contained folder an app developer
 builds on the device's toolchain.
 
-The folder holds the `.pte` and its edgekit.json (and tokenizer.json), the C++ sources of the
-edgekit kernels that program calls (with edgekit's threadpool and native runner, and the
-argument-check header generated from the op specs), `edgekit_runner.h` (the C API), a
+The folder holds the `.pte` and its edgekit.json (and tokenizer.json), in kernels/ the C++
+sources of the edgekit kernels that program calls (with edgekit's threadpool and the
+argument-check header generated from the op specs), in runtime/ edgekit's native runner and
+`edgekit_runner.h` (its C API), a
 CMakeLists.txt that builds them against an ExecuTorch install found by
 `find_package(executorch CONFIG)` (the pip wheel's folder works, as do the SDK builds), a C
 example of about fifty lines that streams tokens (`stream.c`), and a README with the build
@@ -18,13 +19,16 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError
 
-# the kernels' sources: a wheel's copy (setup.py), else the source tree's kernels/
+# the kernels' and the runner's sources: a wheel's copy (setup.py), else the source tree's
+# kernels/ and runtime/
 _PACKAGED = Path(__file__).resolve().parent / "_kernels" / "src"
-KERNELS = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "kernels"
+_TREE = Path(__file__).resolve().parent.parent
+KERNELS = _PACKAGED if _PACKAGED.is_dir() else _TREE / "kernels"
+RUNTIME = KERNELS / "runtime" if _PACKAGED.is_dir() else _TREE / "runtime"
 # the ops whose C++ lives in a file named after another op
 KERNEL_FILE = {"silu_mul": "gated", "gelu_tanh_mul": "gated", "causal_conv1d_silu": "causal_conv1d"}
-ALWAYS = ("threadpool.cpp", "runner.cpp", "edgekit_kernel.h", "edgekit_simd.h", "edgekit_threadpool.h",
-          "edgekit_runner.h")
+ALWAYS = ("threadpool.cpp", "edgekit_kernel.h", "edgekit_simd.h", "edgekit_threadpool.h")
+RUNNER = ("edgekit_runner.cpp", "edgekit_runner.h")
 
 
 def kernel_sources(ops_used: list[str]) -> list[str]:
@@ -72,6 +76,9 @@ def bundle(artifact: Path, device: str, out: Path) -> Path:
         (tmp / "kernels").mkdir()
         for name in (*sources, *ALWAYS):
             shutil.copyfile(KERNELS / name, tmp / "kernels" / name)
+        (tmp / "runtime").mkdir()
+        for name in RUNNER:
+            shutil.copyfile(RUNTIME / name, tmp / "runtime" / name)
         from edgekit.ops import REGISTRY
         from edgekit.ops.cpp_checks import write
         write(str(tmp / "kernels" / "edgekit_op_checks.h"), REGISTRY)
@@ -91,16 +98,16 @@ def bundle(artifact: Path, device: str, out: Path) -> Path:
 
 CMAKE = """\
 # edgekit bundle: the edgekit kernels this model calls, the native runner (C API in
-# kernels/edgekit_runner.h) and an example, built against an ExecuTorch install.
+# runtime/edgekit_runner.h) and an example, built against an ExecuTorch install.
 #   cmake -S . -B build -DCMAKE_PREFIX_PATH=<ExecuTorch install, e.g. the pip wheel's folder>
 #   cmake --build build -j
 cmake_minimum_required(VERSION 3.19)
 project(edgekit_bundle C CXX)
 find_package(executorch CONFIG REQUIRED)
 
-file(GLOB EDGEKIT_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/kernels/*.cpp)
+file(GLOB EDGEKIT_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/kernels/*.cpp ${CMAKE_CURRENT_SOURCE_DIR}/runtime/*.cpp)
 add_library(edgekit_runner SHARED ${EDGEKIT_SOURCES})
-target_include_directories(edgekit_runner PRIVATE kernels ${EXECUTORCH_INCLUDE_DIRS})
+target_include_directories(edgekit_runner PRIVATE kernels runtime ${EXECUTORCH_INCLUDE_DIRS})
 target_compile_definitions(edgekit_runner PRIVATE ${EXECUTORCH_COMPILE_DEFINITIONS})
 target_compile_features(edgekit_runner PRIVATE cxx_std_17)
 target_compile_options(edgekit_runner PRIVATE -O3 -fopenmp-simd)
@@ -118,7 +125,7 @@ target_link_libraries(edgekit_runner PRIVATE ${EXECUTORCH_LIBRARIES})
 set_target_properties(edgekit_runner PROPERTIES BUILD_RPATH "${EXECUTORCH_RUNTIME_LIBRARY_DIR}")
 
 add_executable(stream stream.c)
-target_include_directories(stream PRIVATE kernels)
+target_include_directories(stream PRIVATE runtime)
 # --no-as-needed: the stock kernels and the XNNPACK backend register themselves at load time
 target_link_libraries(stream PRIVATE -Wl,--no-as-needed edgekit_runner ${EXECUTORCH_LIBRARIES})
 set_target_properties(stream PROPERTIES BUILD_RPATH "${EXECUTORCH_RUNTIME_LIBRARY_DIR};$<TARGET_FILE_DIR:edgekit_runner>")
@@ -190,8 +197,9 @@ def _readme(profile, pte: str, sources: list[str]) -> str:
 {profile.description}.
 
 - `{pte}`, `edgekit.json`: the model (one step per call; the recurrent state lives inside it).
-- `kernels/`: edgekit's kernels this model calls ({', '.join(sources) or 'none'}), the
-  threadpool, the native runner (`runner.cpp`) and its C API (`edgekit_runner.h`).
+- `kernels/`: edgekit's kernels this model calls ({', '.join(sources) or 'none'}) and their
+  threadpool.
+- `runtime/`: the native runner (`edgekit_runner.cpp`) and its C API (`edgekit_runner.h`).
 - `stream.c`: feeds prompt token ids and prints greedy tokens.
 
 Build and run:

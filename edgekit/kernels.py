@@ -128,7 +128,7 @@ def kernel_threads() -> int | None:
 
 def runner_api() -> ctypes.CDLL:
     """The loaded library with the C signatures of its native step runner
-    (kernels/runner.cpp) declared. Call `load_kernels()` first."""
+    (runtime/edgekit_runner.cpp) declared. Call `load_kernels()` first."""
     lib = _handle
     if lib is None:
         raise RuntimeError("load_kernels() first")

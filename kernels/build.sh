@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build every kernels/*.cpp into ONE shared library of edgekit ExecuTorch kernels.
+# Build every kernels/*.cpp (edgekit's ExecuTorch kernels) and runtime/*.cpp (its native runner, a
+# runtime over ExecuTorch's Method, not an op kernel) into ONE shared library.
 #
 #   bash kernels/build.sh PYTHON OUT.so
 #
@@ -23,7 +24,8 @@ ROOT=$(dirname "$HERE")
 CXX=${CXX:-g++}
 
 shopt -s nullglob
-SRCS=("$HERE"/*.cpp)
+RUNTIME="$ROOT/runtime"
+SRCS=("$HERE"/*.cpp "$RUNTIME"/*.cpp)
 [ ${#SRCS[@]} -gt 0 ] || { echo "build.sh: no kernels/*.cpp found" >&2; exit 1; }
 
 # executorch is a namespace package in the 1.x wheels (executorch.__file__ is None).
@@ -34,7 +36,7 @@ ET=$("$PY" -c 'import executorch; print(list(executorch.__path__)[0])')
 # When it is, touch OUT so make (whose other prerequisites may be newer) stops asking.
 if [ -f "$OUT" ] && [ "${EDGEKIT_KERNEL_FORCE:-0}" != 1 ]; then
   stale=0
-  for f in "${SRCS[@]}" "$HERE"/*.h "$HERE/build.sh" "$ET/lib/libexecutorch.so" "$ROOT"/edgekit/ops/*.py "$HERE/gen_checks.py"; do
+  for f in "${SRCS[@]}" "$HERE"/*.h "$RUNTIME"/*.h "$HERE/build.sh" "$ET/lib/libexecutorch.so" "$ROOT"/edgekit/ops/*.py "$HERE/gen_checks.py"; do
     [ "$f" -nt "$OUT" ] && stale=1
   done
   if [ $stale = 0 ]; then touch "$OUT"; echo "build.sh: $OUT is up to date"; exit 0; fi
@@ -79,7 +81,7 @@ PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PY" "$HERE/gen_checks.py" "$GEN/
 "$CXX" -std=c++17 -O3 -shared -fPIC -fopenmp-simd "${ARCH[@]}" ${EDGEKIT_KERNEL_CXXFLAGS:-} "${NOSIMD[@]}" \
   -Wall -Wextra -Wno-unused-parameter \
   -DC10_USING_CUSTOM_GENERATED_MACROS -DET_EVENT_TRACER_ENABLED \
-  -I"$HERE" -I"$GEN" -I"$ET/include" -I"$ET/include/executorch/runtime/core/portable_type/c10" \
+  -I"$HERE" -I"$RUNTIME" -I"$GEN" -I"$ET/include" -I"$ET/include/executorch/runtime/core/portable_type/c10" \
   "${SRCS[@]}" -o "$TMP" \
   -L"$ET/lib" -lexecutorch -Wl,-rpath,"$ET/lib"
 mv -f "$TMP" "$OUT"  # atomic: a process that already mapped the old file keeps it intact

@@ -34,7 +34,8 @@ def test_the_bundle_builds_and_its_example_matches_the_session(phone_pte, tmp_pa
     r = run_cli("bundle", phone_pte, "--device", "android-arm64", "-o", out)
     assert r.returncode == 0, r.stderr
     names = {p.name for p in (out / "kernels").iterdir()}
-    assert {"mamba_step.cpp", "qlinear.cpp", "runner.cpp", "edgekit_runner.h", "edgekit_op_checks.h"} <= names
+    assert {"mamba_step.cpp", "qlinear.cpp", "threadpool.cpp", "edgekit_op_checks.h"} <= names
+    assert {p.name for p in (out / "runtime").iterdir()} == {"edgekit_runner.cpp", "edgekit_runner.h"}
     assert {p.name for p in out.iterdir()} >= {"model.pte", "edgekit.json", "CMakeLists.txt", "stream.c", "README.md"}
     assert len((out / "stream.c").read_text().splitlines()) <= 60
     et = list(executorch.__path__)[0]

@@ -1,4 +1,4 @@
-"""edgekit's native ExecuTorch runner (kernels/runner.cpp) against the executorch wheel's
+"""edgekit's native ExecuTorch runner (runtime/edgekit_runner.cpp) against the executorch wheel's
 Python binding, which runs the same .pte through ExecuTorch's own entry points: the same
 outputs and state, step by step, for both state styles; a whole sequence stepped in C++
 (`StreamingSession.stream`, what `edgekit run --input` uses) equals single steps, and its
@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
 
 
 def test_c_api_app_without_python(cfc_exports, steps, tmp_path):
-    """A C program built against kernels/edgekit_runner.h, linked as the header says, streams
+    """A C program built against runtime/edgekit_runner.h, linked as the header says, streams
     the fused .pte with no Python and gives the session's outputs and state."""
     import shutil
 
@@ -163,7 +163,7 @@ def test_c_api_app_without_python(cfc_exports, steps, tmp_path):
     lib = kernel_library_path()
     (tmp_path / "app.c").write_text(_C_APP)
     exe = tmp_path / "app"
-    subprocess.run([cc, "-O2", str(tmp_path / "app.c"), "-o", str(exe), f"-I{REPO / 'kernels'}",
+    subprocess.run([cc, "-O2", str(tmp_path / "app.c"), "-o", str(exe), f"-I{REPO / 'runtime'}",
                     f"-L{lib.parent}", "-l:" + lib.name, "-Wl,--no-as-needed", f"-L{et_lib}", "-lexecutorch",
                     "-lexecutorch_kernels_optimized", f"-Wl,-rpath,{et_lib}", f"-Wl,-rpath,{lib.parent}"],
                    check=True, capture_output=True, text=True)

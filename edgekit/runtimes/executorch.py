@@ -1,4 +1,4 @@
-"""ExecuTorch backend: edgekit's native runner (kernels/runner.cpp), or the executorch
+"""ExecuTorch backend: edgekit's native runner (runtime/edgekit_runner.cpp), or the executorch
 wheel's Python binding when the kernel library is not built.
 
 With state_style "buffers" the state lives in the program's mutable buffers and
@@ -87,7 +87,7 @@ def _et_threadpool(n: int, native: bool) -> int:
 
 
 class ExecuTorchBackend(Backend):
-    """A .pte, one step per call. Runs on edgekit's native runner (kernels/runner.cpp, in the
+    """A .pte, one step per call. Runs on edgekit's native runner (runtime/edgekit_runner.cpp, in the
     kernel library) when that library is loaded: inputs are written straight into the
     program's planned memory and one C call executes the method and copies y out, ~1 us of
     overhead per step. Without the library (a .pte with stock ops only, and no `make setup`
@@ -215,7 +215,7 @@ class _RunnerOwner:
 
 
 class _NativeProgram:
-    """The .pte's forward method on kernels/runner.cpp, through ctypes. `xs` and, with the
+    """The .pte's forward method on runtime/edgekit_runner.cpp, through ctypes. `xs` and, with the
     state in buffers, `live` are numpy views of the method's own memory: writing them is
     writing the program's inputs and state."""
 

@@ -34,9 +34,8 @@ case "$TARGET" in
   *) echo "build.sh: the target must be host or aarch64, got '$TARGET'" >&2; exit 1 ;;
 esac
 
-# Every kernel source but the native runner (a runtime over ExecuTorch's Module, not a kernel).
-SRCS=()
-for f in "$KERNELS"/*.cpp; do [ "$(basename "$f")" = runner.cpp ] || SRCS+=("$f"); done
+# Every kernel source (the native runner, a runtime over ExecuTorch's Method, is in runtime/).
+SRCS=("$KERNELS"/*.cpp)
 mkdir -p "$(dirname "$OUT")"
 GEN="$(dirname "$OUT")/generated-$TARGET"
 mkdir -p "$GEN"

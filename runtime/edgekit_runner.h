@@ -1,6 +1,7 @@
-/* edgekit's native step runner: a C API over one ExecuTorch Method (kernels/runner.cpp).
+/* edgekit's native step runner: a C API over one ExecuTorch Method (runtime/edgekit_runner.cpp).
  *
- * Link build/kernels/libedgekit_et_kernels.so (this runner and edgekit's kernels) and, from
+ * Link build/kernels/libedgekit_et_kernels.so (this runner and edgekit's kernels, one library:
+ * kernels/build.sh) and, from
  * the executorch wheel's lib/, libexecutorch.so plus the kernel/backend libraries the .pte
  * uses, with -Wl,--no-as-needed so their registrations run: libexecutorch_threadpool.so,
  * libexecutorch_kernels_optimized.so (stock ATen ops), libexecutorch_backend_xnnpack.so
