@@ -17,8 +17,9 @@ them alike; the figure is the median over every timed step.
 Floor: decode at batch 1 reads every weight once per token, so
     floor_ms = fp32 weight bytes read per token / read bandwidth.
 Embedding tables count one row (a gather), not the whole table. The bandwidth is measured
-in the same run, right before every timed block (a 256 MiB torch.sum, best of 2; then 20 ms
-of rest and 8 untimed steps, so the block is timed in steady state): the memory system of
+in the same run, right before every timed block (a torch.sum, best of 2, over a buffer the
+size of the weights a token reads, so the probe meets the cache the weights meet: `ReadProbe`;
+then 20 ms of rest and 8 untimed steps, so the block is timed in steady state): the memory system of
 these shared machines drifts by ±30% within seconds, so "x floor" is the median over rounds
 of each block's time over the floor measured next to it. The table
 header shows the median and the range of all bandwidth samples.
@@ -50,17 +51,35 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
-def read_bandwidth_gbs(gib: float = 1.0, repeats: int = 5) -> float:
-    import torch
-    x = torch.ones(int(gib * 2**30) // 4, dtype=torch.float32)
-    x.sum()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        x.sum()
-        best = min(best, time.perf_counter() - t0)
-    del x
-    return gib * 2**30 / best / 1e9
+# The smallest probe buffer: below it a torch.sum is mostly call overhead.
+MIN_PROBE_BYTES = 32 * 2**20
+
+
+class ReadProbe:
+    """The read bandwidth (GB/s) of a plain `torch.sum` over a buffer as large as the bytes a
+    token reads (at least MIN_PROBE_BYTES), best of `repeats`: the floor's bandwidth for that
+    working set. The size matters on this machine (benchmarks/read_bandwidth.py, 2 threads,
+    2026-12-06): 32-128 MiB read 61-62 GB/s (the 300 MB L3), 512 MiB-2 GiB 31.5-32 (DRAM,
+    within 1%), and 256 MiB 39-43, or 30-60 across runs: at the L3's edge its figure depends
+    on what the host's other tenants hold there. A fixed 256 MiB probe (what this script used
+    before) read an fp32 0.1B model's floor off DRAM in one run and half off L3 in the next,
+    and an L3-resident quantized model's off the same mixture; sized like the weights, the
+    probe's buffer meets the cache the weights meet."""
+
+    def __init__(self, nbytes: int, repeats: int = 2):
+        import torch
+        self.nbytes = max(int(nbytes), MIN_PROBE_BYTES) // 4 * 4
+        self.x = torch.ones(self.nbytes // 4, dtype=torch.float32)
+        self.repeats = repeats
+        self.x.sum()
+
+    def __call__(self) -> float:
+        best = float("inf")
+        for _ in range(self.repeats):
+            t0 = time.perf_counter()
+            self.x.sum()
+            best = min(best, time.perf_counter() - t0)
+        return self.nbytes / best / 1e9
 
 
 def weight_bytes_per_token(model) -> int:
@@ -106,6 +125,7 @@ def time_case(case, steps: int, rounds: int, work: Path, console, skip_oracle=Fa
     wbytes = weight_bytes_per_token(model)
     del model
     gc.collect()
+    probe = ReadProbe(wbytes)
     runners = [("torch eager (edgekit model)", StreamingSession(path))]
     for label, art in variants(path, work, console, styles):
         runners.append((label, StreamingSession(art)))
@@ -132,9 +152,9 @@ def time_case(case, steps: int, rounds: int, work: Path, console, skip_oracle=Fa
         for label, r in runners:
             # the bandwidth right before this backend's block: the machine's memory system is
             # shared and drifts by ±30% over seconds, so each block gets its own floor
-            gbs = read_bandwidth_gbs(0.25, 2)
+            gbs = probe()
             bw.append(gbs)
-            # Steady state, as in a stream: the 256 MiB read just evicted every cache and left
+            # Steady state, as in a stream: the probe's read just evicted the caches and left
             # ATen's OpenMP worker spinning on the second core; a 64-step block of a small
             # model (~0.2 ms) would otherwise be timed entirely inside that. Settle, then 8
             # untimed steps (the state moves on; nothing is compared).
@@ -251,10 +271,12 @@ def print_fresh(res, console):
     from rich.table import Table
     t = Table(title=f"{res['case']}: {len(res['fresh'][0]['ms_per_process'])} fresh processes each "
                     "(stability) and decode RSS vs the artifact's size")
-    for c in ("artifact", "ms/token median", "range", "spread", "decode RSS", "artifact size", "RSS / size"):
+    for c in ("artifact", "ms/token median", "x floor", "range", "spread", "decode RSS", "artifact size", "RSS / size"):
         t.add_column(c, justify="left" if c == "artifact" else "right")
     for f in res["fresh"]:
+        f["x_floor"] = f["ms_median"] / res["floor_ms"]     # the case's floor, same run
         t.add_row(Path(f["artifact"]).parent.name + "/" + Path(f["artifact"]).name, _fmt_time(f["ms_median"]),
+                  f"{f['x_floor']:.2f}x",
                   f"{_fmt_time(min(f['ms_per_process']))} - {_fmt_time(max(f['ms_per_process']))}",
                   f"{f['spread'] * 100:.1f}%", f"{f['rss_mb_median']:.0f} MB", f"{f['artifact_mb']:.0f} MB",
                   f"{f['rss_mb_median'] / f['artifact_mb']:.2f}x")
