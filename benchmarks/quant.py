@@ -97,7 +97,7 @@ def main() -> None:
                 runners.append((scheme, fmt, art.stat().st_size, StreamingSession(art, threads=args.threads)))
         # one probe per scheme, sized like its bytes per token: an int4 model that fits in the
         # L3 is held to the L3's bandwidth, an fp32 one that does not to DRAM's (ReadProbe)
-        probes = {scheme: ReadProbe(info[scheme], repeats=3) for scheme in schemes}
+        probes = {scheme: ReadProbe(info[scheme], repeats=3, threads=args.threads) for scheme in schemes}
         rng = np.random.default_rng(0)
         xs = case.inputs(args.steps, rng)
         times = {(s, f): [] for s, f, _, _ in runners}

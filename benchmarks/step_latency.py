@@ -53,6 +53,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 # The smallest probe buffer: below it a torch.sum is mostly call overhead.
 MIN_PROBE_BYTES = 32 * 2**20
+SETTLE_S = 0.05
 
 
 class ReadProbe:
@@ -66,19 +67,30 @@ class ReadProbe:
     and an L3-resident quantized model's off the same mixture; sized like the weights, the
     probe's buffer meets the cache the weights meet."""
 
-    def __init__(self, nbytes: int, repeats: int = 2):
+    def __init__(self, nbytes: int, repeats: int = 2, threads: int | None = None):
         import torch
+        self.torch = torch
+        self.threads = threads or os.cpu_count() or 1     # every core, whatever a session left set
         self.nbytes = max(int(nbytes), MIN_PROBE_BYTES) // 4 * 4
         self.x = torch.ones(self.nbytes // 4, dtype=torch.float32)
         self.repeats = repeats
         self.x.sum()
 
     def __call__(self) -> float:
-        best = float("inf")
-        for _ in range(self.repeats):
-            t0 = time.perf_counter()
-            self.x.sum()
-            best = min(best, time.perf_counter() - t0)
+        # the backend timed just before may leave its pool spinning on both cores (ONNX
+        # Runtime's does after a run): a probe in that window read 15-17 GB/s against 30-31
+        # (step_latency, 2026-12-06), half the floor's bandwidth; let it go idle first
+        time.sleep(SETTLE_S)
+        before = self.torch.get_num_threads()
+        self.torch.set_num_threads(self.threads)
+        try:
+            best = float("inf")
+            for _ in range(self.repeats):
+                t0 = time.perf_counter()
+                self.x.sum()
+                best = min(best, time.perf_counter() - t0)
+        finally:
+            self.torch.set_num_threads(before)
         return self.nbytes / best / 1e9
 
 
