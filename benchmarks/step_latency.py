@@ -73,9 +73,10 @@ class ReadProbe:
         self.x.sum()
 
     def __call__(self) -> float:
-        # the backend timed just before may leave its pool spinning on both cores (ONNX
-        # Runtime's does after a run): a probe in that window read 15-17 GB/s against 30-31
-        # (step_latency, 2026-12-06), half the floor's bandwidth; let it go idle first
+        # Probes right after some backends' blocks read 15-17 GB/s against 30-31 in one run
+        # (2026-12-06): half the floor's bandwidth. Two ways a backend leaves the probe half
+        # the machine, not isolated which: a thread pool still spinning after its run, or
+        # torch left at one thread by a session. Rest first, and set every core.
         time.sleep(SETTLE_S)
         before = self.torch.get_num_threads()
         self.torch.set_num_threads(self.threads)
