@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from step_latency import ReadProbe, load_cases  # noqa: E402
+from step_latency import ReadProbe, load_cases, warn_noisy_probe  # noqa: E402
 
 SCHEMES = ("fp32", "int8", "int4", "ternary")
 
@@ -136,6 +136,7 @@ def main() -> None:
             t.add_row(scheme, fmt, human_bytes(info[scheme]), f"{ms:.2f}", f"{row['x_floor']:.2f}",
                       f"{row['speedup_vs_fp32']:.2f}x", human_bytes(size))
         console.print(t)
+        warn_noisy_probe(bws, console)
         del runners
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")

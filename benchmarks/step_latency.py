@@ -313,6 +313,22 @@ def print_case(res, console):
         t.add_row(r["backend"] + star, _fmt_time(r["ms_per_token"]), f"{r['x_floor']:.2f}x",
                   f"{r['x_vs_oracle']:.2f}x" if r["x_vs_oracle"] else "-")
     console.print(t)
+    warn_noisy_probe(res["bandwidth_gbs_samples"], console)
+
+
+# Probes of one run on a quiet host span up to ~1.3x (2026-12-06: 30.4-36.1 GB/s); a wider
+# span came with a neighbour loading the memory system (16.5-32.1, every backend 30-40% slower).
+NOISY_PROBE_SPAN = 1.35
+
+
+def warn_noisy_probe(samples, console) -> None:
+    """A line under the table when this run's bandwidth probes spread past NOISY_PROBE_SPAN:
+    the host was busy, and absolute times (and the fresh-process spread) moved with it."""
+    lo, hi = min(samples), max(samples)
+    if lo > 0 and hi / lo > NOISY_PROBE_SPAN:
+        console.print(f"[yellow]note: the bandwidth probes of this run span {lo:.1f}-{hi:.1f} GB/s "
+                      f"({hi / lo:.2f}x): the host's memory system was busy; ms/token moved with it, "
+                      "x floor less so. Re-run on a quiet host for absolute figures.[/yellow]")
 
 
 def main(argv=None):
