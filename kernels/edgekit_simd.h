@@ -48,7 +48,6 @@ inline f8 min8(f8 a, f8 x) { return {_mm256_min_ps(a.v, x.v)}; }
 inline f8 max8(f8 a, f8 x) { return {_mm256_max_ps(a.v, x.v)}; }
 inline f8 abs8(f8 a) { return {_mm256_andnot_ps(_mm256_set1_ps(-0.f), a.v)}; }
 inline f8 round8(f8 a) { return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)}; }
-inline f8 sqrt8(f8 a) { return {_mm256_sqrt_ps(a.v)}; }                    // IEEE, NaN below 0
 // 2^n for integral n with n + 127 in [1, 254] (the exponent field set directly)
 inline f8 pow2_8(f8 n) {
   return {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127)), 23))};
@@ -99,7 +98,6 @@ inline f8 fnma8(f8 a, f8 b, f8 c) { return {vfmsq_f32(c.lo, a.lo, b.lo), vfmsq_f
 inline f8 min8(f8 a, f8 x) { return {vminq_f32(a.lo, x.lo), vminq_f32(a.hi, x.hi)}; }
 inline f8 max8(f8 a, f8 x) { return {vmaxq_f32(a.lo, x.lo), vmaxq_f32(a.hi, x.hi)}; }
 inline f8 abs8(f8 a) { return {vabsq_f32(a.lo), vabsq_f32(a.hi)}; }
-inline f8 sqrt8(f8 a) { return {vsqrtq_f32(a.lo), vsqrtq_f32(a.hi)}; }
 inline f8 round8(f8 a) { return {vrndnq_f32(a.lo), vrndnq_f32(a.hi)}; }
 inline float32x4_t pow2_4(float32x4_t n) {
   return vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23));

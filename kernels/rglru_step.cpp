@@ -20,7 +20,6 @@
 // that grows once (nothing is allocated per step after the first call).
 #include "edgekit_kernel.h"
 #include "edgekit_op_checks.h"
-#include "edgekit_simd.h"
 #include "edgekit_threadpool.h"
 
 #include <cmath>
@@ -75,47 +74,14 @@ void rglru_step_core(const checks::rglru_step_dims& dims, const float* xp, const
           const float rs = rp[b * T + t], keep = 1.f - rs;
           const float* hprev = t == 0 ? h_in : h;
           // gates of block hh: acc = u[hh] . gate_w[hh] + gate_b[hh]  (row axpys, SIMD over j)
-          int64_t j0 = 0;
-#if defined(EDGEKIT_F8)
-          {  // 64 outputs at a time in registers, one pass over the block's rows each
-            using namespace simd;
-            for (; j0 + 64 <= 2 * W; j0 += 64) {
-              f8 s[8];
-              for (int k = 0; k < 8; ++k) s[k] = zero8();
-              for (int64_t i = 0; i < W; ++i) {
-                const f8 ui = set8(u[d0 + i]);
-                const float* row = gw + (d0 + i) * 2 * W + j0;
-                for (int k = 0; k < 8; ++k) s[k] = fma8(ui, load8(row + 8 * k), s[k]);
-              }
-              for (int k = 0; k < 8; ++k) store8(acc + j0 + 8 * k, s[k]);
-            }
-          }
-#endif
-          for (int64_t j = j0; j < 2 * W; ++j) acc[j] = 0.f;
-          for (int64_t i = 0; j0 < 2 * W && i < W; ++i) {
+          for (int64_t j = 0; j < 2 * W; ++j) acc[j] = 0.f;
+          for (int64_t i = 0; i < W; ++i) {
             const float ui = u[d0 + i];
             const float* row = gw + (d0 + i) * 2 * W;
-            for (int64_t j = j0; j < 2 * W; ++j) acc[j] += ui * row[j];
+#pragma omp simd
+            for (int64_t j = 0; j < 2 * W; ++j) acc[j] += ui * row[j];
           }
-          int64_t i = 0;
-#if defined(EDGEKIT_F8)
-          {  // the gates, decay and update 8 channels at a time
-            using namespace simd;
-            const f8 rsv = set8(rs), keepv = set8(keep), one = set8(1.f);
-            for (; i + 8 <= W; i += 8) {
-              const int64_t d = d0 + i;
-              // 1 / (1 + e^-g), as the scalar loop: no clamp to 0, a NaN gate stays NaN
-              const f8 gi = one / (one + exp8(zero8() - (load8(acc + i) + load8(bias + i))));
-              const f8 gr = one / (one + exp8(zero8() - (load8(acc + W + i) + load8(bias + W + i))));
-              const f8 la = load8(la_base + d) * gr;
-              const f8 mult = fma8(keepv, sqrt8(one - exp8(la + la)), rsv);
-              const f8 hn = fma8(exp8(la) * keepv, load8(hprev + d), load8(u + d) * gi * mult);
-              store8(h + d, hn);
-              store8(u + d, hn);  // y_t = h_t
-            }
-          }
-#endif
-          for (; i < W; ++i) {
+          for (int64_t i = 0; i < W; ++i) {
             const int64_t d = d0 + i;
             const float gi = sigmoidf(acc[i] + bias[i]);
             const float gr = sigmoidf(acc[W + i] + bias[W + i]);
